@@ -1,0 +1,66 @@
+"""Device writes ordered by rules (cut a charging port, release a lock).
+
+A write is retried a few times, then verified by reading the point back; a
+write that does not take raises an urgent alarm, because a port that should
+be dead and is not is exactly the fire this gateway is here to prevent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.errors import DriverError
+
+log = logging.getLogger(__name__)
+
+ACTUATION_FAILED = "actuation_failed"
+
+
+class ActionRunner:
+    """Runs device writes as named tasks, so the pipeline never waits on a bus."""
+
+    def __init__(self, *, drivers: dict[str, object], attempts: int = 3,
+                 on_failure: Callable[[str, int | None, str, str], None]):
+        self._drivers = drivers
+        self._attempts = attempts
+        self._on_failure = on_failure
+        self._tasks: set[asyncio.Task] = set()
+        self.done = 0
+        self.failed = 0
+
+    def submit(self, device: str, channel: int | None, field: str, value: float) -> None:
+        """Start a write in the background."""
+        task = asyncio.get_running_loop().create_task(
+            self._write(device, channel, field, value), name=f"action[{device}:{channel}:{field}]")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, device: str, channel: int | None, field: str, value: float) -> None:
+        driver = self._drivers.get(device)
+        error = "device has no driver that can write"
+        for attempt in range(self._attempts):
+            if driver is None:
+                break
+            try:
+                await driver.write(channel, field, value)  # type: ignore[attr-defined]
+                read_back = getattr(driver, "read_back", None)
+                if read_back is not None:
+                    seen = await read_back(channel, field)
+                    if abs(seen - value) > 1e-6:
+                        raise DriverError(device, f"{field} reads {seen} after writing {value}")
+                self.done += 1
+                log.info("%s: wrote %s=%s on channel %s", device, field, value, channel)
+                return
+            except DriverError as exc:
+                error = str(exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        self.failed += 1
+        log.error("%s: write %s=%s on channel %s failed: %s", device, field, value, channel, error)
+        self._on_failure(device, channel, field, error)
+
+    async def wait_idle(self) -> None:
+        """Wait for writes under way (used at shutdown and by tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Alarms: their state, their lifecycle, and where they are published."""

@@ -1,0 +1,166 @@
+"""Command line: ``community-gateway run|check|demo|simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+
+from gateway.config.loader import load_config
+from gateway.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    return args.handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="community-gateway",
+        description="Edge gateway for smart residential communities: reads door, EV-charging, "
+                    "fall-radar and camera sensors, raises alarms locally, forwards readings.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the gateway with a site config")
+    run.add_argument("config", help="site config YAML file")
+    run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check", help="check a site config and exit (0 = good)",
+                           description="Validate a site config: types, unknown keys, references "
+                                       "between devices, buses, profiles and rules. Prints every "
+                                       "problem with its key path; exits 2 if there is any.")
+    check.add_argument("config", help="site config YAML file")
+    check.set_defaults(handler=_check)
+
+    demo = sub.add_parser("demo", help="run the whole system on simulators, no outside service",
+                          description="Starts a simulated charging cabinet, an embedded MQTT "
+                                      "broker and the gateway; shows readings and alarms live "
+                                      "until Ctrl-C.")
+    demo.add_argument("--scenario", default="overpower",
+                      help="cabinet scenario: normal, overpower, overheat, smoke (default overpower)")
+    demo.add_argument("--data-dir", default="demo-data", help="where the demo keeps its time series")
+    demo.set_defaults(handler=_demo)
+
+    sim = sub.add_parser("simulate", help="run a device simulator by hand")
+    sim_kinds = sim.add_subparsers(dest="kind", metavar="KIND", required=True)
+    cab = sim_kinds.add_parser("cabinet", help="EV-bike charging cabinet (Modbus TCP or RTU)")
+    cab.add_argument("--scenario", default="normal",
+                     help="normal, overpower, overheat, smoke (default normal)")
+    cab.add_argument("--ports", type=int, default=4)
+    cab.add_argument("--incident-port", type=int, default=3, help="port the incident happens on")
+    cab.add_argument("--incident-after", type=float, default=10.0, help="seconds before the incident")
+    where = cab.add_mutually_exclusive_group()
+    where.add_argument("--tcp", default=None, metavar="HOST:PORT",
+                       help="serve Modbus TCP here (default 127.0.0.1:5020)")
+    where.add_argument("--serial", default=None, metavar="DEVICE",
+                       help="serve Modbus RTU on this serial port or pseudo-terminal")
+    cab.add_argument("--baudrate", type=int, default=9600)
+    cab.add_argument("--meter-base", type=int, default=1, help="slave id of port 1's meter")
+    cab.add_argument("--controller-id", type=int, default=100, help="slave id of the controller")
+    cab.add_argument("--speed", type=float, default=1.0, help="charging speed-up factor")
+    cab.set_defaults(handler=_simulate_cabinet)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("pymodbus", "amqtt", "transitions", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.CRITICAL)
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        site = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    cfg = site.config
+    for key, secret in (("mqtt.password", cfg.mqtt and cfg.mqtt.password),
+                        ("influxdb.token", cfg.influxdb and cfg.influxdb.token)):
+        if secret:
+            try:
+                secret.reveal()
+            except ValueError as exc:
+                site.warnings.append(f"{key} ({secret.describe()}): {exc}")
+    for warning in site.warnings:
+        print(f"warning: {warning}")
+    print(f"{args.config}: OK (site {cfg.site.id}: {len(cfg.buses)} buses, "
+          f"{len(cfg.devices)} devices, {len(cfg.rules)} rules)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from gateway.app import Gateway
+
+    try:
+        site = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in site.warnings:
+        logging.getLogger("gateway").warning("config: %s", warning)
+
+    async def serve() -> None:
+        # Built inside the loop: the HTTP and MQTT clients bind to it.
+        await Gateway(site).run()
+
+    return run_until_signal(serve())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from gateway.demo import run_demo
+
+    return run_until_signal(run_demo(scenario=args.scenario, data_dir=args.data_dir))
+
+
+def _simulate_cabinet(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from simulators.modbus_server import run_cabinet
+
+    tcp = args.tcp if args.serial is None and args.tcp is not None else (
+        None if args.serial else "127.0.0.1:5020")
+    return run_until_signal(run_cabinet(
+        ports=args.ports, scenario=args.scenario, tcp=tcp, serial=args.serial,
+        baudrate=args.baudrate, meter_base=args.meter_base, controller_id=args.controller_id,
+        speed=args.speed, scenario_port=args.incident_port, incident_after=args.incident_after))
+
+
+def run_until_signal(coro: Coroutine) -> int:
+    """Run a coroutine until it ends or SIGINT/SIGTERM cancels it; 0 on a clean stop."""
+
+    async def supervise() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        try:
+            await coro
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        asyncio.run(supervise())
+    except asyncio.CancelledError:
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    return 0

@@ -1,0 +1,268 @@
+"""Load a site config file and check it whole: types, references, meaning.
+
+Every problem found is reported at once, each with the key path and what was
+expected, so an installer fixes a file in one pass. Nothing starts from a file
+with any problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from drivers.modbus.register_map import ModbusProfile, Point, RequestLimits, expand, overlaps
+from gateway.config.devices import ModbusDevice, ModbusRtuBus, SyntheticDevice
+from gateway.config.models import GatewayConfig
+from gateway.config.rules import ThresholdRule
+from gateway.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device with its profile resolved: what it reads and what can be written."""
+
+    config: ModbusDevice | SyntheticDevice
+    kind: str
+    channel_name: str
+    channel_count: int
+    fields: frozenset[str]
+    writable: frozenset[str]
+    points: tuple[Point, ...] = ()
+    limits: RequestLimits | None = None
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def location(self) -> dict[str, str]:
+        """Building, unit, floor, room: the parts that are set."""
+        return self.config.location.as_dict()
+
+
+@dataclass
+class Site:
+    """A checked config: the file's model plus every device resolved."""
+
+    path: Path
+    config: GatewayConfig
+    devices: dict[str, DeviceSpec]
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_config(path: str | Path) -> Site:
+    """Read, validate and resolve a site config; raise ConfigError listing every problem."""
+    path = Path(path)
+    raw = _read_yaml(path, path)
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), pydantic_problems(exc, raw)) from None
+    problems: list[tuple[str, str]] = []
+    devices = _resolve_devices(path, config, problems)
+    _check_references(config, devices, problems)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return Site(path=path, config=config, devices=devices, warnings=_warnings(config, devices))
+
+
+def _read_yaml(path: Path, shown: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(shown), [("", f"cannot read file: {exc.strerror}")]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
+        raise ConfigError(str(shown), [("", f"not valid YAML: {at}{getattr(exc, 'problem', exc)}")]) from None
+
+
+def pydantic_problems(exc: ValidationError, raw: Any) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (key path, what was expected) pairs."""
+    problems = []
+    for err in exc.errors():
+        path = _key_path(err["loc"], raw)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "union_tag_invalid":
+            msg = f"unknown type {err['input']!r}; expected one of {err['ctx']['expected_tags']}"
+        elif kind == "union_tag_not_found":
+            msg = f"missing 'type'; expected one of {err['ctx'].get('discriminator', '')}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if kind not in ("value_error", "assertion_error") and "input" in err:
+                msg += f" (got {err['input']!r})"
+        problems.append((path, msg))
+    return problems
+
+
+def _key_path(loc: tuple, raw: Any) -> str:
+    """``('devices', 2, 'modbus', 'bus')`` -> ``devices[2].bus``; drops union tags."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        elif isinstance(node, dict) and item not in node and node.get("type") == item:
+            continue  # the discriminator's value pydantic inserts into the path
+        else:
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+def _resolve_devices(path: Path, config: GatewayConfig,
+                     problems: list[tuple[str, str]]) -> dict[str, DeviceSpec]:
+    devices: dict[str, DeviceSpec] = {}
+    bus_ids = _unique_ids("buses", [b.id for b in config.buses], problems)
+    _unique_ids("devices", [d.id for d in config.devices], problems)
+    _unique_ids("rules", [r.id for r in config.rules], problems)
+    for i, dev in enumerate(config.devices):
+        where = f"devices[{i}]"
+        if isinstance(dev, SyntheticDevice):
+            spec = DeviceSpec(dev, dev.kind, "channel", dev.channels or 0,
+                              frozenset(dev.fields), frozenset())
+        else:
+            if dev.bus not in bus_ids:
+                problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}; buses: {sorted(bus_ids)}"))
+            try:
+                profile = load_profile(dev.profile, path.parent)
+            except ConfigError as exc:
+                problems += [(f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
+                             for p, m in exc.problems]
+                continue
+            spec = _modbus_spec(dev, profile, where, problems)
+        devices.setdefault(dev.id, spec)
+    return devices
+
+
+def _modbus_spec(dev: ModbusDevice, profile: ModbusProfile, where: str,
+                 problems: list[tuple[str, str]]) -> DeviceSpec:
+    if dev.channels is not None and profile.channels is None:
+        problems.append((f"{where}.channels", f"profile {dev.profile!r} has no channels"))
+    points = expand(profile, dev.channels, dev.slave_base)
+    for a, b in overlaps(points):
+        problems.append((f"{where}.profile", f"fields {a.name!r} and {b.name!r} overlap at "
+                                             f"slave {a.slave} {a.table} {b.address}"))
+    for p in points:
+        if not 1 <= p.slave <= 247:
+            problems.append((f"{where}.slave_base", f"field {p.name!r} lands on slave {p.slave}, "
+                                                    "outside 1..247"))
+            break
+    count = 0
+    if profile.channels is not None:
+        count = dev.channels if dev.channels is not None else profile.channels.count
+    return DeviceSpec(
+        config=dev, kind=dev.kind or profile.kind,
+        channel_name=profile.channels.name if profile.channels else "channel",
+        channel_count=count,
+        fields=frozenset(p.name for p in points),
+        writable=frozenset(p.name for p in points if p.writable),
+        points=tuple(points), limits=profile.requests,
+    )
+
+
+def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
+    seen: set[str] = set()
+    for i, ident in enumerate(ids):
+        if ident in seen:
+            problems.append((f"{section}[{i}].id", f"duplicate id {ident!r}"))
+        seen.add(ident)
+    return seen
+
+
+def load_profile(name: str, config_dir: Path) -> ModbusProfile:
+    """Find a profile by name (``<config dir>/profiles/<name>.yaml``, then the
+    profiles shipped with the gateway) or by path, and validate it."""
+    candidates = [config_dir / name] if name.endswith((".yaml", ".yml")) else [
+        config_dir / "profiles" / f"{name}.yaml",
+        Path(str(resources.files("configs") / "profiles" / f"{name}.yaml")),
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            raw = _read_yaml(candidate, candidate)
+            try:
+                return ModbusProfile.model_validate(raw)
+            except ValidationError as exc:
+                raise ConfigError(str(candidate), pydantic_problems(exc, raw)) from None
+    raise ConfigError(name, [("", "profile not found; looked in " + ", ".join(map(str, candidates)))])
+
+
+def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
+                      problems: list[tuple[str, str]]) -> None:
+    kinds = {d.kind for d in devices.values()}
+    for i, rule in enumerate(config.rules):
+        where = f"rules[{i}]"
+        for j, dev in enumerate(rule.select.devices):
+            if dev not in devices:
+                problems.append((f"{where}.select.devices[{j}]", f"no device with id {dev!r}"))
+        for j, kind in enumerate(rule.select.kinds):
+            if kind not in kinds:
+                problems.append((f"{where}.select.kinds[{j}]",
+                                 f"no device of kind {kind!r}; kinds: {sorted(kinds)}"))
+        selected = [d for d in devices.values() if selects(rule, d)]
+        if not selected:
+            problems.append((f"{where}.select", "selects no device"))
+            continue
+        if isinstance(rule, ThresholdRule):
+            with_field = [d for d in selected if rule.field in d.fields]
+            if not with_field:
+                known = sorted(set().union(*(d.fields for d in selected)))
+                problems.append((f"{where}.field", f"no selected device has field {rule.field!r}; "
+                                                   f"fields: {known}"))
+            for k, action in enumerate(rule.actions):
+                targets = [devices[action.device]] if action.device in devices else with_field
+                if action.device is not None and action.device not in devices:
+                    problems.append((f"{where}.actions[{k}].device",
+                                     f"no device with id {action.device!r}"))
+                for target in targets:
+                    if action.write not in target.writable:
+                        problems.append((f"{where}.actions[{k}].write",
+                                         f"device {target.id!r} has no writable field "
+                                         f"{action.write!r}; writable: {sorted(target.writable)}"))
+                        break
+
+
+def selects(rule: BaseModel, device: DeviceSpec) -> bool:
+    """Whether a rule's selector matches a device."""
+    sel = rule.select  # type: ignore[attr-defined]
+    loc = device.config.location
+    return ((not sel.kinds or device.kind in sel.kinds)
+            and (not sel.devices or device.id in sel.devices)
+            and (not sel.buildings or loc.building in sel.buildings)
+            and (not sel.units or loc.unit in sel.units))
+
+
+def _warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str]:
+    """Settings that are legal but probably wrong."""
+    out = []
+    if config.mqtt is None:
+        out.append("no 'mqtt' section: alarms go to the log only")
+    if config.influxdb is None and config.local_series is None:
+        out.append("no 'influxdb' or 'local_series' section: readings are not kept")
+    buses = {b.id: b for b in config.buses}
+    for spec in devices.values():
+        dev = spec.config
+        if isinstance(dev, ModbusDevice) and dev.bus in buses:
+            bus = buses[dev.bus]
+            if bus.timeout * (bus.retries + 1) >= dev.poll_interval:
+                out.append(f"device {dev.id}: bus timeout {bus.timeout}s x {bus.retries + 1} tries "
+                           f"is not shorter than its poll interval {dev.poll_interval}s")
+            if isinstance(bus, ModbusRtuBus):
+                n_requests = len({(p.slave, p.table) for p in spec.points})
+                # ~8 bytes out, ~ (5 + 2n) back per request; 11 bits per byte on the wire
+                est = n_requests * ((8 + 5 + 2 * 20) * 11 / bus.baudrate + bus.frame_gap)
+                if est > dev.poll_interval:
+                    out.append(f"device {dev.id}: about {est:.2f}s of bus time per poll at "
+                               f"{bus.baudrate} baud exceeds its poll interval {dev.poll_interval}s")
+    return out

@@ -1,0 +1,112 @@
+"""Runs one device: polls on its interval, tracks health, retries with backoff.
+
+Written once here so drivers only speak their protocol. A device that fails
+``offline_after`` polls in a row is declared offline (one ERROR line, an alarm)
+and retried with capped, jittered backoff; the first good poll brings it back
+(one INFO line, the alarm clears).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from gateway.backoff import Backoff
+from gateway.errors import DriverError, DriverTimeout
+from gateway.health import DeviceHealth
+from gateway.readings import Reading
+
+log = logging.getLogger(__name__)
+
+
+class PollingDriver(Protocol):
+    """What the runtime needs from a driver that is polled."""
+
+    async def poll(self) -> list[Reading]: ...
+
+    async def write(self, channel: int | None, field: str, value: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class DeviceRunner:
+    """Polls one driver for as long as the gateway runs."""
+
+    def __init__(self, *, device_id: str, driver: PollingDriver, interval: float,
+                 offline_after: int, emit: Callable[[list[Reading]], Awaitable[None]],
+                 on_offline: Callable[[str, str], None], on_online: Callable[[str], None],
+                 clock):
+        self.device_id = device_id
+        self.driver = driver
+        self.interval = interval
+        self.offline_after = offline_after
+        self.health = DeviceHealth(device_id)
+        self._emit = emit
+        self._on_offline = on_offline
+        self._on_online = on_online
+        self._clock = clock
+        # A poll that hangs (a driver bug, a wedged adapter) must not stall the device forever.
+        self._poll_limit = max(10.0, 5 * interval)
+
+    async def run(self) -> None:
+        """Poll until cancelled; never raises anything but CancelledError."""
+        backoff = Backoff(initial=min(1.0, self.interval), cap=max(5.0, 10 * self.interval))
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            started = loop.time()
+            try:
+                readings = await self._poll_once()
+            except DriverError as exc:
+                delay = self._failed(str(exc), backoff)
+                await asyncio.sleep(delay)
+                due = loop.time()
+                continue
+            except Exception as exc:  # a bug in a driver stays inside this device
+                log.exception("%s: unexpected error in driver", self.device_id)
+                await asyncio.sleep(self._failed(f"internal error: {exc!r}", backoff))
+                due = loop.time()
+                continue
+            self._succeeded(loop.time() - started)
+            backoff.reset()
+            await self._emit(readings)
+            due += self.interval
+            now = loop.time()
+            if due < now:  # fell behind (slow bus): skip missed slots, do not burst
+                due = now
+            await asyncio.sleep(due - now)
+
+    async def _poll_once(self) -> list[Reading]:
+        try:
+            async with asyncio.timeout(self._poll_limit):
+                return await self.driver.poll()
+        except TimeoutError as exc:
+            raise DriverTimeout(self.device_id, f"poll took over {self._poll_limit:.0f}s") from exc
+
+    def _succeeded(self, elapsed: float) -> None:
+        h = self.health
+        h.polls += 1
+        h.consecutive_errors = 0
+        h.last_success = self._clock.time()
+        h.response_time = elapsed
+        if h.online is not True:
+            if h.online is False:
+                log.info("%s: back online", self.device_id)
+                self._on_online(self.device_id)
+            h.online = True
+
+    def _failed(self, detail: str, backoff: Backoff) -> float:
+        h = self.health
+        h.polls += 1
+        h.errors += 1
+        h.consecutive_errors += 1
+        h.last_error = detail
+        if h.consecutive_errors >= self.offline_after:
+            if h.online is not False:
+                h.online = False
+                log.error("%s: offline: %s", self.device_id, detail)
+                self._on_offline(self.device_id, detail)
+            return backoff.next_delay()
+        return self.interval

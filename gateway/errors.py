@@ -1,0 +1,75 @@
+"""The gateway's one error hierarchy.
+
+Library exceptions are wrapped where they leave a driver or a sink
+(``raise DriverTimeout(...) from exc``) so the runtime only ever handles these.
+Each error carries its facts as attributes, not only in its message.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A config file is invalid; ``problems`` lists (key path, what was expected)."""
+
+    def __init__(self, file: str, problems: list[tuple[str, str]]):
+        self.file = file
+        self.problems = problems
+        lines = [f"{file}: {len(problems)} problem(s)"]
+        lines += [f"  {path or '<top>'}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class DriverError(GatewayError):
+    """A device could not be read or written."""
+
+    def __init__(self, device: str, detail: str):
+        self.device = device
+        self.detail = detail
+        super().__init__(f"{device}: {detail}")
+
+
+class DriverConnectError(DriverError):
+    """The bus, port or broker behind a device cannot be reached."""
+
+
+class DriverTimeout(DriverError):
+    """The device did not answer in time."""
+
+
+class DriverProtocolError(DriverError):
+    """The device answered with something the protocol does not allow."""
+
+
+class DeviceException(DriverError):
+    """The device answered with an exception (e.g. a Modbus exception code)."""
+
+    def __init__(self, device: str, detail: str, code: int | None = None):
+        self.code = code
+        super().__init__(device, detail)
+
+
+class SinkError(GatewayError):
+    """An upstream write failed."""
+
+    def __init__(self, sink: str, detail: str, status: int | None = None):
+        self.sink = sink
+        self.detail = detail
+        self.status = status
+        super().__init__(f"{sink}: {detail}")
+
+
+class SinkRetryable(SinkError):
+    """A write that may succeed later (network down, 5xx, 429)."""
+
+    def __init__(self, sink: str, detail: str, status: int | None = None,
+                 retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(sink, detail, status)
+
+
+class SinkRejected(SinkError):
+    """A write the upstream refuses for good (400, 422): retrying cannot fix it."""

@@ -1,0 +1,1 @@
+"""Alarm rules: evaluated on every reading before anything waits on disk or network."""

@@ -1,0 +1,72 @@
+"""Threshold rule: a value above (or below) a limit, with hysteresis and delays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config.rules import ThresholdRule
+
+
+@dataclass(slots=True)
+class _Track:
+    """Where one (device, channel) stands against the rule."""
+
+    active: bool = False
+    since: float | None = None  # when the pending transition's condition began
+
+
+class ThresholdState:
+    """Runs one threshold rule for every (device, channel) it watches.
+
+    ``update`` returns True when the condition becomes active, False when it
+    clears, and None when nothing changes. On-delay: the condition must hold that
+    long before it counts; off-delay likewise before it clears. Hysteresis: an
+    active condition clears only once the value is back past the limit by that much.
+    """
+
+    __slots__ = ("rule", "_tracks", "_above", "_limit", "_release", "_floor")
+
+    def __init__(self, rule: ThresholdRule):
+        self.rule = rule
+        self._tracks: dict[tuple[str, int | None], _Track] = {}
+        self._above = rule.above is not None
+        self._limit = rule.above if rule.above is not None else rule.below
+        self._release = (self._limit - rule.hysteresis if self._above  # type: ignore[operator]
+                         else self._limit + rule.hysteresis)  # type: ignore[operator]
+        self._floor = rule.ignore_at_or_below
+
+    def update(self, device: str, channel: int | None, value: float, now: float) -> bool | None:
+        """Feed one value; report a change of state."""
+        track = self._tracks.get((device, channel))
+        if track is None:
+            track = self._tracks[(device, channel)] = _Track()
+        if not track.active:
+            if self._above:
+                hit = value > self._limit  # type: ignore[operator]
+            else:
+                hit = value < self._limit and (self._floor is None or value > self._floor)  # type: ignore[operator]
+            return self._settle(track, hit, self.rule.on_delay, now, True)
+        if self._above:
+            gone = value < self._release
+        else:
+            gone = value > self._release or (self._floor is not None and value <= self._floor)
+        return self._settle(track, gone, self.rule.off_delay, now, False)
+
+    @staticmethod
+    def _settle(track: _Track, condition: bool, delay: float, now: float,
+                becomes: bool) -> bool | None:
+        if not condition:
+            track.since = None
+            return None
+        if track.since is None:
+            track.since = now
+        if now - track.since >= delay:
+            track.active = becomes
+            track.since = None
+            return becomes
+        return None
+
+    def is_active(self, device: str, channel: int | None) -> bool:
+        """Whether the condition currently holds for that device and channel."""
+        track = self._tracks.get((device, channel))
+        return bool(track and track.active)

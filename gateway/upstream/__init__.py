@@ -1,0 +1,1 @@
+"""Upstream: time series out of the gateway (InfluxDB v2 line protocol, a local file)."""

@@ -1,0 +1,54 @@
+"""InfluxDB v2 write API sink (InfluxDB itself, or VictoriaMetrics which accepts it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from influxdb_client import WritePrecision
+from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.rest import ApiException
+
+from gateway.config.models import InfluxConfig
+from gateway.errors import SinkRejected, SinkRetryable
+
+# Statuses that retrying cannot fix: the batch itself is wrong (a field type clash).
+# 401/403/404 are configuration problems an installer fixes; data waits for that.
+_REJECTED = {400, 413, 422}
+
+
+class InfluxSink:
+    """Writes line-protocol batches with influxdb-client's async write API."""
+
+    def __init__(self, config: InfluxConfig, token: str, name: str = "influxdb"):
+        self.name = name
+        self._config = config
+        self._client = InfluxDBClientAsync(url=config.url, token=token, org=config.org,
+                                           timeout=int(config.timeout * 1000))
+        self._api = self._client.write_api()
+
+    async def write(self, lines: list[str]) -> None:
+        """Write one batch; all or nothing."""
+        try:
+            await self._api.write(bucket=self._config.bucket, org=self._config.org,
+                                  record="\n".join(lines), precision=WritePrecision.NS)
+        except ApiException as exc:
+            status = exc.status or 0
+            detail = f"HTTP {status}: {(exc.body or exc.reason or '')!s:.200}"
+            if status in _REJECTED:
+                raise SinkRejected(self.name, detail, status) from exc
+            raise SinkRetryable(self.name, detail, status, _retry_after(exc)) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise SinkRetryable(self.name, f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Release the HTTP session."""
+        await self._client.close()
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
