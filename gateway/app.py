@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
@@ -20,13 +21,15 @@ from gateway.alarms.manager import AlarmManager, Transition
 from gateway.clock import SystemClock
 from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
 from gateway.config.devices import ModbusRtuBus, ModbusTcpBus
-from gateway.config.loader import Site
+from gateway.config.devices import SyntheticDevice as SyntheticDeviceConfig
+from gateway.config.loader import DeviceSpec, Site
 from gateway.device_runner import DeviceRunner
 from gateway.errors import ConfigError
 from gateway.messages import alarm_location
 from gateway.mqtt_link import MqttLink
 from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
+from gateway.stream_runner import StreamRunner
 from gateway.upstream.influx import InfluxSink
 from gateway.upstream.line_protocol import LineEncoder
 from gateway.upstream.local_file import LocalFileSink
@@ -55,12 +58,7 @@ class Gateway:
             alarms=self.alarms, actions=self.actions,
             encoder=LineEncoder(cfg.site.id, site.devices), sinks=self.sinks,
             queue_size=cfg.pipeline.queue_size, language=cfg.site.language)
-        self.runners = [
-            DeviceRunner(device_id=d.id, driver=self.drivers[d.id], interval=d.poll_interval,
-                         offline_after=d.offline_after, emit=self.pipeline.put,
-                         on_offline=self._offline, on_online=self._online, clock=self.clock)
-            for d in cfg.devices
-        ]
+        self.runners = [self._make_runner(d) for d in cfg.devices]
         self.mqtt = None
         if cfg.mqtt is not None:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
@@ -69,12 +67,18 @@ class Gateway:
 
     def _make_driver(self, device_id: str):
         spec = self.site.devices[device_id]
-        dev = spec.config
-        if isinstance(dev, ModbusDeviceConfig):
-            return ModbusDevice(device_id=dev.id, bus=self.buses[dev.bus], points=list(spec.points),
-                                limits=spec.limits, clock=self.clock)
-        return SyntheticDevice(device_id=dev.id, fields=dev.fields, channels=dev.channels,
-                               clock=self.clock)
+        return DRIVER_FACTORIES[type(spec.config)](spec, self)
+
+    def _make_runner(self, dev) -> DeviceRunner | StreamRunner:
+        driver = self.drivers[dev.id]
+        if hasattr(driver, "stream"):
+            return StreamRunner(device_id=dev.id, driver=driver,
+                                silence_timeout=getattr(dev, "silence_timeout", None),
+                                emit=self.pipeline.put, on_offline=self._offline,
+                                on_online=self._online, clock=self.clock)
+        return DeviceRunner(device_id=dev.id, driver=driver, interval=dev.poll_interval,
+                            offline_after=dev.offline_after, emit=self.pipeline.put,
+                            on_offline=self._offline, on_online=self._online, clock=self.clock)
 
     def _make_sinks(self) -> list[SinkRunner]:
         cfg = self.site.config
@@ -141,6 +145,26 @@ class Gateway:
                              location=alarm_location(spec, channel),
                              message=f"{device}: writing {field} failed: {error}", value=None,
                              ts=self.clock.time())
+
+
+def _modbus_driver(spec: DeviceSpec, gateway: Gateway) -> ModbusDevice:
+    dev = spec.config
+    return ModbusDevice(device_id=dev.id, bus=gateway.buses[dev.bus], points=list(spec.points),
+                        limits=spec.limits, clock=gateway.clock)
+
+
+def _synthetic_driver(spec: DeviceSpec, gateway: Gateway) -> SyntheticDevice:
+    dev = spec.config
+    return SyntheticDevice(device_id=dev.id, fields=dev.fields, channels=dev.channels,
+                           clock=gateway.clock)
+
+
+# One entry per device config type: how to build its driver. A new device type
+# adds its factory here (and its spec builder in gateway.config.loader).
+DRIVER_FACTORIES: dict[type, Callable[[DeviceSpec, Gateway], object]] = {
+    ModbusDeviceConfig: _modbus_driver,
+    SyntheticDeviceConfig: _synthetic_driver,
+}
 
 
 def _make_bus(bus: ModbusTcpBus | ModbusRtuBus) -> ModbusBus:

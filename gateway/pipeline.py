@@ -15,7 +15,7 @@ from gateway.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.config.loader import DeviceSpec
 from gateway.messages import alarm_location, render
-from gateway.readings import Reading
+from gateway.readings import DeviceEvent, Reading
 from gateway.rules.engine import RuleChange, RuleEngine
 from gateway.upstream.line_protocol import LineEncoder
 from gateway.upstream.sink_runner import SinkRunner
@@ -36,13 +36,14 @@ class Pipeline:
         self.encoder = encoder
         self.sinks = sinks
         self.language = language
-        self.queue: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[list[Reading | DeviceEvent]] = asyncio.Queue(maxsize=queue_size)
         self.latest: dict[tuple[str, int | None], Reading] = {}
         self.readings = 0
+        self.events = 0
         self.queue_full = 0
 
-    async def put(self, readings: list[Reading]) -> None:
-        """Hand over one poll's readings (waits while the queue is full)."""
+    async def put(self, readings: list[Reading | DeviceEvent]) -> None:
+        """Hand over one poll's readings and events (waits while the queue is full)."""
         if self.queue.full():
             self.queue_full += 1
         await self.queue.put(readings)
@@ -63,7 +64,7 @@ class Pipeline:
             batch.append(self.queue.get_nowait())
         self.process(batch)
 
-    def process(self, batch: list[list[Reading]]) -> None:
+    def process(self, batch: list[list[Reading | DeviceEvent]]) -> None:
         """Rules, then alarms and actions, then the upstream buffers."""
         lines = []
         latest = self.latest
@@ -71,6 +72,11 @@ class Pipeline:
         encode = self.encoder.encode
         for readings in batch:
             for reading in readings:
+                if type(reading) is not Reading:
+                    line = self._event(reading)  # type: ignore[arg-type]
+                    if line is not None:
+                        lines.append(line)
+                    continue
                 changes = evaluate(reading)
                 if changes:
                     for change in changes:
@@ -83,6 +89,12 @@ class Pipeline:
         if lines:
             for sink in self.sinks:
                 sink.offer(lines)
+
+    def _event(self, event: DeviceEvent) -> str | None:
+        self.events += 1
+        for change in self.rules.evaluate_event(event):
+            self._apply(change)
+        return self.encoder.encode_event(event)
 
     def _apply(self, change: RuleChange) -> None:
         rule = change.rule

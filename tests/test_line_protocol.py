@@ -30,3 +30,14 @@ def test_non_finite_values_are_skipped_and_counted() -> None:
     assert enc.encode(Reading("x", None, {"v": math.nan}, 1.0)) is None
     assert enc.encode(Reading("x", None, {"v": math.inf, "w": 2.0}, 1.0)) == "unknown,device=x,site=s w=2.0 1000000000"
     assert enc.skipped_values == 2
+
+
+def test_device_event_line() -> None:
+    from gateway.readings import DeviceEvent
+
+    enc = LineEncoder("s", {})
+    line = enc.encode_event(DeviceEvent("cam", None, "throw", 2.5,
+                                        {"floor_low": 11, "snapshot": 'http://x/"a".jpg', "ok": True,
+                                         "nested": {"x": 1}}))
+    assert line == ('unknown_event,device=cam,site=s,event=throw count=1.0,floor_low=11.0,'
+                    'snapshot="http://x/\\"a\\".jpg",ok=1.0 2500000000')

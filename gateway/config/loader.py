@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -127,23 +128,37 @@ def _resolve_devices(path: Path, config: GatewayConfig,
     bus_ids = _unique_ids("buses", [b.id for b in config.buses], problems)
     _unique_ids("devices", [d.id for d in config.devices], problems)
     _unique_ids("rules", [r.id for r in config.rules], problems)
+    context = ResolveContext(config_dir=path.parent, bus_ids=bus_ids, problems=problems)
     for i, dev in enumerate(config.devices):
-        where = f"devices[{i}]"
-        if isinstance(dev, SyntheticDevice):
-            spec = DeviceSpec(dev, dev.kind, "channel", dev.channels or 0,
-                              frozenset(dev.fields), frozenset())
-        else:
-            if dev.bus not in bus_ids:
-                problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}; buses: {sorted(bus_ids)}"))
-            try:
-                profile = load_profile(dev.profile, path.parent)
-            except ConfigError as exc:
-                problems += [(f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
-                             for p, m in exc.problems]
-                continue
-            spec = _modbus_spec(dev, profile, where, problems)
-        devices.setdefault(dev.id, spec)
+        spec = SPEC_BUILDERS[type(dev)](dev, f"devices[{i}]", context)
+        if spec is not None:
+            devices.setdefault(dev.id, spec)
     return devices
+
+
+@dataclass
+class ResolveContext:
+    """What a device type's spec builder may need besides its own config."""
+
+    config_dir: Path
+    bus_ids: set[str]
+    problems: list[tuple[str, str]]
+
+
+def _synthetic_spec(dev: SyntheticDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
+    return DeviceSpec(dev, dev.kind, "channel", dev.channels or 0, frozenset(dev.fields), frozenset())
+
+
+def _modbus_device_spec(dev: ModbusDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
+    if dev.bus not in ctx.bus_ids:
+        ctx.problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}; buses: {sorted(ctx.bus_ids)}"))
+    try:
+        profile = load_profile(dev.profile, ctx.config_dir)
+    except ConfigError as exc:
+        ctx.problems.extend((f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
+                            for p, m in exc.problems)
+        return None
+    return _modbus_spec(dev, profile, where, ctx.problems)
 
 
 def _modbus_spec(dev: ModbusDevice, profile: ModbusProfile, where: str,
@@ -266,3 +281,11 @@ def _warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str
                     out.append(f"device {dev.id}: about {est:.2f}s of bus time per poll at "
                                f"{bus.baudrate} baud exceeds its poll interval {dev.poll_interval}s")
     return out
+
+
+# One entry per device config type: how to resolve it into a DeviceSpec (or None
+# after recording problems). A new device type adds its builder here.
+SPEC_BUILDERS: dict[type, Callable[[Any, str, ResolveContext], DeviceSpec | None]] = {
+    SyntheticDevice: _synthetic_spec,
+    ModbusDevice: _modbus_device_spec,
+}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from gateway.config.loader import DeviceSpec, selects
 from gateway.config.rules import ThresholdRule
-from gateway.readings import Reading
+from gateway.readings import DeviceEvent, Reading
 from gateway.rules.threshold import ThresholdState
 
 
@@ -53,3 +53,7 @@ class RuleEngine:
                 changes.append(RuleChange(state.rule, reading.device, reading.channel, field,
                                           value, reading.ts, change))
         return changes
+
+    def evaluate_event(self, event: DeviceEvent) -> list[RuleChange]:
+        """Run the rules that watch device events (none of the threshold kind)."""
+        return []

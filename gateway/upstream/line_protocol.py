@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from gateway.config.loader import DeviceSpec
-from gateway.readings import Reading
+from gateway.readings import DeviceEvent, Reading
 
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " "})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": " "})
@@ -26,17 +26,18 @@ class LineEncoder:
     def __init__(self, site_id: str, devices: dict[str, DeviceSpec]):
         self._site = escape_tag(site_id)
         self._devices = devices
-        self._prefixes: dict[tuple[str, int | None], str] = {}
+        self._prefixes: dict[tuple[str, int | None, str], str] = {}
         self._field_keys: dict[str, str] = {}
         self.skipped_values = 0  # NaN / infinity: line protocol cannot carry them
 
-    def prefix(self, device: str, channel: int | None) -> str:
-        """``measurement,tags `` for a device and channel (cached)."""
-        key = (device, channel)
+    def prefix(self, device: str, channel: int | None, suffix: str = "") -> str:
+        """``measurement,tags `` for a device and channel (cached); ``suffix`` is
+        appended to the measurement (``_event`` for device events)."""
+        key = (device, channel, suffix)
         prefix = self._prefixes.get(key)
         if prefix is None:
             spec = self._devices.get(device)
-            kind = spec.kind if spec else "unknown"
+            kind = (spec.kind if spec else "unknown") + suffix
             tags = {"site": self._site, "device": escape_tag(device)}
             if spec is not None:
                 tags.update({k: escape_tag(str(v)) for k, v in spec.location().items()})
@@ -64,3 +65,20 @@ class LineEncoder:
         if not parts:
             return None
         return f"{self.prefix(reading.device, reading.channel)}{','.join(parts)} {round(reading.ts * 1e6) * 1000}"
+
+    def encode_event(self, event: DeviceEvent) -> str:
+        """A device event as a point of ``<kind>_event``, tagged with the event name.
+
+        Numbers become float fields, text becomes string fields (snapshot and clip
+        references), and ``count=1`` makes events easy to sum.
+        """
+        parts = ["count=1.0"]
+        for name, value in event.attrs.items():
+            key = escape_tag(str(name))
+            if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
+                parts.append(f"{key}={float(value)!r}")
+            elif isinstance(value, str):
+                text = value.replace("\\", "\\\\").replace('"', '\\"')
+                parts.append(f'{key}="{text}"')
+        prefix = self.prefix(event.device, event.channel, "_event")
+        return f"{prefix[:-1]},event={escape_tag(event.name)} {','.join(parts)} {round(event.ts * 1e6) * 1000}"

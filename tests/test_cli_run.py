@@ -1,0 +1,57 @@
+"""The daemon as a real process: refuses a bad config, stops cleanly on SIGTERM and flushes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from harness import cabinet_site, wait_until, write_site
+from simulators.charging_cabinet import CabinetModel
+from simulators.modbus_server import CabinetServer
+
+
+async def test_run_refuses_a_bad_config(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("site: {id: x}\ndevices: [{id: d, type: modbus, bus: nowhere, profile: ev-cabinet}]\n")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", str(path),
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert b"bad.yaml" in err and b"devices[0].bus" in err
+
+
+async def test_sigterm_stops_cleanly_and_flushes(tmp_path, victoria, unique_id) -> None:
+    model = CabinetModel(ports=2, scenario="normal", scenario_port=1, seed=5)
+    async with CabinetServer(model, tcp=("127.0.0.1", 0)) as srv:
+        raw = cabinet_site(unique_id, bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": srv.port},
+                           influx_url=victoria.url, poll_interval=0.1, rules=[])
+        raw["devices"][0]["channels"] = 2
+        raw["influxdb"]["flush_interval"] = 30  # nothing leaves before the stop: the flush must do it
+        path = write_site(tmp_path, raw)
+        env = dict(os.environ, TEST_INFLUX_TOKEN="t")
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", str(path),
+                                                    env=env, stderr=asyncio.subprocess.PIPE)
+        log = b""
+
+        async def read_log() -> None:
+            nonlocal log
+            while line := await proc.stderr.readline():
+                log += line
+
+        reader = asyncio.create_task(read_log())
+        await wait_until(lambda: b"starting" in log, 10, "gateway start")
+        await asyncio.sleep(1.0)  # let it poll ~10 times; nothing is flushed yet
+        assert not await victoria.export_async(f'ev_charging_voltage{{site="{unique_id}"}}')
+        stop = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            rc = await proc.wait()
+            await reader
+        assert rc == 0
+        assert time.monotonic() - stop < 5
+        assert b"stopped" in log
+    series = await victoria.export_async(f'ev_charging_voltage{{site="{unique_id}"}}')
+    assert len(series) == 2 and all(len(s["values"]) >= 5 for s in series)
