@@ -2,68 +2,103 @@
 
 One supervising TaskGroup, tasks named after what they serve
 (``driver[charger-b3]``, ``sink[influxdb]``). Stopping is cancellation: polls end,
-queued readings go through the rules, buffered lines are flushed (bounded in
-time), connections close.
+queued readings go through the rules and are committed to the outbox, sinks send
+what they can of it (bounded in time; the rest goes at the next start),
+connections close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
+from drivers.mqtt.factory import build_mqtt_device
+from drivers.serial_frames.driver import SerialFrameDevice
 from drivers.synthetic import SyntheticDevice
 from gateway.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
+from gateway.alarms.store import AlarmStore, StateFileError
+from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
 from gateway.config.devices import ModbusRtuBus, ModbusTcpBus
+from gateway.config.devices import MqttDevice as MqttDeviceConfig
+from gateway.config.devices import SerialFramesDevice as SerialFramesDeviceConfig
 from gateway.config.devices import SyntheticDevice as SyntheticDeviceConfig
 from gateway.config.loader import DeviceSpec, Site
 from gateway.device_runner import DeviceRunner
 from gateway.errors import ConfigError
+from gateway.http_api import HttpServer
+from gateway.liveness import PipelineWatch, status_line, watchdog_problem
+from gateway.reload import reload_config
 from gateway.messages import alarm_location
 from gateway.mqtt_link import MqttLink
 from gateway.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
 from gateway.stream_runner import StreamRunner
-from gateway.upstream.influx import InfluxSink
+from gateway.systemd import SystemdNotifier, keep_alive
 from gateway.upstream.line_protocol import LineEncoder
-from gateway.upstream.local_file import LocalFileSink
-from gateway.upstream.sink_runner import SinkRunner
+from gateway.upstream.factory import build_upstream
 
 log = logging.getLogger(__name__)
 
 DEVICE_OFFLINE = "device_offline"
 SHUTDOWN_FLUSH_SECONDS = 3.0
+OUTBOX_DEVICE = "outbox"  # the "device" of the outbox's own alarms
 
 
 class Gateway:
     """Everything one site runs; ``await run()`` until cancelled."""
 
-    def __init__(self, site: Site, *, clock=None):
+    def __init__(self, site: Site, *, clock=None, notifier: SystemdNotifier | None = None):
         self.site = site
         cfg = site.config
         self.clock = clock or SystemClock()
-        self.alarms = AlarmManager(clock=self.clock, listeners=[_log_transition])
+        self.notifier = notifier if notifier is not None and notifier.enabled else None
+        # Device runner tasks by device id, each cancellable alone (config reload).
+        self.device_tasks: dict[str, asyncio.Task] = {}
+        self.reloads: collections.Counter[str] = collections.Counter()
+        self.reload_lock = asyncio.Lock()  # one SIGHUP at a time
+        self._tg: asyncio.TaskGroup | None = None
+        self.alarms = AlarmManager(clock=self.clock, listeners=[_log_transition],
+                                   escalate_after=cfg.alarms.escalate_after,
+                                   max_shelve=cfg.alarms.max_shelve_minutes * 60)
+        # Open alarms and their history survive a restart (loaded in run()).
+        self.alarm_store = AlarmStore(state_dir=cfg.state_dir, history_days=cfg.alarms.history_days,
+                                      clock=self.clock)
+        self.alarms.add_listener(self.alarm_store.on_transition)
+        self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token", site))
+                         for i, w in enumerate(cfg.webhooks)]
+        for webhook in self.webhooks:
+            self.alarms.add_listener(webhook.on_transition)
         self.buses = {b.id: _make_bus(b) for b in cfg.buses}
         self.drivers = {d.id: self._make_driver(d.id) for d in cfg.devices}
         self.actions = ActionRunner(drivers=self.drivers, on_failure=self._actuation_failed)
-        self.sinks = self._make_sinks()
+        # The durable outbox (None without sinks) and a runner per upstream sink.
+        upstream = build_upstream(site, clock=self.clock, reveal=_reveal,
+                                  on_alarm=self._outbox_alarm)
+        self.outbox, self.sinks = upstream.outbox, upstream.sinks
         self.pipeline = Pipeline(
-            devices=site.devices, rules=RuleEngine(list(cfg.rules), site.devices),
+            devices=site.devices, rules=RuleEngine(list(cfg.rules), site.devices, clock=self.clock),
             alarms=self.alarms, actions=self.actions,
-            encoder=LineEncoder(cfg.site.id, site.devices), sinks=self.sinks,
-            queue_size=cfg.pipeline.queue_size, language=cfg.site.language)
+            encoder=LineEncoder(cfg.site.id, site.devices), outbox=self.outbox,
+            telemetry=upstream.telemetry, queue_size=cfg.pipeline.queue_size,
+            language=cfg.site.language)
         self.runners = [self._make_runner(d) for d in cfg.devices]
         self.mqtt = None
         if cfg.mqtt is not None:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
             self.mqtt = MqttLink(config=cfg.mqtt, site_id=cfg.site.id, alarms=self.alarms,
                                  password=password)
+        self.http = None
+        if cfg.http is not None:
+            self.http = HttpServer(config=cfg.http, gateway=self,
+                                   token=_reveal(cfg.http.token, "http.token", site))
 
     def _make_driver(self, device_id: str):
         spec = self.site.devices[device_id]
@@ -80,39 +115,127 @@ class Gateway:
                             offline_after=dev.offline_after, emit=self.pipeline.put,
                             on_offline=self._offline, on_online=self._online, clock=self.clock)
 
-    def _make_sinks(self) -> list[SinkRunner]:
-        cfg = self.site.config
-        runners = []
-        if cfg.influxdb is not None:
-            token = _reveal(cfg.influxdb.token, "influxdb.token", self.site)
-            runners.append(SinkRunner(InfluxSink(cfg.influxdb, token),
-                                      batch_size=cfg.influxdb.batch_size,
-                                      flush_interval=cfg.influxdb.flush_interval,
-                                      max_buffered=cfg.pipeline.upstream_buffer, clock=self.clock))
-        if cfg.local_series is not None:
-            runners.append(SinkRunner(LocalFileSink(cfg.local_series.path, cfg.local_series.max_mb),
-                                      batch_size=5000, flush_interval=1.0,
-                                      max_buffered=cfg.pipeline.upstream_buffer, clock=self.clock))
-        return runners
-
     async def run(self) -> None:
         """Run until cancelled, then stop cleanly."""
         log.info("gateway %s starting: %d devices, %d rules, %d sinks", self.site.config.site.id,
                  len(self.runners), len(self.site.config.rules), len(self.sinks))
         try:
+            await self._restore_alarms()  # before anything raises or publishes an alarm
+            if self.outbox is not None:
+                await self.outbox.open()
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 tg.create_task(self.pipeline.run(), name="pipeline")
+                tg.create_task(self.alarm_store.run(), name="alarm-store")
+                tg.create_task(self._timers(), name="timers")
+                for i, webhook in enumerate(self.webhooks):
+                    tg.create_task(webhook.run(), name=f"webhook[{i}]")
+                if self.outbox is not None:
+                    tg.create_task(self.outbox.run(), name="outbox")
                 for sink in self.sinks:
                     tg.create_task(sink.run(), name=f"sink[{sink.sink.name}]")
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run(), name="mqtt")
                 for runner in self.runners:
-                    tg.create_task(runner.run(), name=f"driver[{runner.device_id}]")
+                    self._start_runner(runner)
+                if self.http is not None:
+                    tg.create_task(self.http.run(), name="http")
+                if self.notifier is not None:
+                    tg.create_task(self._systemd(), name="systemd")
         finally:
+            self._tg = None
+            if self.notifier is not None:
+                self.notifier.stopping()
             await self._shutdown()
+
+    def _start_runner(self, runner: DeviceRunner | StreamRunner) -> None:
+        assert self._tg is not None
+        self.device_tasks[runner.device_id] = self._tg.create_task(
+            runner.run(), name=f"driver[{runner.device_id}]")
+
+    def start_device(self, device_id: str) -> DeviceRunner | StreamRunner:
+        """Build a configured device's driver and runner and, if running, start it (reload)."""
+        self.drivers[device_id] = self._make_driver(device_id)
+        runner = self._make_runner(self.site.devices[device_id].config)
+        self.runners.append(runner)
+        if self._tg is not None:
+            self._start_runner(runner)
+        return runner
+
+    async def stop_device(self, device_id: str) -> DeviceRunner | StreamRunner | None:
+        """Stop a device's task and close its driver (reload); return its runner."""
+        task = self.device_tasks.pop(device_id, None)
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise  # we are being stopped ourselves, not just the device
+        runner = next((r for r in self.runners if r.device_id == device_id), None)
+        if runner is not None:
+            self.runners.remove(runner)
+        driver = self.drivers.pop(device_id, None)
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                await driver.close()  # type: ignore[attr-defined]
+        return runner
+
+    def request_reload(self) -> None:
+        """Re-read the config file in the background (SIGHUP); see gateway.reload."""
+        if self._tg is None:
+            log.warning("reload ignored: the gateway is not running")
+            return
+        if self.notifier is not None:
+            self.notifier.reloading()
+        try:
+            self._tg.create_task(reload_config(self), name="reload")
+        except RuntimeError:  # the group is shutting down
+            log.warning("reload ignored: the gateway is stopping")
+
+    async def _systemd(self) -> None:
+        assert self.notifier is not None
+        await asyncio.sleep(0)  # every task has started
+        self.notifier.ready(status_line(self))
+        watch = PipelineWatch(self.pipeline)
+        await keep_alive(self.notifier, problem=lambda: watchdog_problem(self, watch),
+                         status=lambda: status_line(self))
+
+    async def _restore_alarms(self) -> None:
+        """Take back the alarms open at the last stop; rules whose condition they
+        record learn it, so the next normal reading clears them."""
+        try:
+            records = await self.alarm_store.open()
+        except StateFileError as exc:
+            raise ConfigError(str(self.site.path), [("state_dir", str(exc))]) from None
+        restored = self.alarms.restore(records)
+        runners = {r.device_id: r for r in self.runners}
+        for alarm in restored:
+            if not alarm.condition:
+                continue
+            if alarm.rule == DEVICE_OFFLINE and alarm.device in runners:
+                runners[alarm.device].health.online = False  # its first good poll clears it
+            elif not self.pipeline.rules.restore_active(alarm.rule, alarm.device, alarm.channel):
+                self.alarms.condition_unknown(alarm)
+        if restored:
+            log.info("restored %d open alarms from %s", len(restored), self.alarm_store.path)
+        if self.mqtt is not None:
+            # Closed while the broker was away, just before a stop: clear their retained state.
+            closed = await self.alarm_store.recently_closed(since=self.clock.time() - 86400)
+            self.mqtt.forget([i for i in closed if i not in {a.id for a in restored}])
+
+    async def _timers(self) -> None:
+        """Timed rules (held, absence, confirmation), shelving expiry and escalation."""
+        interval = self.site.config.alarms.tick_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.pipeline.tick(self.clock.time())
 
     async def _shutdown(self) -> None:
         self.pipeline.drain()
+        await self.alarm_store.close()  # every alarm transition so far is in the state file
+        if self.outbox is not None:
+            await self.outbox.flush()  # what the pipeline took is committed: accepted
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                 await self.actions.wait_idle()
@@ -122,9 +245,21 @@ class Gateway:
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.sink.close()
+        if self.outbox is not None:
+            await self.outbox.close()
         for bus in self.buses.values():
             await bus.close()
         log.info("gateway %s stopped", self.site.config.site.id)
+
+    def _outbox_alarm(self, rule: str, active: bool, message: str) -> None:
+        # buffer_overflow (readings dropped) and outbox_write_failed (disk trouble)
+        if active:
+            self.alarms.activate(rule=rule, severity=2, device=OUTBOX_DEVICE, kind="gateway",
+                                 channel=None, location={}, message=message, value=None,
+                                 ts=self.clock.time())
+        else:
+            self.alarms.deactivate(rule=rule, device=OUTBOX_DEVICE, channel=None, value=None,
+                                   ts=self.clock.time())
 
     def _offline(self, device: str, detail: str) -> None:
         spec = self.site.devices.get(device)
@@ -144,7 +279,7 @@ class Gateway:
                              kind=spec.kind if spec else "unknown", channel=channel,
                              location=alarm_location(spec, channel),
                              message=f"{device}: writing {field} failed: {error}", value=None,
-                             ts=self.clock.time())
+                             ts=self.clock.time(), momentary=True)
 
 
 def _modbus_driver(spec: DeviceSpec, gateway: Gateway) -> ModbusDevice:
@@ -159,11 +294,21 @@ def _synthetic_driver(spec: DeviceSpec, gateway: Gateway) -> SyntheticDevice:
                            clock=gateway.clock)
 
 
+def _serial_frames_driver(spec: DeviceSpec, gateway: Gateway) -> SerialFrameDevice:
+    dev = spec.config
+    return SerialFrameDevice(device_id=dev.id, port=dev.port, protocol=dev.codec,
+                             baudrate=dev.baudrate, quiet_gap=dev.quiet_gap,
+                             command_timeout=dev.command_timeout, setup=dev.setup.values(),
+                             clock=gateway.clock)
+
+
 # One entry per device config type: how to build its driver. A new device type
 # adds its factory here (and its spec builder in gateway.config.loader).
 DRIVER_FACTORIES: dict[type, Callable[[DeviceSpec, Gateway], object]] = {
     ModbusDeviceConfig: _modbus_driver,
     SyntheticDeviceConfig: _synthetic_driver,
+    MqttDeviceConfig: build_mqtt_device,
+    SerialFramesDeviceConfig: _serial_frames_driver,
 }
 
 

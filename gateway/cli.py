@@ -1,16 +1,24 @@
-"""Command line: ``community-gateway run|check|demo|simulate``."""
+"""Command line: ``community-gateway run|check|demo|simulate|outbox|...``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
 
 from gateway.config.loader import load_config
+from gateway.config.secrets import find_secrets
+from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
+from gateway.outbox.report import add_outbox_parser
+from simulators.cli_args import add_door_and_camera_parsers
+from gateway.log_format import log_formatter
+from gateway.tools import add_tool_parsers
+from gateway.systemd import SystemdNotifier
 
 EXIT_CONFIG = 2
 
@@ -44,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="site config YAML file")
     check.set_defaults(handler=_check)
 
+    add_user_parser(sub)
+    add_tool_parsers(sub)  # probe modbus|serial, tail, alarms
+    add_outbox_parser(sub)  # what waits for the upstream
+
     demo = sub.add_parser("demo", help="run the whole system on simulators, no outside service",
                           description="Starts a simulated charging cabinet, an embedded MQTT "
                                       "broker and the gateway; shows readings and alarms live "
@@ -71,13 +83,41 @@ def _parser() -> argparse.ArgumentParser:
     cab.add_argument("--controller-id", type=int, default=100, help="slave id of the controller")
     cab.add_argument("--speed", type=float, default=1.0, help="charging speed-up factor")
     cab.set_defaults(handler=_simulate_cabinet)
+    add_door_and_camera_parsers(sim_kinds)
+
+    radar = sim_kinds.add_parser(
+        "radar", help="fall-detection radar writing real frames on a serial line",
+        description="Writes MR60FDA1 or TinyFrame (LD6002C / MR60FDA2) frames as a ceiling radar "
+                    "would, answers the radar's commands, and can inject faults.")
+    radar.add_argument("--protocol", default="mr60fda1", choices=["mr60fda1", "ld6002c", "mr60fda2"])
+    radar.add_argument("--scenario", default="normal", choices=["normal", "fall", "empty"],
+                       help="normal: a day of coming and going; fall: moving, a fall after "
+                            "--fall-after s, then no motion; empty: nobody (default normal)")
+    radar.add_argument("--serial", default="pty", metavar="pty|DEVICE",
+                       help="serial port to write to, or 'pty' to make a pty pair and print the "
+                            "gateway's side (default pty)")
+    radar.add_argument("--baudrate", type=int, default=115200)
+    radar.add_argument("--fault", action="append", default=[],
+                       choices=["silence", "garbage", "bad_checksum", "truncated", "deaf", "vanish"],
+                       help="inject a fault (repeatable): silence, garbage bytes, bad checksums, "
+                            "truncated frames, deaf (ignores commands), vanish (pty unplugged "
+                            "now and then)")
+    radar.add_argument("--fall-after", type=float, default=10.0, help="seconds before the fall")
+    radar.add_argument("--dwell-after", type=float, default=10.0,
+                       help="seconds after the fall before stationary dwell is reported")
+    radar.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
+    radar.add_argument("--seed", type=int)
+    radar.set_defaults(handler=_simulate_radar)
     return parser
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("pymodbus", "amqtt", "transitions", "aiohttp"):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter(sys.stderr))  # journald's format under systemd
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    # "mqtt" is paho's logger (under aiomqtt): it would log every failed reconnect;
+    # MqttLink logs the state change once.
+    for noisy in ("pymodbus", "amqtt", "transitions", "aiohttp", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
 
@@ -88,13 +128,11 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     cfg = site.config
-    for key, secret in (("mqtt.password", cfg.mqtt and cfg.mqtt.password),
-                        ("influxdb.token", cfg.influxdb and cfg.influxdb.token)):
-        if secret:
-            try:
-                secret.reveal()
-            except ValueError as exc:
-                site.warnings.append(f"{key} ({secret.describe()}): {exc}")
+    for key, secret in find_secrets(cfg):  # mqtt.password, influxdb.token, http.token, ...
+        try:
+            secret.reveal()
+        except ValueError as exc:
+            site.warnings.append(f"{key} ({secret.describe()}): {exc}")
     for warning in site.warnings:
         print(f"warning: {warning}")
     print(f"{args.config}: OK (site {cfg.site.id}: {len(cfg.buses)} buses, "
@@ -113,10 +151,21 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for warning in site.warnings:
         logging.getLogger("gateway").warning("config: %s", warning)
+    if os.geteuid() == 0:
+        logging.getLogger("gateway").warning(
+            "running as root: the systemd unit (deploy/) runs it as user community-gateway")
+
+    notifier = SystemdNotifier.from_environment()
 
     async def serve() -> None:
         # Built inside the loop: the HTTP and MQTT clients bind to it.
-        await Gateway(site).run()
+        gateway = Gateway(site, notifier=notifier)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, gateway.request_reload)  # systemctl reload
+        try:
+            await gateway.run()
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
 
     return run_until_signal(serve())
 
@@ -138,6 +187,16 @@ def _simulate_cabinet(args: argparse.Namespace) -> int:
         ports=args.ports, scenario=args.scenario, tcp=tcp, serial=args.serial,
         baudrate=args.baudrate, meter_base=args.meter_base, controller_id=args.controller_id,
         speed=args.speed, scenario_port=args.incident_port, incident_after=args.incident_after))
+
+
+def _simulate_radar(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from simulators.radar import run_radar
+
+    return run_until_signal(run_radar(
+        protocol=args.protocol, scenario=args.scenario, serial=args.serial,
+        baudrate=args.baudrate, faults=args.fault, fall_after=args.fall_after,
+        dwell_after=args.dwell_after, interval=args.interval, seed=args.seed))
 
 
 def run_until_signal(coro: Coroutine) -> int:

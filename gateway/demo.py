@@ -17,6 +17,9 @@ import yaml
 
 from gateway.app import Gateway
 from gateway.config.loader import load_config
+from gateway.demo_access import DEVICES as ACCESS_DEVICES
+from gateway.demo_access import DemoAccess, demo_access
+from gateway.demo_radar import DemoRadar, demo_radar
 from gateway.embedded_broker import embedded_broker, free_port
 from simulators.charging_cabinet import CabinetModel
 from simulators.modbus_server import CabinetServer
@@ -24,7 +27,8 @@ from simulators.modbus_server import CabinetServer
 SITE_FILE = "charging-site.yaml"
 
 
-def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int) -> Path:
+def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
+                radar: DemoRadar | None = None, access: DemoAccess | None = None) -> Path:
     """The example charging site, pointed at the simulators; written into ``data_dir``."""
     raw = yaml.safe_load((resources.files("configs") / SITE_FILE).read_text(encoding="utf-8"))
     raw["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "prefix": "community"}
@@ -32,6 +36,11 @@ def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int) -> Path:
     raw["local_series"] = {"path": str((data_dir / "series.lp").resolve()), "max_mb": 50}
     raw["buses"][0].update(host="127.0.0.1", port=modbus_port)
     raw["devices"][0]["poll_interval"] = 0.5
+    raw.setdefault("state_dir", str((data_dir / "state").resolve()))  # open alarms survive a restart
+    if radar is not None:
+        radar.add_to_site(raw)
+    if access is not None:
+        access.add_to_site(raw)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "demo-site.yaml"
     path.write_text("# written by `community-gateway demo`\n" + yaml.safe_dump(raw, sort_keys=False,
@@ -46,11 +55,15 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
     model = CabinetModel(ports=4, scenario=scenario, scenario_port=3, incident_after=10.0,
                          speed=5.0)
     async with embedded_broker() as (host, mqtt_port), \
-            CabinetServer(model, tcp=("127.0.0.1", free_port())) as cabinet:
-        site = load_config(demo_config(data, mqtt_port, cabinet.port))
+            CabinetServer(model, tcp=("127.0.0.1", free_port())) as cabinet, \
+            demo_radar() as radar, \
+            demo_access(broker=(host, mqtt_port), data_dir=data) as access:
+        site = load_config(demo_config(data, mqtt_port, cabinet.port, radar, access))
         gateway = Gateway(site)
         print(f"demo: cabinet simulator on Modbus TCP {cabinet.address} (scenario {scenario!r}, "
               f"incident on port 3 after 10 s)", flush=True)
+        print(f"demo: {radar.describe()}", flush=True)
+        print(f"demo: {access.describe()}", flush=True)
         print(f"demo: MQTT broker on {host}:{mqtt_port}; alarms under "
               f"community/{site.config.site.id}/alarms/#", flush=True)
         print(f"demo: time series kept locally in {site.config.local_series.path} "
@@ -59,7 +72,8 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run(), name="gateway")
             tg.create_task(_print_alarms(host, mqtt_port, site.config.site.id), name="demo[alarms]")
-            tg.create_task(_print_readings(gateway, print_every), name="demo[readings]")
+            tg.create_task(_print_readings(gateway, print_every, radar, access),
+                           name="demo[readings]")
 
 
 async def _print_alarms(host: str, port: int, site_id: str) -> None:
@@ -78,13 +92,18 @@ async def _print_alarms(host: str, port: int, site_id: str) -> None:
             await asyncio.sleep(0.5)
 
 
-async def _print_readings(gateway: Gateway, every: float) -> None:
+async def _print_readings(gateway: Gateway, every: float, radar: DemoRadar | None = None,
+                          access: DemoAccess | None = None) -> None:
     while True:
         await asyncio.sleep(every)
         latest = gateway.pipeline.latest
         parts = []
         for (device, channel), reading in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
             v = reading.values
+            if radar is not None and device == radar.device_id:
+                continue  # its own status line below
+            if access is not None and device in ACCESS_DEVICES:
+                continue  # likewise
             if channel is None:
                 parts.append(f"cabinet {v.get('cabinet_temperature', float('nan')):.1f}°C "
                              f"smoke={int(v.get('smoke', 0))}")
@@ -94,3 +113,7 @@ async def _print_readings(gateway: Gateway, every: float) -> None:
                              f"{v.get('temperature', 0):4.1f}°C")
         if parts:
             print("readings: " + " | ".join(parts), flush=True)
+        if radar is not None:
+            print(radar.status(), flush=True)
+        if access is not None:
+            print(access.status(), flush=True)

@@ -60,12 +60,13 @@ class DeviceRunner:
             try:
                 readings = await self._poll_once()
             except DriverError as exc:
-                delay = self._failed(str(exc), backoff)
+                delay = self._failed(exc.detail, backoff)
                 await asyncio.sleep(delay)
                 due = loop.time()
                 continue
             except Exception as exc:  # a bug in a driver stays inside this device
-                log.exception("%s: unexpected error in driver", self.device_id)
+                if self.health.consecutive_errors == 0:  # the traceback once, not every retry
+                    log.exception("%s: unexpected error in driver", self.device_id)
                 await asyncio.sleep(self._failed(f"internal error: {exc!r}", backoff))
                 due = loop.time()
                 continue
@@ -74,8 +75,8 @@ class DeviceRunner:
             await self._emit(readings)
             due += self.interval
             now = loop.time()
-            if due < now:  # fell behind (slow bus): skip missed slots, do not burst
-                due = now
+            if due < now:  # fell behind (slow bus): skip to the next slot, do not burst
+                due += ((now - due) // self.interval + 1) * self.interval
             await asyncio.sleep(due - now)
 
     async def _poll_once(self) -> list[Reading]:
@@ -84,6 +85,13 @@ class DeviceRunner:
                 return await self.driver.poll()
         except TimeoutError as exc:
             raise DriverTimeout(self.device_id, f"poll took over {self._poll_limit:.0f}s") from exc
+        finally:
+            # Python 3.11's asyncio.wait_for (pymodbus waits for replies with it) can
+            # swallow a cancellation that races with the reply; the runner would then
+            # poll on and the gateway never stop. A stop must not be lost.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     def _succeeded(self, elapsed: float) -> None:
         h = self.health

@@ -73,3 +73,16 @@ class SinkRetryable(SinkError):
 
 class SinkRejected(SinkError):
     """A write the upstream refuses for good (400, 422): retrying cannot fix it."""
+
+
+class OutboxError(GatewayError):
+    """The durable outbox could not be read or written (disk full, I/O error, permissions).
+
+    ``disk_full`` tells a full disk (or file system quota) from other failures.
+    """
+
+    def __init__(self, path: str, detail: str, *, disk_full: bool = False):
+        self.path = path
+        self.detail = detail
+        self.disk_full = disk_full
+        super().__init__(f"outbox {path}: {detail}")

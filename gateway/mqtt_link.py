@@ -3,7 +3,8 @@
 Topics (the design's contract), under ``{prefix}/{site}``:
 ``status`` (retained online/offline, offline as last will), ``alarms/{id}``
 (retained alarm JSON, empty once closed), ``alarm_events`` (every transition,
-QoS 1) and ``alarms/{id}/ack`` (commands in; errors answered on ``.../ack/error``).
+QoS 1) and ``alarms/{id}/{ack|reset|shelve|unshelve}`` (operators' commands in,
+see gateway.alarms.commands; errors answered on ``.../{command}/error``).
 Nothing is dropped while the broker is away: retained state is coalesced per
 alarm (only the latest matters), events are queued in order, and both are
 published when the connection is back. Every reconnect republishes the open
@@ -20,9 +21,11 @@ from collections import deque
 
 import aiomqtt
 
-from gateway.alarms.manager import AlarmManager, Transition, UnknownAlarm
+from gateway.alarms.commands import COMMANDS, CommandError, apply_command
+from gateway.alarms.manager import AlarmManager, Transition
 from gateway.backoff import Backoff
 from gateway.config.models import MqttConfig
+from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,13 @@ class MqttLink:
         self._events.append(json.dumps(t.to_json()).encode())
         self._wake.set()
 
+    def forget(self, alarm_ids: list[str]) -> None:
+        """Publish an empty retained state for alarms closed without it reaching the
+        broker (closed while it was away, just before a stop)."""
+        for alarm_id in alarm_ids:
+            self._state.setdefault(alarm_id, b"")
+        self._wake.set()
+
     @property
     def pending(self) -> int:
         """Alarm messages waiting for the broker."""
@@ -71,7 +81,8 @@ class MqttLink:
                     await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
                     for alarm in self._alarms.open_alarms():
                         self._state.setdefault(alarm.id, json.dumps(alarm.to_json()).encode())
-                    await client.subscribe(f"{self.base}/alarms/+/ack", qos=1)
+                    for command in COMMANDS:
+                        await client.subscribe(f"{self.base}/alarms/+/{command}", qos=1)
                     try:
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._publish_loop(client), name="mqtt[publish]")
@@ -100,6 +111,7 @@ class MqttLink:
             username=self.config.username, password=self._password,
             keepalive=self.config.keepalive, clean_session=False,
             will=aiomqtt.Will(status, b"offline", qos=1, retain=True), timeout=10,
+            tls_context=tls_context(self.config.tls),
         )
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
@@ -120,19 +132,21 @@ class MqttLink:
 
     async def _command_loop(self, client: aiomqtt.Client) -> None:
         self._wake.set()  # flush whatever queued up while disconnected
+        prefix = f"{self.base}/alarms/"
         async for message in client.messages:
-            parts = str(message.topic).split("/")
-            if len(parts) < 3 or parts[-1] != "ack":
+            topic = str(message.topic)
+            alarm_id, _, command = topic.removeprefix(prefix).partition("/")
+            if not topic.startswith(prefix) or command not in COMMANDS:
                 continue
-            alarm_id = parts[-2]
             try:
-                body = json.loads(message.payload or b"{}")
-                if not isinstance(body, dict) or not isinstance(body.get("by"), str) or not body["by"]:
-                    raise ValueError('expected JSON {"by": "operator name", "note": "..."}')
-                note = body.get("note")
-                self._alarms.ack(alarm_id, by=body["by"], note=str(note) if note else None)
-            except (ValueError, UnknownAlarm) as exc:
-                self.commands_rejected += 1
-                log.warning("ack of %s refused: %s", alarm_id, exc)
-                error = json.dumps({"error": str(exc), "alarm": alarm_id}).encode()
-                await client.publish(f"{self.base}/alarms/{alarm_id}/ack/error", error, qos=1)
+                apply_command(self._alarms, alarm_id, command, bytes(message.payload or b""))
+                continue
+            except CommandError as exc:
+                error = exc.to_json()
+            except Exception as exc:  # a bug must cost one command, not the connection
+                log.exception("%s of %s failed", command, alarm_id)
+                error = {"error": f"internal error: {exc!r}", "alarm": alarm_id,
+                         "command": command, "status": 500}
+            self.commands_rejected += 1
+            log.warning("%s of %s refused: %s", command, alarm_id, error["error"])
+            await client.publish(f"{topic}/error", json.dumps(error).encode(), qos=1)

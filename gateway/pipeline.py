@@ -14,11 +14,13 @@ import logging
 from gateway.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.config.loader import DeviceSpec
-from gateway.messages import alarm_location, render
+from gateway.messages import alarm_location, rule_message
 from gateway.readings import DeviceEvent, Reading
 from gateway.rules.engine import RuleChange, RuleEngine
+from gateway.outbox.store import EVENT, READING
+from gateway.outbox.writer import OutboxWriter
 from gateway.upstream.line_protocol import LineEncoder
-from gateway.upstream.sink_runner import SinkRunner
+from gateway.upstream.telemetry_json import TelemetryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +30,15 @@ class Pipeline:
 
     def __init__(self, *, devices: dict[str, DeviceSpec], rules: RuleEngine,
                  alarms: AlarmManager, actions: ActionRunner, encoder: LineEncoder,
-                 sinks: list[SinkRunner], queue_size: int, language: str = "en"):
+                 outbox: OutboxWriter | None, queue_size: int, language: str = "en",
+                 telemetry: TelemetryEncoder | None = None):
         self.devices = devices
         self.rules = rules
         self.alarms = alarms
         self.actions = actions
         self.encoder = encoder
-        self.sinks = sinks
+        self.outbox = outbox
+        self.telemetry = telemetry  # JSON per row, when a sink (MQTT telemetry) wants it
         self.language = language
         self.queue: asyncio.Queue[list[Reading | DeviceEvent]] = asyncio.Queue(maxsize=queue_size)
         self.latest: dict[tuple[str, int | None], Reading] = {}
@@ -65,17 +69,18 @@ class Pipeline:
         self.process(batch)
 
     def process(self, batch: list[list[Reading | DeviceEvent]]) -> None:
-        """Rules, then alarms and actions, then the upstream buffers."""
-        lines = []
+        """Rules, then alarms and actions, then the outbox (staged, committed by its writer)."""
+        rows = []  # (kind, device, ts, line, doc) for the outbox
         latest = self.latest
         evaluate = self.rules.evaluate
         encode = self.encoder.encode
+        doc = self.telemetry.reading if self.telemetry is not None else None
         for readings in batch:
             for reading in readings:
                 if type(reading) is not Reading:
-                    line = self._event(reading)  # type: ignore[arg-type]
-                    if line is not None:
-                        lines.append(line)
+                    row = self._event(reading)  # type: ignore[arg-type]
+                    if row is not None:
+                        rows.append(row)
                     continue
                 changes = evaluate(reading)
                 if changes:
@@ -84,31 +89,45 @@ class Pipeline:
                 latest[(reading.device, reading.channel)] = reading
                 line = encode(reading)
                 if line is not None:
-                    lines.append(line)
+                    rows.append((READING, reading.device, reading.ts, line,
+                                 doc(reading) if doc is not None else None))
                 self.readings += 1
-        if lines:
-            for sink in self.sinks:
-                sink.offer(lines)
+        if rows and self.outbox is not None:
+            self.outbox.add(rows)
 
-    def _event(self, event: DeviceEvent) -> str | None:
+    def _event(self, event: DeviceEvent) -> tuple | None:
         self.events += 1
         for change in self.rules.evaluate_event(event):
             self._apply(change)
-        return self.encoder.encode_event(event)
+        line = self.encoder.encode_event(event)
+        if line is None:
+            return None
+        doc = self.telemetry.event(event) if self.telemetry is not None else None
+        return (EVENT, event.device, event.ts, line, doc)
+
+    def tick(self, now: float) -> None:
+        """The timer: rules due by time alone (held, absence, confirm, grace), then the
+        alarms' shelving and escalation. Called every ``alarms.tick_interval``."""
+        for change in self.rules.tick(now):
+            self._apply(change)
+        self.alarms.tick(now)
 
     def _apply(self, change: RuleChange) -> None:
         rule = change.rule
         spec = self.devices.get(change.device)
         if rule.alarm:
             if change.active:
-                message = render(rule.message, language=self.language, rule=rule.id, spec=spec,
-                                 device=change.device, channel=change.channel,
-                                 field=change.field, value=change.value)
+                message = rule_message(rule, language=self.language, spec=spec,
+                                       device=change.device, channel=change.channel,
+                                       field=change.field, value=change.value,
+                                       details=change.details)
                 self.alarms.activate(
-                    rule=rule.id, severity=rule.severity, device=change.device,
+                    rule=rule.id, severity=change.severity or rule.severity, device=change.device,
                     kind=spec.kind if spec else "unknown", channel=change.channel,
                     location=alarm_location(spec, change.channel), message=message,
-                    value=change.value, ts=change.ts, latch=rule.latch)
+                    value=change.value, ts=change.ts, latch=rule.latch,
+                    momentary=change.momentary, details=change.details,
+                    escalate_after=rule.escalate_after)
             else:
                 self.alarms.deactivate(rule=rule.id, device=change.device,
                                        channel=change.channel, value=change.value, ts=change.ts)

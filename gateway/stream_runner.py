@@ -61,10 +61,15 @@ class StreamRunner:
                     await self.driver.stream(self._deliver)
                     detail = "stream ended"
                 except DriverError as exc:
-                    detail = str(exc)
+                    detail = exc.detail  # the device id is said by whoever logs it
                 except Exception as exc:  # a bug in a driver stays inside this device
-                    log.exception("%s: unexpected error in driver", self.device_id)
+                    if self.health.consecutive_errors == 0:  # once, not every reconnect
+                        log.exception("%s: unexpected error in driver", self.device_id)
                     detail = f"internal error: {exc!r}"
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # a library turned our stop into its own error: the stop wins
+                    raise asyncio.CancelledError
                 self.health.errors += 1
                 self.health.consecutive_errors += 1
                 self.health.last_error = detail

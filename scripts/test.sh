@@ -2,7 +2,7 @@
 # The test command: bash scripts/test.sh [pytest args...]
 #
 # On Debian 12 it installs what the integration tests need (mosquitto,
-# victoria-metrics, python3-venv) when missing, creates .venv in the repository,
+# victoria-metrics, python3-venv, systemd, openssl, chromium) when missing, creates .venv in the repository,
 # installs the project with its test extras, and runs pytest. Tests start their
 # own servers on free loopback ports; the system services are not used.
 set -euo pipefail
@@ -10,7 +10,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 VENV="$REPO/.venv"
-APT_PACKAGES=(mosquitto victoria-metrics python3-venv)
+# systemd: `systemd-analyze verify` checks the unit in deploy/ (works without systemd
+# running as PID 1); openssl: the TLS tests make a throwaway CA with it.
+# chromium: the console's browser tests drive Debian's Chromium through Playwright
+# (Playwright's own browser download is never used).
+APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium)
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

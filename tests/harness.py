@@ -42,6 +42,8 @@ def cabinet_site(site_id: str, *, bus: dict, mqtt_port: int | None = None,
 
 
 def write_site(tmp_path: Path, raw: dict) -> Path:
+    """Write a site file; its state (alarms, outbox) goes under ``tmp_path/state`` unless set."""
+    raw.setdefault("state_dir", str(tmp_path / "state"))
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -36,8 +36,10 @@ def test_alarm_json_contract() -> None:
     mgr, _, _ = make()
     a = raise_(mgr, 1_700_000_000.25)
     j = a.to_json()
-    assert set(j) == {"id", "rule", "severity", "state", "acked", "device", "kind", "location",
-                      "message", "value", "first_ts", "last_ts", "count"}
+    design = {"id", "rule", "severity", "state", "acked", "device", "kind", "location",
+              "message", "value", "first_ts", "last_ts", "count"}
+    extras = {"latched", "condition", "shelved_until", "escalated", "details"}
+    assert set(j) == design | extras
     assert j["first_ts"] == "2023-11-14T22:13:20.250Z"
 
 

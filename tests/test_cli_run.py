@@ -53,5 +53,7 @@ async def test_sigterm_stops_cleanly_and_flushes(tmp_path, victoria, unique_id) 
         assert rc == 0
         assert time.monotonic() - stop < 5
         assert b"stopped" in log
-    series = await victoria.export_async(f'ev_charging_voltage{{site="{unique_id}"}}')
-    assert len(series) == 2 and all(len(s["values"]) >= 5 for s in series)
+    # Points written a moment ago may not be searchable yet (even after a flush): poll.
+    await victoria.wait_for_series_async(
+        f'ev_charging_voltage{{site="{unique_id}"}}',
+        lambda series: len(series) == 2 and all(len(s["values"]) >= 5 for s in series), timeout=5)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 
 
@@ -15,8 +15,11 @@ def iso(ts: float) -> str:
 class Alarm:
     """An open alarm: one per (rule, device, channel).
 
-    ``state`` is ``active`` while its condition holds (or it is latched) and
-    ``cleared`` once the condition is gone; it closes when cleared and acknowledged.
+    ``state`` is ``active`` while its condition holds, while it is latched, or
+    (momentary alarms: events) until acknowledged; ``cleared`` once the condition
+    is gone. ``condition`` says whether the rule's condition holds now. It closes
+    when it is acknowledged and its condition is gone (and, if latched, reset).
+    ``severity`` is 1 (urgent) .. 4; escalation lowers the number, down to 0.
     """
 
     id: str
@@ -34,6 +37,14 @@ class Alarm:
     acked: bool = False
     count: int = 1
     latched: bool = False
+    condition: bool = True
+    momentary: bool = False
+    base_severity: int | None = None  # the rule's, before any escalation
+    escalate_after: float | None = None
+    next_escalation: float | None = None  # wall-clock time of the next escalation
+    escalations: int = 0
+    shelved_until: float | None = None
+    details: dict[str, object] = field(default_factory=dict)
     history: list[dict[str, object]] = field(default_factory=list)
 
     @property
@@ -42,10 +53,24 @@ class Alarm:
         return (self.rule, self.device, self.channel)
 
     def to_json(self) -> dict[str, object]:
-        """The alarm as published: the design's field set, timestamps in ISO 8601 UTC."""
+        """The alarm as published: the design's field set, timestamps in ISO 8601 UTC,
+        then the lifecycle extras (latched, condition, shelved_until, escalated, details)."""
         return {
             "id": self.id, "rule": self.rule, "severity": self.severity, "state": self.state,
             "acked": self.acked, "device": self.device, "kind": self.kind,
             "location": self.location, "message": self.message, "value": self.value,
             "first_ts": iso(self.first_ts), "last_ts": iso(self.last_ts), "count": self.count,
+            "latched": self.latched, "condition": self.condition,
+            "shelved_until": iso(self.shelved_until) if self.shelved_until is not None else None,
+            "escalated": self.escalations, "details": self.details,
         }
+
+    def to_record(self) -> dict[str, object]:
+        """Everything about the alarm, for the state file (plain JSON values)."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, object]) -> "Alarm":
+        """An alarm back from ``to_record`` (unknown keys from a newer version are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})  # type: ignore[arg-type]

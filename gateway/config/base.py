@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.config.secrets import check_private
+
 # Ids become MQTT topic segments, InfluxDB tags and task names: keep them plain.
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -22,7 +24,8 @@ class Secret(Strict):
     """A secret taken from an environment variable or a file, never written inline.
 
     The value is read when the gateway starts (``reveal()``), so ``check`` can tell
-    that it is missing without printing it.
+    that it is missing without printing it. A file must not be accessible by other
+    users (mode 0600, or 0640 for a group).
     """
 
     env: str | None = None
@@ -43,6 +46,7 @@ class Secret(Strict):
             return value
         assert self.file is not None
         try:
+            check_private(self.file)
             return self.file.read_text().strip()
         except OSError as exc:
             raise ValueError(f"cannot read secret file {self.file}: {exc.strerror}") from exc

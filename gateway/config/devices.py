@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from gateway.config.base import Id, Location, Strict
+from gateway.config.base import Id, Location, Secret, Strict
 
 
 class ModbusTcpBus(Strict):
@@ -71,6 +71,79 @@ class SyntheticDevice(DeviceBase):
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
     fields: list[str] = Field(min_length=1)
     channels: int | None = Field(default=None, ge=1, le=256)
+    events: list[str] | None = Field(default=None,
+                                     description="event names it may emit (put by a test or "
+                                                 "benchmark); default: not declared")
 
 
-Device = Annotated[Union[ModbusDevice, SyntheticDevice], Field(discriminator="type")]
+class MqttBroker(Strict):
+    """Where an MQTT device publishes, when not on the site's ``mqtt`` broker."""
+
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: Secret | None = None
+
+
+class MqttDevice(DeviceBase):
+    """A device that publishes JSON over MQTT (access terminal, camera), mapped by a profile.
+
+    ``source`` is the id the device uses on the wire (the topic level or payload
+    field its profile names); default: the device id. ``broker`` defaults to the
+    site's ``mqtt`` section.
+    """
+
+    type: Literal["mqtt"]
+    profile: str = Field(description="profile name (profiles/<name>.yaml) or path to a YAML file")
+    kind: str | None = Field(default=None, description="overrides the profile's kind")
+    source: str | None = Field(default=None, pattern=r"^[^/+#\s]{1,128}$")
+    channels: int | None = Field(default=None, ge=1, le=256,
+                                 description="channel (door) count, overrides the profile")
+    broker: MqttBroker | None = None
+    silence_timeout: float | None = Field(
+        default=None, gt=0, le=86400,
+        description="offline after this many seconds without a message (default: never)")
+
+    @property
+    def wire_id(self) -> str:
+        """The id the device uses in its topics or payloads."""
+        return self.source or self.id
+
+
+class RadarSetup(Strict):
+    """Settings written to a radar each time its port opens, each confirmed by the radar."""
+
+    fall_sensitivity: int | None = Field(default=None, ge=0, le=0xFFFF,
+                                         description="MR60FDA1: 0..255 (83 0D); TinyFrame: 0E0A")
+    mount_height: float | None = Field(default=None, ge=1.0, le=6.0,
+                                       description="metres above the floor (TinyFrame radars)")
+    fall_detection: bool | None = Field(default=None, description="fall detection on/off (MR60FDA1)")
+
+    def values(self) -> dict[str, float]:
+        """The settings given, as numbers (bools as 0/1)."""
+        return {k: float(v) for k, v in self.model_dump(exclude_none=True).items()}
+
+
+class SerialFramesDevice(DeviceBase):
+    """A device streaming binary frames on a serial port: the UART fall-detection radars.
+
+    ``poll_interval`` and ``offline_after`` do not apply: the radar talks by itself,
+    and ``silence_timeout`` seconds without a good frame make it offline.
+    """
+
+    type: Literal["serial_frames"]
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/serial/by-id/...")
+    baudrate: int = Field(default=115200, ge=1200, le=921600)
+    codec: Literal["mr60fda1", "ld6002c", "mr60fda2"]
+    kind: str = Field(default="fall_radar", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    silence_timeout: float | None = Field(
+        default=30.0, gt=0, le=86400,
+        description="offline after this many seconds without a good frame (null: never)")
+    quiet_gap: float = Field(default=0.05, gt=0, le=1,
+                             description="idle line time that ends an unfinished frame")
+    command_timeout: float = Field(default=1.0, gt=0, le=30)
+    setup: RadarSetup = RadarSetup()
+
+
+Device = Annotated[Union[ModbusDevice, SyntheticDevice, MqttDevice, SerialFramesDevice],
+                   Field(discriminator="type")]

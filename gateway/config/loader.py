@@ -7,6 +7,7 @@ with any problem.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,9 +18,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from drivers.modbus.register_map import ModbusProfile, Point, RequestLimits, expand, overlaps
-from gateway.config.devices import ModbusDevice, ModbusRtuBus, SyntheticDevice
+from gateway.config.advice import advice
+from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
+from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
+from gateway.config.devices import ModbusDevice, MqttDevice, SerialFramesDevice, SyntheticDevice
 from gateway.config.models import GatewayConfig
-from gateway.config.rules import ThresholdRule
+from gateway.console.checks import console_warnings
+from gateway.config.rule_checks import check_rule
 from gateway.errors import ConfigError
 
 
@@ -35,6 +40,9 @@ class DeviceSpec:
     writable: frozenset[str]
     points: tuple[Point, ...] = ()
     limits: RequestLimits | None = None
+    # Event names the device can emit (DeviceEvent.name); None: its type does not
+    # declare them, so rules naming events on it are not checked against a list.
+    events: frozenset[str] | None = None
 
     @property
     def id(self) -> str:
@@ -68,7 +76,8 @@ def load_config(path: str | Path) -> Site:
     _check_references(config, devices, problems)
     if problems:
         raise ConfigError(str(path), problems)
-    return Site(path=path, config=config, devices=devices, warnings=_warnings(config, devices))
+    warnings = _warnings(config, devices) + console_warnings(config, path.resolve().parent)
+    return Site(path=path, config=config, devices=devices, warnings=warnings)
 
 
 def _read_yaml(path: Path, shown: Path) -> Any:
@@ -95,27 +104,51 @@ def pydantic_problems(exc: ValidationError, raw: Any) -> list[tuple[str, str]]:
         elif kind == "missing":
             msg = "required key is missing"
         elif kind == "union_tag_invalid":
-            msg = f"unknown type {err['input']!r}; expected one of {err['ctx']['expected_tags']}"
+            msg = (f"unknown type {err['ctx'].get('tag', err['input'])!r}; "
+                   f"expected one of {err['ctx']['expected_tags']}")
         elif kind == "union_tag_not_found":
             msg = f"missing 'type'; expected one of {err['ctx'].get('discriminator', '')}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            if kind not in ("value_error", "assertion_error") and "input" in err:
+            if kind not in ("value_error", "assertion_error") and "input" in err \
+                    and not _holds_secret(err):
                 msg += f" (got {err['input']!r})"
         problems.append((path, msg))
     return problems
+
+
+_SECRET_KEY = re.compile(r"password|passwd|token|secret|key", re.IGNORECASE)
+
+
+def _holds_secret(err: Any) -> bool:
+    """Whether a validation error's input may be a secret written inline (never echo it)."""
+    keys = [item for item in err["loc"] if isinstance(item, str)]
+    return (any(_SECRET_KEY.search(k) for k in keys)
+            or (err.get("ctx") or {}).get("class_name") == "Secret")
+
+
+# Pydantic names the member of a plain union it tried: 'str', 'LocalizedText',
+# 'function-after[...]', 'list[str]'; config keys are lower-case words.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|[A-Z]\w*|.*\[.*\])$")
 
 
 def _key_path(loc: tuple, raw: Any) -> str:
     """``('devices', 2, 'modbus', 'bus')`` -> ``devices[2].bus``; drops union tags."""
     parts: list[str] = []
     node = raw
+    after_index = False
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
-        elif isinstance(node, dict) and item not in node and node.get("type") == item:
+            after_index = True
+            continue
+        was_index, after_index = after_index, False
+        if (isinstance(node, dict) and node.get("type") == item
+                and (item not in node or was_index)):
             continue  # the discriminator's value pydantic inserts into the path
+        if isinstance(node, dict) and item not in node and _UNION_MEMBER.match(str(item)):
+            continue  # which member of a plain union (str | Model) was tried
         else:
             parts.append(("." if parts else "") + str(item))
             node = node.get(item) if isinstance(node, dict) else None
@@ -128,7 +161,8 @@ def _resolve_devices(path: Path, config: GatewayConfig,
     bus_ids = _unique_ids("buses", [b.id for b in config.buses], problems)
     _unique_ids("devices", [d.id for d in config.devices], problems)
     _unique_ids("rules", [r.id for r in config.rules], problems)
-    context = ResolveContext(config_dir=path.parent, bus_ids=bus_ids, problems=problems)
+    context = ResolveContext(config_dir=path.parent, bus_ids=bus_ids, problems=problems,
+                             config=config)
     for i, dev in enumerate(config.devices):
         spec = SPEC_BUILDERS[type(dev)](dev, f"devices[{i}]", context)
         if spec is not None:
@@ -143,10 +177,12 @@ class ResolveContext:
     config_dir: Path
     bus_ids: set[str]
     problems: list[tuple[str, str]]
+    config: GatewayConfig | None = None
 
 
 def _synthetic_spec(dev: SyntheticDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
-    return DeviceSpec(dev, dev.kind, "channel", dev.channels or 0, frozenset(dev.fields), frozenset())
+    return DeviceSpec(dev, dev.kind, "channel", dev.channels or 0, frozenset(dev.fields), frozenset(),
+                      events=None if dev.events is None else frozenset(dev.events))
 
 
 def _modbus_device_spec(dev: ModbusDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
@@ -187,6 +223,34 @@ def _modbus_spec(dev: ModbusDevice, profile: ModbusProfile, where: str,
     )
 
 
+def _mqtt_device_spec(dev: MqttDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
+    try:
+        profile = load_profile(dev.profile, ctx.config_dir, MqttProfile)
+    except ConfigError as exc:
+        ctx.problems.extend((f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
+                            for p, m in exc.problems)
+        return None
+    ctx.problems.extend((f"{where}.{key}", msg) for key, msg in check_mqtt_device(dev, profile, ctx.config))
+    channels = profile.channels
+    return DeviceSpec(dev, dev.kind or profile.kind, channels.name if channels else "channel",
+                      (dev.channels or channels.count) if channels else 0,
+                      frozenset(profile.fields), frozenset(), events=profile.event_names)
+
+
+def _serial_frames_spec(dev: SerialFramesDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
+    settable = radar_settings.SETTABLE[dev.codec]
+    for name, value in dev.setup.values().items():
+        limit = radar_settings.LIMITS.get((dev.codec, name))
+        if name not in settable:
+            ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar cannot set "
+                                                          f"{name}; it can set {sorted(settable)}"))
+        elif limit is not None and value > limit:
+            ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar takes at most "
+                                                          f"{limit:g} (got {value:g})"))
+    return DeviceSpec(dev, dev.kind, "channel", 0, radar_vocabulary.FIELDS[dev.codec], frozenset(),
+                      events=radar_vocabulary.EVENTS[dev.codec])
+
+
 def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
     seen: set[str] = set()
     for i, ident in enumerate(ids):
@@ -196,9 +260,9 @@ def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -
     return seen
 
 
-def load_profile(name: str, config_dir: Path) -> ModbusProfile:
+def load_profile(name: str, config_dir: Path, model: type[BaseModel] = ModbusProfile) -> Any:
     """Find a profile by name (``<config dir>/profiles/<name>.yaml``, then the
-    profiles shipped with the gateway) or by path, and validate it."""
+    profiles shipped with the gateway) or by path, and validate it as ``model``."""
     candidates = [config_dir / name] if name.endswith((".yaml", ".yml")) else [
         config_dir / "profiles" / f"{name}.yaml",
         Path(str(resources.files("configs") / "profiles" / f"{name}.yaml")),
@@ -207,7 +271,7 @@ def load_profile(name: str, config_dir: Path) -> ModbusProfile:
         if candidate.is_file():
             raw = _read_yaml(candidate, candidate)
             try:
-                return ModbusProfile.model_validate(raw)
+                return model.model_validate(raw)
             except ValidationError as exc:
                 raise ConfigError(str(candidate), pydantic_problems(exc, raw)) from None
     raise ConfigError(name, [("", "profile not found; looked in " + ", ".join(map(str, candidates)))])
@@ -229,23 +293,7 @@ def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
         if not selected:
             problems.append((f"{where}.select", "selects no device"))
             continue
-        if isinstance(rule, ThresholdRule):
-            with_field = [d for d in selected if rule.field in d.fields]
-            if not with_field:
-                known = sorted(set().union(*(d.fields for d in selected)))
-                problems.append((f"{where}.field", f"no selected device has field {rule.field!r}; "
-                                                   f"fields: {known}"))
-            for k, action in enumerate(rule.actions):
-                targets = [devices[action.device]] if action.device in devices else with_field
-                if action.device is not None and action.device not in devices:
-                    problems.append((f"{where}.actions[{k}].device",
-                                     f"no device with id {action.device!r}"))
-                for target in targets:
-                    if action.write not in target.writable:
-                        problems.append((f"{where}.actions[{k}].write",
-                                         f"device {target.id!r} has no writable field "
-                                         f"{action.write!r}; writable: {sorted(target.writable)}"))
-                        break
+        check_rule(rule, where, selected, devices, problems)
 
 
 def selects(rule: BaseModel, device: DeviceSpec) -> bool:
@@ -273,13 +321,7 @@ def _warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str
             if bus.timeout * (bus.retries + 1) >= dev.poll_interval:
                 out.append(f"device {dev.id}: bus timeout {bus.timeout}s x {bus.retries + 1} tries "
                            f"is not shorter than its poll interval {dev.poll_interval}s")
-            if isinstance(bus, ModbusRtuBus):
-                n_requests = len({(p.slave, p.table) for p in spec.points})
-                # ~8 bytes out, ~ (5 + 2n) back per request; 11 bits per byte on the wire
-                est = n_requests * ((8 + 5 + 2 * 20) * 11 / bus.baudrate + bus.frame_gap)
-                if est > dev.poll_interval:
-                    out.append(f"device {dev.id}: about {est:.2f}s of bus time per poll at "
-                               f"{bus.baudrate} baud exceeds its poll interval {dev.poll_interval}s")
+    out.extend(advice(config, devices))  # bus load at the baud rate, exposure of secrets/APIs
     return out
 
 
@@ -288,4 +330,6 @@ def _warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str
 SPEC_BUILDERS: dict[type, Callable[[Any, str, ResolveContext], DeviceSpec | None]] = {
     SyntheticDevice: _synthetic_spec,
     ModbusDevice: _modbus_device_spec,
+    MqttDevice: _mqtt_device_spec,
+    SerialFramesDevice: _serial_frames_spec,
 }

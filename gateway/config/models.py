@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath, field_validator, model_validator
 
 from gateway.config.base import Id, Secret, Strict
+from gateway.config.secrets import check_private
 from gateway.config.devices import Bus, Device
 from gateway.config.rules import Rule
 
@@ -23,16 +24,74 @@ class SiteInfo(Strict):
     language: Literal["en", "zh"] = "en"
 
 
+class MqttTls(Strict):
+    """TLS to the broker: the CA that signed its certificate, optionally a client certificate.
+
+    ``tls: {}`` uses the system's CA store. ``insecure`` skips the check that the
+    broker's certificate names ``host`` (a test bench with a self-made certificate).
+    """
+
+    ca_file: FilePath | None = Field(default=None, description="default: the system's CAs")
+    cert_file: FilePath | None = Field(default=None, description="client certificate (PEM)")
+    key_file: FilePath | None = Field(default=None, description="its private key (PEM, mode 0600/0640)")
+    insecure: bool = False
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_is_private(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            try:
+                check_private(path)
+            except OSError as exc:
+                raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        return path
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> "MqttTls":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both 'cert_file' and 'key_file'")
+        return self
+
+
 class MqttConfig(Strict):
     """The broker for alarms, status and (optionally) telemetry."""
 
     host: str
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: int = Field(default=1883, ge=1, le=65535, description="default 1883, 8883 with tls")
     prefix: str = Field(default="community", pattern=r"^[A-Za-z0-9_/-]{1,64}$")
     client_id: str | None = Field(default=None, description="default: gateway-<site id>")
     username: str | None = None
     password: Secret | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)
+    tls: MqttTls | None = None
+    telemetry: TelemetryConfig | None = Field(
+        default=None, description="publish readings on {prefix}/{site}/telemetry/{device} "
+                                  "(QoS 1): `true`, or its settings")
+
+    @field_validator("telemetry", mode="before")
+    @classmethod
+    def _telemetry_switch(cls, value: object) -> object:
+        # `telemetry: true` reads better than `telemetry: {}` in a site file
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tls_port(cls, data: object) -> object:
+        # MQTT over TLS has its own well-known port; only an explicit port overrides it.
+        if isinstance(data, dict) and data.get("tls") is not None and "port" not in data:
+            return {**data, "port": 8883}
+        return data
+
+
+class TelemetryConfig(Strict):
+    """Readings as JSON over MQTT, one message per reading, each confirmed by a PUBACK."""
+
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    flush_interval: float = Field(default=1.0, gt=0, le=60)
 
 
 class InfluxConfig(Strict):
@@ -58,9 +117,134 @@ class PipelineConfig(Strict):
     """Queue bounds."""
 
     queue_size: int = Field(default=10_000, ge=10)
-    # Readings held in memory for the upstream while it is slow or down; the
-    # oldest are dropped (and counted) past this.
+    # Rows held in memory while they wait for their commit to the outbox (only
+    # many if the disk fails), and the size of the in-memory outbox (outbox.store:
+    # memory); the oldest readings are dropped (and counted) past this.
     upstream_buffer: int = Field(default=200_000, ge=100)
+
+
+class OutboxConfig(Strict):
+    """The durable outbox: readings wait in SQLite (WAL) until every upstream confirmed them.
+
+    A relative ``path`` is taken from the config file's folder.
+    """
+
+    path: Path | None = Field(default=None, description="default: STATE_DIR/outbox.sqlite")
+    max_mb: float = Field(default=1024, gt=0, description="disk budget; past it the oldest "
+                                                          "readings go first (events never)")
+    commit_interval: float = Field(default=1.0, gt=0, le=60,
+                                   description="longest a reading waits in memory for its commit")
+    commit_rows: int = Field(default=5000, ge=1, le=1_000_000,
+                             description="commit at once when this many rows wait")
+    drain_rate_multiple: float | None = Field(
+        default=4.0, ge=1, description="a backlog drains at most this many times the live "
+                                       "ingest rate; null: as fast as the upstream takes it")
+    drain_min_rate: float = Field(default=500, gt=0,
+                                  description="rows/s a backlog may always drain at, however "
+                                              "quiet the site")
+    store: Literal["sqlite", "memory"] = Field(
+        default="sqlite", description="memory: nothing survives a restart; for benchmarks "
+                                      "and trials only")
+
+
+class ConsoleConfig(Strict):
+    """The security-room web console, served under /console by the gateway's HTTP server.
+
+    Relative paths are taken from the config file's folder.
+    """
+
+    users_file: Path = Field(description="operators and password hashes; "
+                                         "`community-gateway user add NAME --role operator`")
+    session_minutes: float = Field(default=720, gt=0, le=7 * 24 * 60,
+                                   description="a session ends this long after its last use")
+    sessions_file: Path | None = Field(default=None, description="keeps logins across restarts; "
+                                                                 "default: USERS_FILE.sessions.json")
+    audit_file: Path | None = Field(default=None, description="JSON lines of operator actions; "
+                                                              "default: none (the log only)")
+
+
+class HttpConfig(Strict):
+    """The local HTTP API: /healthz, /metrics, /api/... (loopback unless told otherwise).
+
+    Reads are open to whoever can reach ``listen``; writes (acknowledging an alarm)
+    need ``Authorization: Bearer <token>``, and are refused when no token is set.
+    """
+
+    listen: str = Field(default="127.0.0.1:8080",
+                        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+                        description="HOST:PORT, [IPv6]:PORT")
+    token: Secret | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        port = int(value.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is outside 1..65535")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without IPv6 brackets."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The TCP port to bind."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class AlarmsConfig(Strict):
+    """The alarm lifecycle's site-wide settings."""
+
+    escalate_after: float = Field(
+        default=300, ge=0, le=86400,
+        description="seconds an unacknowledged severity-1 alarm waits before it escalates "
+                    "(0 = never); a rule's own escalate_after applies to any severity")
+    max_shelve_minutes: float = Field(default=480, gt=0, le=7 * 24 * 60,
+                                      description="the longest an operator may shelve an alarm")
+    history_days: float = Field(default=90, gt=0, description="transitions kept in the state file")
+    tick_interval: float = Field(default=0.2, gt=0, le=5,
+                                 description="how often timed rules, shelving and escalation "
+                                             "are checked")
+
+
+class WebhookConfig(Strict):
+    """An HTTP endpoint (the security room's messaging bot) that gets each alarm
+    transition as JSON by POST, retried with backoff until it answers."""
+
+    url: str = Field(pattern=r"^https?://")
+    timeout: float = Field(default=5.0, gt=0, le=120)
+    min_severity: int = Field(default=4, ge=0, le=4,
+                              description="send alarms at this level or more urgent "
+                                          "(severity number <= min_severity)")
+    events: list[Literal["raised", "repeated", "cleared", "condition_cleared", "acked",
+                         "reset", "shelved", "unshelved", "escalated", "closed"]] | None = Field(
+        default=None, description="transitions to send; default all")
+    token: Secret | None = Field(default=None, description="sent as Authorization: Bearer")
+    max_retry_interval: float = Field(default=30.0, gt=0, le=3600)
+
+
+class PrivacyConfig(Strict):
+    """Card numbers and person ids: pseudonymised with a keyed hash before they leave.
+
+    ``key`` (HMAC-SHA256, at least 16 characters) comes from an environment
+    variable or a file. ``keep_raw: true`` also keeps each pseudonym's raw value
+    in ``raw_file`` on the gateway (mode 0600), for looking a card up on site;
+    raw values are never sent anywhere either way.
+    """
+
+    key: Secret
+    keep_raw: bool = False
+    raw_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _raw_file_with_keep_raw(self) -> "PrivacyConfig":
+        if self.keep_raw and self.raw_file is None:
+            raise ValueError("'keep_raw: true' needs 'raw_file' (where raw values stay, locally)")
+        if not self.keep_raw and self.raw_file is not None:
+            raise ValueError("'raw_file' goes with 'keep_raw: true'")
+        return self
 
 
 class GatewayConfig(Strict):
@@ -70,7 +254,15 @@ class GatewayConfig(Strict):
     mqtt: MqttConfig | None = None
     influxdb: InfluxConfig | None = None
     local_series: LocalSeriesConfig | None = None
+    privacy: PrivacyConfig | None = None
     pipeline: PipelineConfig = PipelineConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    http: HttpConfig | None = None
+    console: ConsoleConfig | None = None
+    # Local state that must survive a restart (open alarms and their history).
+    state_dir: Path = Path("/var/lib/community-gateway")
+    alarms: AlarmsConfig = AlarmsConfig()
+    webhooks: list[WebhookConfig] = []
     buses: list[Bus] = []
     devices: list[Device] = []
     rules: list[Rule] = []

@@ -1,39 +1,50 @@
-"""The rule engine: routes each reading to the rules that watch its device and field."""
+"""The rule engine: routes each reading and event to the rules that watch it.
+
+Every rule kind keeps its own state in its own module (``RULE_STATES``); the
+engine only builds the routes once and calls them. A reading costs one dict
+lookup and a call per rule that watches one of its fields.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
+from gateway.clock import SystemClock
 from gateway.config.loader import DeviceSpec, selects
-from gateway.config.rules import ThresholdRule
+from gateway.config.rules import (AbsenceRule, ConfirmRule, CountRule, EventRule, ForcedRule,
+                                  HeldRule, RateRule, ThresholdRule)
 from gateway.readings import DeviceEvent, Reading
+from gateway.rules.absence import AbsenceState
+from gateway.rules.base import EventHandler, RuleState, ValueHandler
+from gateway.rules.change import RuleChange
+from gateway.rules.confirm import ConfirmState
+from gateway.rules.events import CountState, EventState
+from gateway.rules.forced import ForcedState
+from gateway.rules.held import HeldState
+from gateway.rules.rate import RateState
 from gateway.rules.threshold import ThresholdState
 
-
-@dataclass(slots=True, frozen=True)
-class RuleChange:
-    """A rule's condition became active (``active=True``) or cleared on a device."""
-
-    rule: ThresholdRule
-    device: str
-    channel: int | None
-    field: str
-    value: float
-    ts: float
-    active: bool
+__all__ = ["RuleChange", "RuleEngine", "RULE_STATES"]
 
 
 class RuleEngine:
     """Holds every rule's state; ``evaluate`` is synchronous and allocation-light."""
 
-    def __init__(self, rules: list[ThresholdRule], devices: dict[str, DeviceSpec]):
-        self.states = [ThresholdState(r) for r in rules]
-        # device id -> [(field, state)], built once so a reading costs one lookup
-        self._routes: dict[str, list[tuple[str, ThresholdState]]] = {}
+    def __init__(self, rules: list[Any], devices: dict[str, DeviceSpec], *, clock=None):
+        clock = clock or SystemClock()
+        self.states: list[RuleState] = [RULE_STATES[type(r)](r, clock) for r in rules]
+        self._by_rule = {s.rule.id: s for s in self.states}
+        # device id -> [(field or None, handler)], built once
+        self._routes: dict[str, list[tuple[str | None, ValueHandler]]] = {}
+        self._event_routes: dict[str, list[EventHandler]] = {}
         for state in self.states:
-            for spec in devices.values():
-                if state.rule.field in spec.fields and selects(state.rule, spec):
-                    self._routes.setdefault(spec.id, []).append((state.rule.field, state))
+            selected = [d for d in devices.values() if selects(state.rule, d)]
+            for device, field, handler in state.reading_routes(selected, devices):
+                self._routes.setdefault(device, []).append((field, handler))
+            for device, handler in state.event_routes(selected, devices):
+                self._event_routes.setdefault(device, []).append(handler)
+        self._tickers = [s for s in self.states if type(s).tick is not RuleState.tick]
         self.evaluations = 0
 
     def evaluate(self, reading: Reading) -> list[RuleChange]:
@@ -43,17 +54,60 @@ class RuleEngine:
             return []
         changes = []
         values = reading.values
-        for field, state in routes:
-            value = values.get(field)
-            if value is None:
-                continue
+        device, channel, ts = reading.device, reading.channel, reading.ts
+        for field, handler in routes:
+            if field is None:
+                value = None
+            else:
+                value = values.get(field)
+                if value is None:
+                    continue
             self.evaluations += 1
-            change = state.update(reading.device, reading.channel, value, reading.ts)
+            change = handler(device, channel, value, ts)
             if change is not None:
-                changes.append(RuleChange(state.rule, reading.device, reading.channel, field,
-                                          value, reading.ts, change))
+                changes.append(change)
         return changes
 
     def evaluate_event(self, event: DeviceEvent) -> list[RuleChange]:
-        """Run the rules that watch device events (none of the threshold kind)."""
-        return []
+        """Run the rules that watch this device's events."""
+        handlers = self._event_routes.get(event.device)
+        if not handlers:
+            return []
+        changes = []
+        for handler in handlers:
+            self.evaluations += 1
+            change = handler(event)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def tick(self, now: float) -> list[RuleChange]:
+        """Changes due to time alone (held too long, silent, confirmed, grace over)."""
+        changes: list[RuleChange] = []
+        for state in self._tickers:
+            changes.extend(state.tick(now))
+        return changes
+
+    def restore_active(self, rule_id: str, device: str, channel: int | None) -> bool:
+        """An alarm of ``rule_id`` was open with its condition present before a restart:
+        tell the rule, so the next normal reading clears it. False when no rule
+        holds such a condition (unknown rule, momentary kind)."""
+        state = self._by_rule.get(rule_id)
+        return state is not None and state.restore(device, channel)
+
+
+def _plain(cls: type) -> Callable[[Any, Any], RuleState]:
+    return lambda rule, clock: cls(rule)
+
+
+# One entry per rule config type: how to build its runtime state.
+RULE_STATES: dict[type, Callable[[Any, Any], RuleState]] = {
+    ThresholdRule: _plain(ThresholdState),
+    HeldRule: _plain(HeldState),
+    EventRule: _plain(EventState),
+    CountRule: _plain(CountState),
+    AbsenceRule: lambda rule, clock: AbsenceState(rule, clock=clock),
+    RateRule: _plain(RateState),
+    ConfirmRule: _plain(ConfirmState),
+    ForcedRule: _plain(ForcedState),
+}

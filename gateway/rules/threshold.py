@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config.rules import ThresholdRule
+from gateway.rules.base import RuleState
+from gateway.rules.change import RuleChange
 
 
 @dataclass(slots=True)
@@ -15,7 +17,7 @@ class _Track:
     since: float | None = None  # when the pending transition's condition began
 
 
-class ThresholdState:
+class ThresholdState(RuleState):
     """Runs one threshold rule for every (device, channel) it watches.
 
     ``update`` returns True when the condition becomes active, False when it
@@ -24,16 +26,33 @@ class ThresholdState:
     active condition clears only once the value is back past the limit by that much.
     """
 
-    __slots__ = ("rule", "_tracks", "_above", "_limit", "_release", "_floor")
+    __slots__ = ("_tracks", "_above", "_limit", "_release", "_floor")
 
     def __init__(self, rule: ThresholdRule):
-        self.rule = rule
+        super().__init__(rule)
         self._tracks: dict[tuple[str, int | None], _Track] = {}
         self._above = rule.above is not None
         self._limit = rule.above if rule.above is not None else rule.below
         self._release = (self._limit - rule.hysteresis if self._above  # type: ignore[operator]
                          else self._limit + rule.hysteresis)  # type: ignore[operator]
         self._floor = rule.ignore_at_or_below
+
+    def reading_routes(self, selected, devices):
+        """Every selected device that reads the rule's field."""
+        return [(d.id, self.rule.field, self.on_value) for d in selected if self.rule.field in d.fields]
+
+    def on_value(self, device: str, channel: int | None, value: float, ts: float) -> RuleChange | None:
+        """Feed one value; the change it makes, if any."""
+        change = self.update(device, channel, value, ts)
+        if change is None:
+            return None
+        return RuleChange(self.rule, device, channel, self.rule.field, value, ts, change)
+
+    def restore(self, device: str, channel: int | None) -> bool:
+        """Take the condition as active (its alarm was open before a restart)."""
+        track = self._tracks.setdefault((device, channel), _Track())
+        track.active, track.since = True, None
+        return True
 
     def update(self, device: str, channel: int | None, value: float, now: float) -> bool | None:
         """Feed one value; report a change of state."""

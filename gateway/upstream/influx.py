@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
+from datetime import datetime, timezone
 
 import aiohttp
 from influxdb_client import WritePrecision
@@ -47,8 +49,19 @@ class InfluxSink:
 
 
 def _retry_after(exc: ApiException) -> float | None:
-    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    """Seconds the upstream asked us to wait (429, 503): ``Retry-After`` as seconds or
+    as an HTTP date; None when absent or unreadable."""
+    value = exc.headers.get("Retry-After") if exc.headers else None
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

@@ -1,129 +1,223 @@
-"""The machinery every upstream sink gets: a bounded buffer, batching, retries, counts.
+"""The machinery every upstream sink gets: reading from the outbox, batching, retries, counts.
 
-A sink only speaks its protocol (``write(lines)``, raising SinkRetryable or
-SinkRejected); this runner decides when to write, how much, what to do on
-failure, and counts it all.
+A sink only speaks its protocol: ``write(items)`` raising SinkRetryable or
+SinkRejected. Its runner reads the rows after the sink's own cursor from the
+durable outbox, in id order, a batch at a time; writes them; and moves the
+cursor once the upstream confirmed them (HTTP 2xx, PUBACK). So each sink goes at
+its own pace, and what one sink has not confirmed stays on disk for it.
+
+- Retryable failures (network, 5xx, 429): capped exponential backoff with full
+  jitter; a ``Retry-After`` from the upstream is waited out (up to 5 minutes).
+- Refusals (400, 413, 422): the batch is split in halves until the refused rows
+  are alone; those go to the outbox's quarantine (counted and logged) and the
+  rest is written, so one bad row neither blocks the queue nor takes its
+  neighbours with it.
+- A backlog (after an outage) drains at most ``drain_rate_multiple`` times the
+  live ingest rate (at least ``drain_min_rate`` rows/s), in this task: alarms
+  never go through here, and the pipeline never waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.backoff import Backoff
-from gateway.errors import SinkRejected, SinkRetryable
+from gateway.errors import OutboxError, SinkRejected, SinkRetryable
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 300.0
 
 
 class Sink(Protocol):
     name: str
+    # What the sink takes from each outbox row: "line" (line protocol, the
+    # default) or "doc" ((device, telemetry JSON) pairs).
+    payload: str
 
-    async def write(self, lines: list[str]) -> None: ...
+    async def write(self, items: list[Any]) -> None: ...
 
     async def close(self) -> None: ...
 
 
 class SinkRunner:
-    """Feeds one sink from its own bounded buffer of encoded lines.
+    """Feeds one sink from the outbox, after its own cursor."""
 
-    Overflow drops the oldest lines (counted in ``dropped``): memory stays
-    bounded through a long outage. Alarms never pass through here.
-    """
-
-    def __init__(self, sink: Sink, *, batch_size: int, flush_interval: float,
-                 max_buffered: int, clock):
+    def __init__(self, sink: Sink, *, outbox, batch_size: int, flush_interval: float, clock,
+                 drain_rate_multiple: float | None = None, drain_min_rate: float = 500.0):
         self.sink = sink
+        self.name = sink.name
+        self.payload = getattr(sink, "payload", "line")
+        self.outbox = outbox
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._buffer: deque[str] = deque()
-        self._max = max_buffered
+        self.drain_rate_multiple = drain_rate_multiple
+        self.drain_min_rate = drain_min_rate
         self._clock = clock
         self._ready = asyncio.Event()
-        self._popped = 0  # lines ever removed from the head, to track the batch under way
+        self._backoff = Backoff(initial=0.5, cap=30.0)
+        self.cursor = 0  # the last row id the sink confirmed (persisted in the outbox)
+        self.oldest_ts: float | None = None  # of the first row after the cursor (the writer keeps it)
         self.written = 0
+        self.quarantined = 0
         self.dropped = 0
-        self.rejected = 0
         self.errors = 0
         self.last_success: float | None = None
         self.last_error: str | None = None
+        self.failing = False
+        outbox.attach(self)
+
+    # -- the outbox writer's side ---------------------------------------------------------
+
+    def start_at(self, cursor: int) -> None:
+        """Where the sink's confirmed rows end, as the outbox knows it."""
+        self.cursor = cursor
+
+    def notify(self, head: int) -> None:
+        """New rows were committed up to ``head``."""
+        if head - self.cursor >= self.batch_size:
+            self._ready.set()
+
+    def lost(self, rows: int) -> None:
+        """Count rows dropped (budget, full memory) before this sink got them."""
+        self.dropped += rows
 
     @property
-    def buffered(self) -> int:
-        """Lines waiting to be written."""
-        return len(self._buffer)
+    def lag(self) -> int:
+        """Rows committed after the cursor (an upper bound: dropped ids are counted)."""
+        return max(0, self.outbox.committed_id - self.cursor)
 
-    def offer(self, lines: list[str]) -> None:
-        """Queue lines for the sink, dropping the oldest past the bound."""
-        buf = self._buffer
-        buf.extend(lines)
-        excess = len(buf) - self._max
-        if excess > 0:
-            for _ in range(excess):
-                buf.popleft()
-            self._popped += excess
-            if not self.dropped:
-                log.error("%s: buffer full (%d lines), dropping the oldest", self.sink.name, self._max)
-            self.dropped += excess
-        if len(buf) >= self.batch_size:
-            self._ready.set()
+    @property
+    def rejected(self) -> int:
+        """Rows refused for good (the same as ``quarantined``)."""
+        return self.quarantined
+
+    # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Write batches until cancelled."""
-        backoff = Backoff(initial=0.5, cap=30.0)
-        failing = False
         while True:
-            if len(self._buffer) < self.batch_size:
-                try:
+            if self.lag < self.batch_size:
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.flush_interval):
                         await self._ready.wait()
-                except TimeoutError:
-                    pass
             self._ready.clear()
-            if not self._buffer:
+            if not self.lag:
                 continue
+            started = self._clock.monotonic()
             try:
-                await self.write_batch()
-            except SinkRetryable as exc:
+                rows = await self.send_batch()
+            except (SinkRetryable, OutboxError) as exc:
                 self.errors += 1
                 self.last_error = str(exc)
-                if not failing:
-                    log.error("%s: write failed, will retry: %s", self.sink.name, exc)
-                failing = True
-                delay = backoff.next_delay()
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, 300.0))
-                await asyncio.sleep(delay)
+                if not self.failing:
+                    log.error("%s: write failed, will retry: %s", self.name, exc)
+                self.failing = True
+                await asyncio.sleep(self.retry_delay(exc))
                 continue
-            if failing:
-                log.info("%s: writing again, %d lines waiting", self.sink.name, len(self._buffer))
-            failing = False
-            backoff.reset()
+            if self.failing:
+                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
+                self.failing = False
+            self._backoff.reset()
+            await self._pace(rows, self._clock.monotonic() - started)
 
-    async def write_batch(self) -> int:
-        """Write the oldest batch; on success remove it. Returns lines written."""
-        n = min(self.batch_size, len(self._buffer))
-        batch = [self._buffer[i] for i in range(n)]
-        head = self._popped
+    def retry_delay(self, exc: Exception) -> float:
+        """The wait before the next attempt: backoff with jitter, at least a Retry-After."""
+        delay = self._backoff.next_delay()
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+        return delay
+
+    def drain_rate(self) -> float | None:
+        """Rows/s a backlog may go out at now (None: no limit)."""
+        if self.drain_rate_multiple is None:
+            return None
+        return max(self.drain_rate_multiple * self.outbox.live_rate, self.drain_min_rate)
+
+    async def _pace(self, rows: int, took: float) -> None:
+        # Only a backlog is paced: live rows go out as they come.
+        rate = self.drain_rate()
+        if rate is None or self.lag < self.batch_size:
+            return
+        wait = rows / rate - took
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def send_batch(self) -> int:
+        """Write the rows after the cursor, one batch; return how many rows it consumed."""
+        rows = await self.outbox.read(self.cursor, self.batch_size, self.payload)
+        if not rows:
+            return 0
+        if self.payload == "line":
+            ids = [r[0] for r in rows]
+            items: list[Any] = [r[1] for r in rows]
+        else:  # rows committed while no sink wanted JSON have none: nothing to send
+            kept = [r for r in rows if r[2] is not None]
+            ids = [r[0] for r in kept]
+            items = [(r[1], r[2]) for r in kept]
+        if items:
+            refused = await self._write(ids, items)
+            if refused:
+                await self._quarantine(refused, len(items))
+        # Confirmed: the cursor moves now, its copy on disk just after. Should that copy
+        # lag (a crash in between), the rows go out again, which the upstream absorbs.
+        self.cursor = rows[-1][0]
+        self.last_success = self._clock.time()
+        await self.outbox.advance(self.name, self.cursor)
+        return len(rows)
+
+    async def _write(self, ids: list[int], items: list[Any]) -> list[tuple[int, Any, SinkRejected]]:
+        """Write, halving a refused batch until the refused rows are alone; return those."""
         try:
-            await self.sink.write(batch)
+            await self.sink.write(items)
         except SinkRejected as exc:
-            self.rejected += n
-            self.last_error = str(exc)
-            log.error("%s: batch of %d lines rejected, skipped: %s", self.sink.name, n, exc)
-        else:
-            self.written += n
-            self.last_success = self._clock.time()
-        # Overflow may have dropped part of this batch from the head meanwhile.
-        remaining = max(0, n - (self._popped - head))
-        for _ in range(remaining):
-            self._buffer.popleft()
-        self._popped += remaining
-        return n
+            if len(items) == 1:
+                return [(ids[0], items[0], exc)]
+            mid = len(items) // 2
+            return (await self._write(ids[:mid], items[:mid])
+                    + await self._write(ids[mid:], items[mid:]))
+        self.written += len(items)
+        return []
+
+    async def _quarantine(self, refused: list[tuple[int, Any, SinkRejected]], batch: int) -> None:
+        first_id, first_item, first_exc = refused[0]
+        by_error: dict[tuple[int | None, str], list[int]] = {}
+        for row_id, _, exc in refused:
+            by_error.setdefault((exc.status, exc.detail), []).append(row_id)
+        for (status, detail), ids in by_error.items():
+            await self.outbox.quarantine(self.name, ids, status, detail)
+        self.quarantined += len(refused)
+        self.last_error = str(first_exc)
+        log.error("%s: %d of %d rows refused for good, moved to quarantine (%d so far): %s; "
+                  "first: %.200s", self.name, len(refused), batch, self.quarantined,
+                  first_exc.detail, first_item)
 
     async def flush(self) -> None:
-        """Write everything buffered now (used at shutdown); stops at the first error."""
-        while self._buffer:
-            await self.write_batch()
+        """Write everything committed now (at shutdown); stops at the first error."""
+        while self.lag:
+            if not await self.send_batch():
+                break
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Numbers for /metrics and the CLI."""
+        oldest = self.oldest_ts
+        return {
+            "written": self.written,
+            "quarantined": self.quarantined,
+            "rejected": self.quarantined,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "buffered": self.lag,
+            "cursor": self.cursor,
+            "oldest_unsent_age_seconds": 0.0 if oldest is None or not self.lag
+            else max(0.0, self._clock.time() - oldest),
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "failing": self.failing,
+        }

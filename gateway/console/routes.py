@@ -1,0 +1,301 @@
+"""The console's HTTP routes, added to the gateway's aiohttp application.
+
+Pages: ``/console/`` (the console), ``/console/login``; static files under
+``/console/static/``. JSON under ``/console/api/``: ``me``, ``alarms``,
+``devices``, ``history``, ``login``, ``logout`` and ``alarms/{id}/{ack|reset|shelve}``.
+Live updates: ``/console/events`` (server-sent events, see ``stream.py``).
+
+Every route but the login page and static files needs a session. Every POST
+must carry the session's CSRF token in ``X-CSRF-Token`` and, when the browser
+sends an ``Origin``, come from this server's own origin. Actions need the
+operator role; the viewer role sees everything and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.alarms.commands import COMMANDS, CommandError, apply_command
+from gateway.config.models import ConsoleConfig
+from gateway.console.history import query_history
+from gateway.console.live import json_text
+from gateway.console.passwords import verify_password
+from gateway.console.sessions import Session
+from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
+from gateway.console.stream import events
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/console"
+# Headers on every page and JSON answer: no caching, no framing, scripts only from here.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+}
+NOTE_MAX = 500
+PLAIN_NAME = re.compile(r"[\w.@-]{1,64}")
+# Shelving choices offered on the page (those within the site's alarms.max_shelve_minutes).
+SHELVE_MINUTES = (15, 30, 60, 120, 240, 480)
+
+
+Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+def add_console_routes(app: web.Application, gateway, config: ConsoleConfig | None = None) -> Console:
+    """Serve the security-room console under /console on ``app``; the Console it runs.
+
+    ``config`` defaults to the site config's ``console`` section. The users file
+    is read now: a missing or invalid one is a ConfigError, as for any config.
+    """
+    config = config or gateway.site.config.console
+    if config is None:
+        raise ValueError("the site config has no console section")
+    console = Console(gateway=gateway, config=config, base_dir=Path(gateway.site.path).resolve().parent)
+    users = console.users.load()
+    if not users:
+        log.warning("console: no users in %s; add one with `community-gateway user add`",
+                    console.users.path)
+    console.sessions.load()
+    app[CONSOLE] = console
+    app.on_shutdown.append(console.on_shutdown)
+
+    r = app.router
+    r.add_get(PREFIX, _to_index)
+    r.add_get(PREFIX + "/", _index)
+    r.add_get(PREFIX + "/login", _login_page)
+    r.add_post(PREFIX + "/api/login", _login)
+    r.add_post(PREFIX + "/api/logout", guarded(_logout))
+    r.add_get(PREFIX + "/api/me", guarded(_me))
+    r.add_get(PREFIX + "/api/alarms", guarded(_alarms))
+    r.add_get(PREFIX + "/api/devices", guarded(_devices))
+    r.add_get(PREFIX + "/api/history", guarded(_history))
+    r.add_post(PREFIX + "/api/alarms/{alarm_id}/{action:%s}" % "|".join(COMMANDS),
+               guarded(_action, act=True))
+    r.add_get(PREFIX + "/events", guarded(events))
+    r.add_static(PREFIX + "/static/", STATIC, append_version=False)
+    log.info("console: /console/ (%d users in %s)", len(users), console.users.path)
+    return console
+
+
+def guarded(handler: Handler, *, act: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Wrap a handler: a session is required, POSTs need CSRF and same origin, ``act`` the operator role."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        console = request.app[CONSOLE]
+        session = console.session_of(request)
+        if session is None:
+            return _error(401, "login required")
+        if request.method == "POST":
+            if not _same_origin(request):
+                return _error(403, "cross-origin request refused")
+            sent = request.headers.get("X-CSRF-Token", "")
+            if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+                return _error(403, "missing or wrong CSRF token; reload the page")
+        if act and not session.can_act:
+            await console.audit.record(operator=session.user, action=request.match_info.get("action", "?"),
+                                       target=request.match_info.get("alarm_id"), ok=False,
+                                       detail="read-only user", remote=request.remote)
+            return _error(403, "your role is read-only")
+        return await handler(request, session)
+
+    wrapper.__name__ = handler.__name__
+    return wrapper
+
+
+# -- pages ------------------------------------------------------------------------
+
+
+async def _to_index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(PREFIX + "/")
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    if console.session_of(request) is None:
+        raise web.HTTPFound(PREFIX + "/login")
+    return _page("index.html", console.version)
+
+
+async def _login_page(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    if console.session_of(request) is not None:
+        raise web.HTTPFound(PREFIX + "/")
+    return _page("login.html", console.version)
+
+
+def _page(name: str, version: str) -> web.Response:
+    html = (STATIC / name).read_text(encoding="utf-8").replace("__VERSION__", version)
+    return web.Response(text=html, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+# -- login / logout ------------------------------------------------------------------
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    user: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+async def _login(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    if not _same_origin(request):
+        return _error(403, "cross-origin request refused")
+    body = await _json_body(request, LoginBody)
+    if isinstance(body, web.Response):
+        return body
+    keys = (f"user:{body.user}", f"addr:{request.remote}")
+    wait = console.throttle.wait_for(*keys)
+    if wait > 0:
+        return _error(429, "too many failed logins; try again later", retry_after=int(wait) + 1)
+    user = console.users.get(body.user)
+    ok = await asyncio.to_thread(verify_password, body.password,
+                                 user.password_hash if user else console.decoy_hash)
+    if user is None or not ok:
+        console.throttle.failed(*keys)
+        # whatever was typed as a name goes to the log: quoted, if it is not a plain name
+        shown = body.user if PLAIN_NAME.fullmatch(body.user) else repr(body.user)
+        await console.audit.record(operator=shown, action="login", ok=False,
+                                   detail="wrong user name or password", remote=request.remote)
+        return _error(401, "wrong user name or password")
+    console.throttle.succeeded(*keys)
+    token, session = await console.sessions.create(user)
+    await console.audit.record(operator=user.name, action="login", remote=request.remote)
+    response = web.json_response({"user": user.name, "role": user.role}, headers=SECURITY_HEADERS)
+    response.set_cookie(COOKIE, token, path=PREFIX, httponly=True, samesite="Strict",
+                        secure=_secure(request))
+    return response
+
+
+async def _logout(request: web.Request, session: Session) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    await console.sessions.drop(request.cookies.get(COOKIE))
+    await console.audit.record(operator=session.user, action="logout", remote=request.remote)
+    response = web.json_response({"ok": True}, headers=SECURITY_HEADERS)
+    response.del_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+# -- data ----------------------------------------------------------------------------
+
+
+async def _me(request: web.Request, session: Session) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    site = console.gateway.site.config.site
+    return _json({
+        "user": session.user, "role": session.role, "csrf": session.csrf,
+        "actions": list(COMMANDS) if session.can_act else [],
+        "shelve_minutes": [m for m in SHELVE_MINUTES if m * 60 <= console.gateway.alarms.max_shelve],
+        "site": {"id": site.id, "name": site.name, "language": site.language},
+        "instance": console.feed.instance, "version": console.version,
+    })
+
+
+async def _alarms(request: web.Request, session: Session) -> web.StreamResponse:
+    return _json({"alarms": request.app[CONSOLE].feed.alarms()})
+
+
+async def _devices(request: web.Request, session: Session) -> web.StreamResponse:
+    return _json({"devices": request.app[CONSOLE].feed.devices()})
+
+
+async def _history(request: web.Request, session: Session) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    try:
+        entries = query_history(await console.transitions(), dict(request.query))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return _json({"entries": entries})
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
+    minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+
+
+async def _action(request: web.Request, session: Session) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    alarm_id, action = request.match_info["alarm_id"], request.match_info["action"]
+    body = await _json_body(request, ActionBody)
+    if isinstance(body, web.Response):
+        return body
+    note = (body.note or "").strip() or None
+    command: dict[str, object] = {"by": session.user, "note": note}
+    if action == "shelve":
+        command["minutes"] = body.minutes
+    try:
+        if action == "shelve" and not note:
+            raise CommandError(action, alarm_id, "shelving needs a note saying why", 400)
+        alarm = apply_command(console.gateway.alarms, alarm_id, action, command)
+    except CommandError as exc:
+        await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
+                                   ok=False, detail=exc.detail, remote=request.remote)
+        return _error(exc.status, exc.detail)
+    await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
+                               remote=request.remote)
+    return _json({"alarm": alarm.to_json()})
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _same_origin(request: web.Request) -> bool:
+    # Browsers send Origin on every cross-site POST; a mismatch is a forged request.
+    # Behind a TLS reverse proxy the browser's origin is the proxy's (X-Forwarded-*);
+    # a cross-site page cannot set those headers without a preflight nobody answers.
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    hosts = {request.host, _forwarded(request, "X-Forwarded-Host")}
+    schemes = {request.scheme, _forwarded(request, "X-Forwarded-Proto")}
+    return parts.netloc in hosts and parts.scheme in schemes
+
+
+def _forwarded(request: web.Request, header: str) -> str | None:
+    value = request.headers.get(header)
+    return value.split(",")[0].strip() if value else None
+
+
+def _secure(request: web.Request) -> bool:
+    """Whether the browser reached us over HTTPS (directly or through a TLS proxy)."""
+    return request.secure or _forwarded(request, "X-Forwarded-Proto") == "https"
+
+
+async def _json_body(request: web.Request, model: type[BaseModel]):
+    if request.content_type != "application/json":
+        return _error(415, "expected application/json")
+    try:
+        raw = await request.json()
+        return model.model_validate(raw if raw is not None else {})
+    except ValueError as exc:  # JSONDecodeError and ValidationError both are
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+            return _error(400, problems)
+        return _error(400, "body is not valid JSON")
+
+
+def _json(body: dict[str, object], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers=SECURITY_HEADERS, dumps=json_text)
+
+
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    headers = dict(SECURITY_HEADERS)
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+

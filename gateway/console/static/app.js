@@ -1,0 +1,611 @@
+// The security-room console: live alarms over server-sent events, devices, history.
+// Plain JavaScript, no build step. Everything the gateway sends is put into the page
+// with textContent (never as HTML).
+"use strict";
+(function () {
+  const LEVEL1 = 1;
+  const WATCHDOG_MS = 25000;   // the server pings every 10 s; silence this long means a dead link
+  const RETRY_MIN_MS = 500;
+  const RETRY_MAX_MS = 5000;
+
+  const state = {
+    me: null,
+    lang: "en",
+    alarms: new Map(),         // id -> alarm JSON
+    devices: [],
+    live: false,
+    lostAt: null,
+    instance: null,
+    version: document.body.dataset.version,
+    offset: 0,                 // server clock minus this browser's clock, seconds
+    tab: "alarms",
+    source: null,
+    lastMessage: 0,
+    retryMs: RETRY_MIN_MS,
+    retryTimer: null,
+    renderQueued: false,
+    dirty: {alarms: false, devices: false},
+    rows: new Map(),           // alarm id -> {sig, el}: unchanged rows are kept, so a click is never lost
+    dialog: null,              // {action, alarm}
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const t = (key, vars) => window.cgTranslate(state.lang, key, vars);
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") el.className = value;
+      else if (key === "text") el.textContent = value;
+      else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else if (key.startsWith("data-")) el.dataset[camel(key.slice(5))] = value;
+      else el.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+  const camel = (s) => s.replace(/-(\w)/g, (m, c) => c.toUpperCase());
+
+  // ---- server calls ---------------------------------------------------------------
+
+  async function api(path, options) {
+    const opts = Object.assign({credentials: "same-origin", headers: {}}, options || {});
+    if (opts.method === "POST") {
+      opts.headers["Content-Type"] = "application/json";
+      opts.headers["X-CSRF-Token"] = state.me ? state.me.csrf : "";
+    }
+    const response = await fetch(path, opts);
+    if (response.status === 401) {
+      window.location.replace("/console/login");
+      throw new Error("login required");
+    }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    return body;
+  }
+
+  // ---- live stream ---------------------------------------------------------------
+
+  function connect() {
+    clearTimeout(state.retryTimer);
+    const source = new EventSource("/console/events");
+    state.source = source;
+    source.addEventListener("hello", (e) => {
+      const hello = JSON.parse(e.data);
+      if (hello.version !== state.version) {   // the gateway has newer page files
+        window.location.reload();
+        return;
+      }
+      state.offset = hello.server_time - Date.now() / 1000;
+      state.instance = hello.instance;
+      heard();
+    });
+    source.addEventListener("snapshot", (e) => {
+      const snap = JSON.parse(e.data);
+      state.alarms = new Map(snap.alarms.map((a) => [a.id, a]));
+      state.devices = snap.devices;
+      heard();
+      setLive(true);
+      state.retryMs = RETRY_MIN_MS;
+      render();
+    });
+    source.addEventListener("alarm", (e) => {
+      const transition = JSON.parse(e.data);
+      const alarm = transition.alarm;
+      if (transition.event === "closed") state.alarms.delete(alarm.id);
+      else state.alarms.set(alarm.id, alarm);
+      heard();
+      updateAlert();   // at once, even if the tab is in the background
+      render("alarms");
+      if (state.tab === "history") loadHistory();
+    });
+    source.addEventListener("devices", (e) => {
+      state.devices = JSON.parse(e.data).devices;
+      heard();
+      render("devices");
+    });
+    source.addEventListener("auth", () => {
+      source.close();
+      window.location.replace("/console/login");
+    });
+    source.addEventListener("message", heard);
+    source.onerror = () => lost();
+  }
+
+  function heard() {
+    state.lastMessage = Date.now();
+  }
+
+  // The stream broke (gateway stopped, network gone, watchdog): show it, try again.
+  function lost() {
+    if (state.source) state.source.close();
+    state.source = null;
+    setLive(false);
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(reconnect, state.retryMs);
+    state.retryMs = Math.min(state.retryMs * 2, RETRY_MAX_MS);
+  }
+
+  async function reconnect() {
+    try {
+      // A restarted gateway may have lost the session; /api/me says so (401 -> login).
+      state.me = await api("/console/api/me");
+      connect();
+    } catch (err) {
+      lost();
+    }
+  }
+
+  function setLive(live) {
+    if (live === state.live) return;
+    state.live = live;
+    if (!live) state.lostAt = state.lostAt || new Date();
+    else state.lostAt = null;
+    renderLive();
+  }
+
+  function renderLive() {
+    const el = $("live");
+    el.dataset.live = state.live ? "yes" : "no";
+    el.textContent = state.live ? "● " + t("live") : "○ " + t("not_live");
+    document.body.classList.toggle("stale", !state.live);
+    const banner = $("offline-banner");
+    banner.hidden = state.live || !state.lostAt;
+    if (state.lostAt) banner.textContent = t("not_live_banner", {time: clockText(state.lostAt)});
+  }
+
+  // ---- audible alert ---------------------------------------------------------------
+
+  const sound = {ctx: null, node: null, buffer: null, resuming: false};
+
+  // Level 1 (and 0, which only escalation reaches) sounds until acknowledged or shelved.
+  function isUrgent(alarm) {
+    return alarm.severity <= LEVEL1;
+  }
+
+  function alertingAlarms() {
+    return [...state.alarms.values()].filter((a) => isUrgent(a) && !a.acked && !isShelved(a));
+  }
+
+  function isShelved(alarm) {
+    return Boolean(alarm.shelved_until);
+  }
+
+  function updateAlert() {
+    const urgent = alertingAlarms();
+    const on = urgent.length > 0;
+    document.body.dataset.alert = on ? "on" : "off";
+    const banner = $("alert-banner");
+    banner.hidden = !on;
+    if (on) banner.textContent = t("sounding") + "  " + urgent.map((a) => a.message).join(" · ");
+    if (on) startSound(); else stopSound();
+    const audible = Boolean(sound.node && sound.ctx && sound.ctx.state === "running");
+    $("sound-banner").hidden = !on || audible;
+    $("sound-banner").textContent = t("sound_blocked");
+    document.body.dataset.sound = audible ? "playing" : on ? "blocked" : "silent";
+  }
+
+  // A two-tone beep every 1.6 s, looped by the audio thread so timer throttling in a
+  // background tab cannot delay it.
+  function beepBuffer(ctx) {
+    const rate = ctx.sampleRate;
+    const buffer = ctx.createBuffer(1, Math.round(rate * 1.6), rate);
+    const data = buffer.getChannelData(0);
+    const tone = (start, length, freq) => {
+      const from = Math.round(start * rate), n = Math.round(length * rate);
+      for (let i = 0; i < n; i++) {
+        const envelope = Math.min(1, i / (0.01 * rate), (n - i) / (0.01 * rate));
+        data[from + i] = 0.5 * envelope * Math.sin(2 * Math.PI * freq * i / rate);
+      }
+    };
+    tone(0, 0.25, 880);
+    tone(0.35, 0.25, 660);
+    return buffer;
+  }
+
+  function startSound() {
+    try {
+      if (!sound.ctx) sound.ctx = new (window.AudioContext || window.webkitAudioContext)();
+      if (sound.ctx.state === "suspended" && !sound.resuming) {
+        // Settles once the browser lets the page play (after a click), then shows it.
+        sound.resuming = true;
+        sound.ctx.resume().then(() => { sound.resuming = false; updateAlert(); },
+          () => { sound.resuming = false; });
+      }
+      if (sound.node) return;
+      sound.buffer = sound.buffer || beepBuffer(sound.ctx);
+      const node = sound.ctx.createBufferSource();
+      node.buffer = sound.buffer;
+      node.loop = true;
+      node.connect(sound.ctx.destination);
+      node.start();
+      sound.node = node;
+    } catch (err) {
+      sound.node = null;   // no audio device: the banner and the flashing row still show it
+    }
+  }
+
+  function stopSound() {
+    if (sound.node) {
+      try { sound.node.stop(); } catch (err) { /* already stopped */ }
+      sound.node.disconnect();
+      sound.node = null;
+    }
+  }
+
+  // Browsers allow sound only after the user touched the page.
+  function unlockSound() {
+    if (sound.ctx && sound.ctx.state === "suspended") sound.ctx.resume().then(updateAlert, () => {});
+    else if (alertingAlarms().length) updateAlert();
+  }
+
+  // ---- rendering -------------------------------------------------------------------
+
+  // Redraw what changed ("alarms", "devices"; nothing named: both), once per burst.
+  function render(what) {
+    if (what) state.dirty[what] = true;
+    else state.dirty.alarms = state.dirty.devices = true;
+    if (state.renderQueued) return;
+    state.renderQueued = true;
+    setTimeout(() => {   // a timer, not an animation frame: it still runs in a background tab
+      state.renderQueued = false;
+      if (state.dirty.alarms) renderAlarms();
+      if (state.dirty.devices) renderDevices();
+      state.dirty.alarms = state.dirty.devices = false;
+      updateAlert();
+    }, 0);
+  }
+
+  function sortedAlarms() {
+    // Most urgent level first; inside a level the newest first; shelved ones last.
+    return [...state.alarms.values()].sort((a, b) =>
+      (isShelved(a) - isShelved(b)) || (a.severity - b.severity)
+      || (Date.parse(b.last_ts) - Date.parse(a.last_ts)));
+  }
+
+  function canAct(action) {
+    return Boolean(state.me && state.me.role === "operator" && state.me.actions.includes(action));
+  }
+
+  function renderAlarms() {
+    const list = $("alarm-list");
+    const alarms = sortedAlarms();
+    $("alarm-count").textContent = String(alarms.length);
+    $("alarm-count").classList.toggle("hot", alertingAlarms().length > 0);
+    $("no-alarms").hidden = alarms.length > 0;
+    const rows = new Map();
+    const role = state.me ? state.me.role : "";
+    for (const a of alarms) {
+      const sig = JSON.stringify(a) + state.lang + role;
+      const old = state.rows.get(a.id);
+      rows.set(a.id, old && old.sig === sig ? old : {sig, el: alarmRow(a)});
+    }
+    state.rows = rows;
+    const wanted = alarms.map((a) => rows.get(a.id).el);
+    // Touch the DOM only if the list changed: a row being clicked stays the same element.
+    if (wanted.length !== list.children.length || wanted.some((el, i) => list.children[i] !== el)) {
+      list.replaceChildren(...wanted);
+    }
+  }
+
+  function alarmRow(a) {
+    const shelved = isShelved(a);
+    const row = h("article", {
+      class: `alarm sev-${a.severity}` + (a.acked ? " acked" : " unacked") + (shelved ? " shelved" : "")
+        + (a.state === "cleared" ? " cleared" : ""),
+      "data-alarm-id": a.id, "data-severity": String(a.severity), "data-state": a.state,
+      "data-acked": a.acked ? "yes" : "no",
+    });
+    row.append(
+      h("div", {class: "c-level"}, h("span", {class: "level", text: t("level", {n: a.severity})}),
+        h("span", {class: "level-name", text: t("level_" + a.severity)})),
+      h("div", {class: "c-alarm"}, h("div", {class: "message", text: a.message}),
+        h("div", {class: "sub", text: `${a.rule} · ${a.device}`})),
+      h("div", {class: "c-location", text: locationText(a.location)}),
+      h("div", {class: "c-value", "data-label": t("col_value"), text: valueText(a.value)}),
+      h("div", {class: "c-count", "data-label": t("col_count"), text: "×" + a.count}),
+      h("div", {class: "c-state"}, stateBadges(a)),
+      h("div", {class: "c-age age", "data-label": t("col_age"), "data-since": a.first_ts,
+        text: ageText(a.first_ts)}),
+    );
+    const buttons = h("div", {class: "c-actions"});
+    if (!a.acked && canAct("ack")) buttons.append(actionButton("ack", a, "primary"));
+    // A latched alarm ends by a reset, once its condition is gone.
+    if (a.latched && !a.condition && canAct("reset")) buttons.append(actionButton("reset", a, "primary"));
+    if (!shelved && canAct("shelve")) buttons.append(actionButton("shelve", a));
+    if (shelved && canAct("unshelve")) buttons.append(actionButton("unshelve", a));
+    if (buttons.childElementCount) row.append(buttons);
+    return row;
+  }
+
+  function stateBadges(a) {
+    const box = h("span", {class: "badges"});
+    box.append(h("span", {class: `badge st-${a.state}`, text: t("state_" + a.state)}));
+    box.append(h("span", {class: "badge " + (a.acked ? "ok" : "warn"), text: t(a.acked ? "acked" : "unacked")}));
+    if (a.latched) box.append(h("span", {class: "badge", text: t(a.condition ? "latched" : "reset_needed")}));
+    if (a.escalated) box.append(h("span", {class: "badge warn", text: t("escalated", {n: a.escalated})}));
+    if (isShelved(a)) {
+      box.append(h("span", {class: "badge", text: t("shelved_until", {time: clockText(new Date(a.shelved_until))})}));
+    }
+    return box;
+  }
+
+  function actionButton(action, alarm, extra) {
+    return h("button", {type: "button", class: "act " + (extra || ""), "data-action": action,
+      text: t("act_" + action), onclick: () => openDialog(action, alarm)});
+  }
+
+  function locationText(location) {
+    if (!location) return "";
+    const order = ["building", "unit", "floor", "room"];
+    const keys = Object.keys(location).sort((x, y) => {
+      const ix = order.indexOf(x), iy = order.indexOf(y);
+      return (ix < 0 ? 99 : ix) - (iy < 0 ? 99 : iy);
+    });
+    return keys.map((k) => {
+      const key = "loc_" + k;
+      const known = window.CG_I18N.en[key] !== undefined;
+      return t(known ? key : "loc_other", {k, v: location[k]});
+    }).join(state.lang === "zh" ? " " : " · ");
+  }
+
+  function valueText(value) {
+    if (value === null || value === undefined) return "—";
+    if (typeof value !== "number") return String(value);
+    return Math.abs(value) >= 1000 || Number.isInteger(value) ? String(Math.round(value * 10) / 10)
+      : value.toPrecision(4).replace(/\.?0+$/, "");
+  }
+
+  function serverNow() {
+    return Date.now() / 1000 + state.offset;
+  }
+
+  function ageText(iso) {
+    const s = Math.max(0, Math.floor(serverNow() - Date.parse(iso) / 1000));
+    if (s < 60) return t("age_s", {s});
+    if (s < 3600) return t("age_m", {m: Math.floor(s / 60), s: s % 60});
+    if (s < 86400) return t("age_h", {h: Math.floor(s / 3600), m: Math.floor(s / 60) % 60});
+    return t("age_d", {d: Math.floor(s / 86400), h: Math.floor(s / 3600) % 24});
+  }
+
+  function clockText(date) {
+    const p = (n) => String(n).padStart(2, "0");
+    return `${p(date.getHours())}:${p(date.getMinutes())}:${p(date.getSeconds())}`;
+  }
+
+  function dateTimeText(iso) {
+    const d = new Date(iso);
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${clockText(d)}`;
+  }
+
+  function renderDevices() {
+    updateDeviceCount();
+    if (state.tab !== "devices") return;
+    const byBuilding = new Map();
+    for (const d of state.devices) {
+      const b = (d.location && d.location.building) || "";
+      if (!byBuilding.has(b)) byBuilding.set(b, []);
+      byBuilding.get(b).push(d);
+    }
+    const buildings = [...byBuilding.keys()].sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
+    $("device-list").replaceChildren(...buildings.map((b) => {
+      const devices = byBuilding.get(b);
+      const online = devices.filter((d) => d.online === true).length;
+      return h("section", {class: "building"},
+        h("h2", {}, b ? t("loc_building", {v: b}) : t("no_building"),
+          h("span", {class: "sub", text: "  " + t("dev_count", {online, total: devices.length})})),
+        h("div", {class: "device-grid"}, ...devices.map(deviceCard)));
+    }));
+  }
+
+  function updateDeviceCount() {
+    const online = state.devices.filter((d) => d.online === true).length;
+    const el = $("device-count");
+    el.textContent = `${online}/${state.devices.length}`;
+    el.classList.toggle("hot", online < state.devices.length);
+  }
+
+  function deviceCard(d) {
+    const status = d.online === true ? "online" : d.online === false ? "offline" : "unknown";
+    const where = Object.assign({}, d.location || {});
+    delete where.building;
+    const card = h("article", {class: `device ${status}`, "data-device": d.id, "data-online": status},
+      h("header", {},
+        h("span", {class: "dot", "aria-hidden": "true"}),
+        h("strong", {text: d.id}),
+        h("span", {class: "badge " + (status === "online" ? "ok" : status === "offline" ? "warn" : ""),
+          text: t("dev_" + status)})),
+      h("div", {class: "sub", text: [t("kind_" + d.kind) === "kind_" + d.kind ? d.kind : t("kind_" + d.kind),
+        locationText(where)].filter(Boolean).join(" · ")}),
+      h("div", {class: "sub", text: [d.last_success ? t("dev_last", {age: ageText(d.last_success)}) : t("dev_never"),
+        d.errors ? t("dev_errors", {n: d.errors}) : ""].filter(Boolean).join(" · ")}),
+    );
+    if (d.online === false && d.last_error) card.append(h("div", {class: "error-text", text: d.last_error}));
+    const wide = d.readings.find((r) => r.channel === null);
+    if (wide) {
+      card.append(h("div", {class: "device-values"}, ...Object.entries(wide.values).map(([k, v]) =>
+        h("span", {class: "kv"}, h("span", {class: "k", text: k.replace(/_/g, " ")}), " ",
+          h("b", {text: valueText(v)})))));
+    }
+    const rows = d.readings.filter((r) => r.channel !== null);
+    if (rows.length) {
+      // One row per channel (port, door), one column per field.
+      const fields = [...new Set(rows.flatMap((r) => Object.keys(r.values)))];
+      const channelLabel = (n) => t(window.CG_I18N.en["loc_" + d.channel_name] ? "loc_" + d.channel_name
+        : "loc_other", {k: d.channel_name, v: n});
+      card.append(h("div", {class: "readings-wrap"}, h("table", {class: "readings"},
+        h("thead", {}, h("tr", {}, h("th", {}), ...fields.map((f) => h("th", {text: f.replace(/_/g, " ")})))),
+        h("tbody", {}, ...rows.map((r) => h("tr", {}, h("th", {text: channelLabel(r.channel)}),
+          ...fields.map((f) => h("td", {text: valueText(r.values[f])}))))))));
+    }
+    return card;
+  }
+
+  function tickAges() {
+    for (const el of document.querySelectorAll(".age[data-since]")) el.textContent = ageText(el.dataset.since);
+    $("clock").textContent = clockText(new Date(serverNow() * 1000));
+  }
+
+  // ---- actions ---------------------------------------------------------------------
+
+  function openDialog(action, alarm) {
+    state.dialog = {action, alarm};
+    $("dlg-title").textContent = t("dlg_" + action);
+    $("dlg-alarm").textContent = `${t("level", {n: alarm.severity})} · ${alarm.message} · ${locationText(alarm.location)}`;
+    $("dlg-note").value = "";
+    $("dlg-note").required = action === "shelve";
+    $("dlg-note-label").textContent = t(action === "shelve" ? "dlg_note_required" : "dlg_note_optional");
+    $("dlg-minutes-row").hidden = action !== "shelve";
+    $("dlg-note").closest("label").hidden = action === "unshelve";
+    $("dlg-minutes").replaceChildren(...(state.me.shelve_minutes || [60]).map((m) =>
+      h("option", {value: String(m), text: m >= 60 && m % 60 === 0 ? t("hours", {n: m / 60}) : t("minutes", {n: m})})));
+    $("dlg-error").hidden = true;
+    $("dlg-confirm").disabled = false;
+    $("action-dialog").showModal();
+    $("dlg-note").focus();
+  }
+
+  async function confirmDialog(event) {
+    event.preventDefault();
+    const {action, alarm} = state.dialog || {};
+    if (!action) return;
+    const note = $("dlg-note").value.trim();
+    if (action === "shelve" && !note) {
+      $("dlg-note").reportValidity();
+      return;
+    }
+    const body = {note: note || null};
+    if (action === "shelve") body.minutes = Number($("dlg-minutes").value);
+    $("dlg-confirm").disabled = true;
+    try {
+      const result = await api(`/console/api/alarms/${encodeURIComponent(alarm.id)}/${action}`,
+        {method: "POST", body: JSON.stringify(body)});
+      if (result.alarm && result.alarm.state !== "closed") state.alarms.set(result.alarm.id, result.alarm);
+      else if (result.alarm) state.alarms.delete(result.alarm.id);
+      $("action-dialog").close();
+      toast(t("done_" + action));
+      render("alarms");
+    } catch (err) {
+      $("dlg-error").textContent = t("failed", {error: err.message});
+      $("dlg-error").hidden = false;
+      $("dlg-confirm").disabled = false;
+    }
+  }
+
+  let toastTimer = null;
+  function toast(text) {
+    const el = $("toast");
+    el.textContent = text;
+    el.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { el.hidden = true; }, 3000);
+  }
+
+  // ---- history ---------------------------------------------------------------------
+
+  function fillHistoryForm() {
+    const form = $("history-form");
+    const keep = (select, options) => {
+      const current = select.value;
+      select.replaceChildren(h("option", {value: "", text: t("hist_any")}),
+        ...options.map(([value, label]) => h("option", {value, text: label})));
+      select.value = options.some(([v]) => v === current) ? current : "";
+    };
+    const buildings = [...new Set(state.devices.map((d) => d.location && d.location.building).filter(Boolean))].sort();
+    keep(form.elements.building, buildings.map((b) => [b, t("loc_building", {v: b})]));
+    keep(form.elements.device, state.devices.map((d) => [d.id, d.id]));
+    keep(form.elements.severity, [0, 1, 2, 3, 4].map((n) => [String(n), `${t("level", {n})} ${t("level_" + n)}`]));
+    keep(form.elements.event, ["raised", "repeated", "condition_cleared", "cleared", "acked", "reset",
+      "shelved", "unshelved", "escalated", "closed"].map((e) => [e, t("ev_" + e)]));
+  }
+
+  async function loadHistory() {
+    const form = $("history-form");
+    const query = new URLSearchParams();
+    for (const name of ["building", "device", "severity", "event", "q"]) {
+      const value = form.elements[name].value.trim();
+      if (value) query.set(name, value);
+    }
+    try {
+      const body = await api("/console/api/history?" + query.toString());
+      $("history-rows").replaceChildren(...body.entries.map((e) => h("tr", {class: `sev-${e.alarm.severity}`},
+        h("td", {text: dateTimeText(e.ts)}),
+        h("td", {text: t("ev_" + e.event)}),
+        h("td", {text: t("level", {n: e.alarm.severity})}),
+        h("td", {text: e.alarm.message}),
+        h("td", {text: locationText(e.alarm.location)}),
+        h("td", {text: e.by || ""}),
+        h("td", {text: e.note || ""}))));
+      $("history-empty").hidden = body.entries.length > 0;
+    } catch (err) {
+      toast(t("failed", {error: err.message}));
+    }
+  }
+
+  // ---- page ------------------------------------------------------------------------
+
+  function showTab(tab) {
+    state.tab = tab;
+    for (const button of document.querySelectorAll("[data-tab]")) {
+      button.setAttribute("aria-selected", String(button.dataset.tab === tab));
+    }
+    for (const name of ["alarms", "devices", "history"]) $("tab-" + name).hidden = name !== tab;
+    if (tab === "history") { fillHistoryForm(); loadHistory(); }
+    render();
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+    document.title = t("title");
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    $("lang").textContent = t("lang_switch");
+    if (state.me) {
+      $("site-name").textContent = state.me.site.name || state.me.site.id;
+      $("who").textContent = `${state.me.user} (${t("role_" + state.me.role)})`;
+    }
+    renderLive();
+    if (state.tab === "history") fillHistoryForm();
+    render();
+  }
+
+  async function start() {
+    state.me = await api("/console/api/me");
+    state.lang = window.cgLanguage(state.me.site.language);
+    document.body.classList.toggle("read-only", state.me.role !== "operator");
+    applyLanguage();
+    $("lang").addEventListener("click", () => {
+      state.lang = state.lang === "zh" ? "en" : "zh";
+      localStorage.setItem("cg-lang", state.lang);
+      applyLanguage();
+    });
+    $("logout").addEventListener("click", async () => {
+      try { await api("/console/api/logout", {method: "POST", body: "{}"}); } catch (err) { /* going anyway */ }
+      window.location.replace("/console/login");
+    });
+    for (const button of document.querySelectorAll("[data-tab]")) {
+      button.addEventListener("click", () => showTab(button.dataset.tab));
+    }
+    $("history-form").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(); });
+    $("action-form").addEventListener("submit", confirmDialog);
+    $("dlg-cancel").addEventListener("click", () => $("action-dialog").close());
+    for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unlockSound);
+    setInterval(tickAges, 1000);
+    setInterval(() => {   // watchdog: a link can die without an error event
+      if (state.live && Date.now() - state.lastMessage > WATCHDOG_MS) lost();
+    }, 5000);
+    connect();
+  }
+
+  start().catch((err) => {
+    // Gateway unreachable while the page loads: keep trying.
+    setLive(false);
+    state.lostAt = state.lostAt || new Date();
+    renderLive();
+    setTimeout(() => window.location.reload(), RETRY_MAX_MS);
+  });
+})();

@@ -1,0 +1,32 @@
+"""The TLS context for a broker connection, from ``mqtt.tls``.
+
+Built at each connect, not at start: a certificate renewed on disk is used at
+the next reconnect without a restart.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiomqtt
+
+from gateway.config.models import MqttTls
+
+
+def tls_context(tls: MqttTls | None) -> ssl.SSLContext | None:
+    """A client context that verifies the broker (unless ``insecure``), with the
+    client certificate if one is configured; None without TLS."""
+    if tls is None:
+        return None
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except OSError as exc:  # ssl.SSLError included: a file gone or unreadable since the check
+        # A connection error like any other: logged once, retried with backoff.
+        raise aiomqtt.MqttError(f"TLS setup failed: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.insecure:
+        context.check_hostname = False  # the chain is still verified
+    return context

@@ -1,0 +1,427 @@
+"""The outbox on disk: one SQLite file (WAL) holding what goes upstream until every sink confirmed it.
+
+Tables:
+- ``rows(id, kind, device, ts, line, doc)``: ``kind`` 0 is a reading, 1 a device event;
+  ``line`` is the InfluxDB line, ``doc`` the MQTT telemetry JSON (NULL when no sink
+  wants it). ``id`` is AUTOINCREMENT: an id is never reused, even once every row was
+  deleted, so a sink's cursor can never point past rows it has not seen.
+- ``cursors(sink, last_id)``: the last row each sink confirmed.
+- ``quarantine(...)``: rows an upstream refused for good, moved aside with its answer.
+- ``meta(key, value)``: counters that outlive a restart.
+
+Durability: a commit of new rows runs with ``synchronous=FULL`` (the WAL is fsynced),
+so a committed row survives a power cut. Cursor moves and deletions run with
+``synchronous=NORMAL`` (no fsync of their own): losing one to a power cut only means
+rows are sent again, which the time series absorbs (same series and timestamp), and
+it spares the SD card an fsync per upstream batch.
+
+Every method blocks: call them through ``asyncio.to_thread``. A lock serialises
+them, since a worker thread may run one while another is still busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from gateway.errors import OutboxError
+
+log = logging.getLogger(__name__)
+
+READING = 0
+EVENT = 1
+
+# Rows an upstream refused are kept for inspection, the newest this many.
+QUARANTINE_KEEP = 100_000
+# Purge and budget deletions go in slices of this many ids: short transactions.
+DELETE_SLICE = 50_000
+# The WAL is cut back to this size after a checkpoint.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# Dropping for the budget goes down to this share of it, not just under the line,
+# so it does not run again at every commit.
+BUDGET_LOW_WATER = 0.9
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    ts REAL NOT NULL,
+    line TEXT NOT NULL,
+    doc TEXT
+);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    row_id INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    ts REAL NOT NULL,
+    line TEXT NOT NULL,
+    doc TEXT,
+    status INTEGER,
+    error TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+Row = tuple[int, str, float, str, str | None]  # kind, device, ts, line, doc
+
+
+class SqliteOutbox:
+    """The durable store; ``budget_bytes`` bounds the space its rows take."""
+
+    blocking = True
+
+    def __init__(self, *, path: Path, budget_bytes: int):
+        self.path = Path(path)
+        self.budget_bytes = budget_bytes
+        self.rows = 0  # rows stored now (kept here: count(*) is a full scan)
+        self.head = 0  # the highest id ever committed
+        self.dropped = 0  # readings dropped for the budget, over the file's life
+        self._con: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._lock_file: int | None = None
+        self._page_size = 4096
+
+    # -- opening and closing ----------------------------------------------------------
+
+    def open(self, sinks: Iterable[str]) -> dict[str, int]:
+        """Open (or create) the file and return each sink's cursor.
+
+        A sink new to this file starts at the newest row (it gets what comes from
+        now on); cursors of sinks no longer configured are removed, since they
+        would keep every row forever. A file that is not a database any more is
+        moved aside and a new one started.
+        """
+        with self._lock, self._errors("open"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock_file()
+            try:
+                con = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise
+                aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+                log.error("outbox %s is damaged (%s): moved to %s, starting a new one",
+                          self.path, exc, aside)
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+                con = self._connect()
+            self._con = con
+            self.rows = con.execute("SELECT count(*) FROM rows").fetchone()[0]
+            self.head = _head(con)
+            self.dropped = _meta(con, "dropped")
+            return self._register(list(sinks))
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL mode here (got {mode})")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            # Debian builds SQLite to zero every freed page: for rows that are deleted
+            # seconds after they came, that doubles what reaches the SD card. FAST
+            # only zeroes what is written anyway.
+            con.execute("PRAGMA secure_delete=FAST")
+            con.executescript(SCHEMA)
+            self._page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _take_lock_file(self) -> None:
+        # Two gateways on one outbox would take each other's rows: the second one
+        # is told at once instead.
+        if self._lock_file is not None:
+            return
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutboxError(str(self.path), "in use by another gateway process") from None
+        self._lock_file = fd
+
+    def _register(self, sinks: list[str]) -> dict[str, int]:
+        con = self._con
+        assert con is not None
+        known = dict(con.execute("SELECT sink, last_id FROM cursors").fetchall())
+        with self._transaction():
+            for stale in set(known) - set(sinks):
+                log.warning("outbox: sink %s is no longer configured; its cursor is removed", stale)
+                con.execute("DELETE FROM cursors WHERE sink = ?", (stale,))
+                del known[stale]
+            for sink in sinks:
+                if sink not in known:
+                    con.execute("INSERT INTO cursors(sink, last_id) VALUES (?, ?)", (sink, self.head))
+                    known[sink] = self.head
+        return known
+
+    def close(self) -> None:
+        """Checkpoint, close the file and release it."""
+        with self._lock:
+            con, self._con = self._con, None
+            if con is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                with contextlib.suppress(sqlite3.Error):
+                    con.close()
+            if self._lock_file is not None:
+                os.close(self._lock_file)
+                self._lock_file = None
+
+    # -- the flow: append, read, advance, purge ---------------------------------------
+
+    def append(self, rows: list[Row]) -> int:
+        """Commit new rows (one transaction, fsynced); return the newest id."""
+        with self._lock, self._errors("commit"):
+            con = self._connection()
+            con.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._transaction():
+                    con.executemany(
+                        "INSERT INTO rows(kind, device, ts, line, doc) VALUES (?, ?, ?, ?, ?)", rows)
+                    head = con.execute("SELECT last_insert_rowid()").fetchone()[0]
+            finally:
+                con.execute("PRAGMA synchronous=NORMAL")
+            self.head = head
+            self.rows += len(rows)
+            return head
+
+    def read(self, after: int, limit: int, payload: str) -> list[tuple]:
+        """Up to ``limit`` rows after id ``after``, oldest first.
+
+        ``payload`` "line" gives ``(id, line)``, "doc" gives ``(id, device, doc)``.
+        """
+        query = _READS[payload]
+        with self._lock, self._errors("read"):
+            return self._connection().execute(query, (after, limit)).fetchall()
+
+    def advance(self, sink: str, last_id: int) -> None:
+        """Record that ``sink`` has confirmed every row up to ``last_id``."""
+        with self._lock, self._errors("cursor update"):
+            self._connection().execute("UPDATE cursors SET last_id = ? WHERE sink = ?",
+                                       (last_id, sink))
+
+    def purge(self, upto: int) -> int:
+        """Delete rows up to id ``upto`` (every sink has them); return how many."""
+        with self._lock, self._errors("purge"):
+            con = self._connection()
+            first = con.execute("SELECT min(id) FROM rows").fetchone()[0]
+            deleted = 0
+            while first is not None and first <= upto:
+                end = min(upto, first + DELETE_SLICE - 1)
+                deleted += con.execute("DELETE FROM rows WHERE id <= ?", (end,)).rowcount
+                first = end + 1
+            self.rows -= deleted
+            return deleted
+
+    def oldest_ts(self, after: int) -> float | None:
+        """Timestamp of the first row after id ``after`` (None when there is none)."""
+        with self._lock, self._errors("read"):
+            row = self._connection().execute(
+                "SELECT ts FROM rows WHERE id > ? ORDER BY id LIMIT 1", (after,)).fetchone()
+            return row[0] if row else None
+
+    # -- quarantine -------------------------------------------------------------------
+
+    def quarantine(self, sink: str, ids: list[int], status: int | None, error: str,
+                   at: float) -> int:
+        """Copy rows an upstream refused into the quarantine table; return how many."""
+        with self._lock, self._errors("quarantine"):
+            con = self._connection()
+            with self._transaction():
+                con.executemany(
+                    "INSERT INTO quarantine(sink, row_id, kind, device, ts, line, doc, status, "
+                    "error, at) SELECT ?, id, kind, device, ts, line, doc, ?, ?, ? FROM rows "
+                    "WHERE id = ?", [(sink, status, error, at, i) for i in ids])
+                con.execute("DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
+                            (QUARANTINE_KEEP,))
+            return len(ids)
+
+    def quarantined(self, sink: str | None = None) -> int:
+        """Rows in quarantine (for one sink, or all)."""
+        with self._lock, self._errors("read"):
+            con = self._connection()
+            if sink is None:
+                return con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+            return con.execute("SELECT count(*) FROM quarantine WHERE sink = ?",
+                               (sink,)).fetchone()[0]
+
+    # -- the disk budget -------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes the database's live pages take (free pages are reused before it grows)."""
+        with self._lock, self._errors("read"):
+            return self._used(self._connection())
+
+    def usage(self) -> float:
+        """Share of the budget in use (1.0 = full)."""
+        return self.used_bytes() / self.budget_bytes
+
+    def enforce_budget(self) -> list[int]:
+        """Past the budget, delete the oldest readings (never events); return their ids.
+
+        Deletes down to ``BUDGET_LOW_WATER`` of the budget, estimating the rows
+        from the average row size, and checks again.
+        """
+        dropped: list[int] = []
+        with self._lock, self._errors("budget"):
+            con = self._connection()
+            for _ in range(8):  # estimates converge in one or two rounds
+                used = self._used(con)
+                if used <= self.budget_bytes or not self.rows:
+                    break
+                share = (used - BUDGET_LOW_WATER * self.budget_bytes) / used
+                want = max(1, math.ceil(self.rows * share))
+                ids = [r[0] for r in con.execute(
+                    "SELECT id FROM rows WHERE kind = ? ORDER BY id LIMIT ?", (READING, want))]
+                if not ids:
+                    break  # only events left: they stay, whatever the budget
+                with self._transaction():
+                    n = 0
+                    for start in range(0, len(ids), DELETE_SLICE):
+                        chunk = ids[start:start + DELETE_SLICE]
+                        n += con.execute("DELETE FROM rows WHERE kind = ? AND id BETWEEN ? AND ?",
+                                         (READING, chunk[0], chunk[-1])).rowcount
+                    _bump_meta(con, "dropped", n)
+                self.rows -= n
+                self.dropped += n
+                dropped.extend(ids)
+        return dropped
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise OutboxError(str(self.path), "not open")
+        return self._con
+
+    def _used(self, con: sqlite3.Connection) -> int:
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        free = con.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        con = self._connection()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn sqlite3 and OS errors into OutboxError, telling a full disk apart."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            con = self._con
+            if con is not None and con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            raise OutboxError(str(self.path), f"{doing} failed: {exc}",
+                              disk_full=_is_disk_full(exc)) from exc
+
+
+_READS = {
+    "line": "SELECT id, line FROM rows WHERE id > ? ORDER BY id LIMIT ?",
+    "doc": "SELECT id, device, doc FROM rows WHERE id > ? ORDER BY id LIMIT ?",
+}
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or \
+        "disk is full" in str(exc)
+
+
+def _head(con: sqlite3.Connection) -> int:
+    row = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
+    return row[0] if row else 0
+
+
+def _meta(con: sqlite3.Connection, key: str) -> int:
+    row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else 0
+
+
+def _bump_meta(con: sqlite3.Connection, key: str, n: int) -> None:
+    con.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value", (key, n))
+
+
+def read_summary(path: Path, *, now: float | None = None) -> dict[str, object]:
+    """What is in an outbox file, read without writing (safe while the gateway runs).
+
+    Depth, age of the oldest row, readings dropped for the budget, quarantined rows,
+    and per sink its cursor, the rows after it and the age of its oldest unsent row.
+    """
+    now = time.time() if now is None else now
+    path = Path(path)
+    if not path.exists():
+        raise OutboxError(str(path), "no such file")
+    # Without a WAL file no gateway has the outbox open: read it as immutable, which
+    # creates no -wal/-shm files (left behind by root, they would lock the gateway out).
+    immutable = "" if os.path.exists(f"{path}-wal") else "&immutable=1"
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro{immutable}", uri=True)
+    except sqlite3.Error as exc:
+        raise OutboxError(str(path), f"cannot open: {exc}") from exc
+    try:
+        depth, oldest = con.execute("SELECT count(*), min(ts) FROM rows").fetchone()
+        sinks = {}
+        for sink, last_id in con.execute("SELECT sink, last_id FROM cursors ORDER BY sink").fetchall():
+            lag, first_ts = con.execute("SELECT count(*), min(ts) FROM rows WHERE id > ?",
+                                        (last_id,)).fetchone()
+            sinks[sink] = {
+                "cursor": last_id, "lag_rows": lag,
+                "oldest_unsent_age_seconds": None if first_ts is None else max(0.0, now - first_ts),
+                "quarantined": con.execute("SELECT count(*) FROM quarantine WHERE sink = ?",
+                                           (sink,)).fetchone()[0],
+            }
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        free = con.execute("PRAGMA freelist_count").fetchone()[0]
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        return {
+            "path": str(path), "rows": depth, "head": _head(con),
+            "oldest_age_seconds": None if oldest is None else max(0.0, now - oldest),
+            "used_bytes": (pages - free) * page_size,
+            "file_bytes": path.stat().st_size + _size(f"{path}-wal"),
+            "dropped": _meta(con, "dropped"),
+            "quarantined": con.execute("SELECT count(*) FROM quarantine").fetchone()[0],
+            "sinks": sinks,
+        }
+    except sqlite3.Error as exc:
+        raise OutboxError(str(path), f"cannot read: {exc}") from exc
+    finally:
+        con.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

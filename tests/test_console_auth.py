@@ -1,0 +1,371 @@
+"""Console auth without a browser: password hashes, the users file, sessions, CSRF, roles, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from console_support import OPERATOR, VIEWER, write_users
+from gateway.app import Gateway
+from gateway.cli import main as cli_main
+from gateway.clock import FakeClock
+from gateway.config.loader import load_config
+from gateway.console import add_console_routes
+from gateway.console.passwords import hash_password, verify_password
+from gateway.console.sessions import MAX_SESSIONS, SessionStore
+from gateway.console.throttle import LoginThrottle
+from gateway.console.users import User, UsersFile
+from gateway.errors import ConfigError
+from harness import write_site
+
+# -- password hashes -----------------------------------------------------------------
+
+
+def test_password_hash_verifies_only_the_right_password() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("scrypt$16384$8$1$")
+    assert "correct horse" not in stored
+    assert verify_password("correct horse", stored)
+    assert not verify_password("correct hors", stored)
+    assert not verify_password("", stored)
+    assert hash_password("correct horse") != stored  # a fresh salt each time
+
+
+@pytest.mark.parametrize("stored", [
+    "", "plain-text-password", "scrypt$16384$8$1$only-five", "bcrypt$16384$8$1$AAAA$BBBB",
+    "scrypt$x$8$1$AAAA$BBBB", "scrypt$16384$8$1$!!!$BBBB", "scrypt$1073741824$8$1$AAAA$BBBB",
+])
+def test_a_malformed_hash_never_matches(stored: str) -> None:
+    assert verify_password("anything", stored) is False
+
+
+def test_short_passwords_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 8"):
+        hash_password("short")
+
+
+# -- the users file --------------------------------------------------------------------
+
+
+def test_users_file_round_trip_is_private_and_holds_hashes_only(tmp_path: Path) -> None:
+    path = write_users(tmp_path / "users.yaml")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    text = path.read_text()
+    assert OPERATOR[1] not in text and VIEWER[1] not in text
+    users = UsersFile(path=path).load()
+    assert {n: u.role for n, u in users.items()} == {OPERATOR[0]: "operator", VIEWER[0]: "viewer"}
+    assert users[OPERATOR[0]].can_act and not users[VIEWER[0]].can_act
+    assert verify_password(OPERATOR[1], users[OPERATOR[0]].password_hash)
+
+
+def test_users_file_refuses_plain_passwords_and_unknown_roles(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text("users:\n  wang: {role: operator, password: hunter22}\n"
+                    "  li: {role: admin, password: 'scrypt$16384$8$1$AAAA$BBBB'}\n")
+    with pytest.raises(ConfigError) as err:
+        UsersFile(path=path).load()
+    keys = [key for key, _ in err.value.problems]
+    assert "users.wang.password" in keys and "users.li.role" in keys
+    assert "never a plain password" in str(err.value)
+    with pytest.raises(ConfigError, match="user add"):
+        UsersFile(path=tmp_path / "missing.yaml").load()
+
+
+def test_users_file_is_reread_when_it_changes_and_a_broken_edit_keeps_the_last_good_copy(
+        tmp_path: Path) -> None:
+    path = write_users(tmp_path / "users.yaml")
+    users = UsersFile(path=path)
+    assert users.get(OPERATOR[0]) is not None and users.get("li") is None
+    UsersFile(path=path).add("li", "viewer", hash_password("li-password"))
+    assert users.get("li").role == "viewer"
+    path.write_text("users: [this is: not valid")
+    assert users.get("li") is not None  # the last good copy
+    UsersFile(path=tmp_path / "users.yaml").save({"wang": User("wang", "viewer", hash_password("x" * 8))})
+    assert users.get("li") is None and users.get("wang").role == "viewer"
+
+
+def test_user_cli_adds_lists_and_removes(tmp_path: Path, monkeypatch, capsys) -> None:
+    site = write_site(tmp_path, {"site": {"id": "s1"}, "console": {"users_file": "ops/users.yaml"}})
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password\n"))
+    assert cli_main(["user", "add", "wang", "--role", "operator", "-c", str(site),
+                     "--password-stdin"]) == 0
+    users_file = tmp_path / "ops" / "users.yaml"
+    assert verify_password("a-good-password", UsersFile(path=users_file).load()["wang"].password_hash)
+    monkeypatch.setattr("sys.stdin", io.StringIO("another-password\n"))
+    assert cli_main(["user", "add", "wang", "--role", "viewer", "-f", str(users_file),
+                     "--password-stdin"]) == 2
+    assert "exists" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli_main(["user", "add", "li", "--role", "viewer", "-f", str(users_file),
+                     "--password-stdin"]) == 2
+    assert "at least 8" in capsys.readouterr().err
+    assert cli_main(["user", "list", "-f", str(users_file)]) == 0
+    assert capsys.readouterr().out.split() == ["wang", "operator"]
+    assert cli_main(["user", "remove", "wang", "-f", str(users_file)]) == 0
+    assert UsersFile(path=users_file).load() == {}
+    assert cli_main(["user", "remove", "wang", "-f", str(users_file)]) == 2
+
+
+# -- sessions and the login throttle -----------------------------------------------------
+
+
+async def test_sessions_expire_after_idle_time_and_survive_a_restart_without_raw_tokens(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "sessions.json"
+    store = SessionStore(minutes=10, clock=clock, path=path)
+    token, session = await store.create(User("wang", "operator", "h"))
+    assert session.csrf and session.csrf != token
+    clock.advance(9 * 60)
+    assert store.get(token) is session  # used: the idle clock starts again
+    await store.persist()
+    assert token not in path.read_text() and os.stat(path).st_mode & 0o777 == 0o600
+    restarted = SessionStore(minutes=10, clock=clock, path=path)
+    restarted.load()
+    again = restarted.get(token)
+    assert again is not None and again.user == "wang" and again.csrf == session.csrf
+    clock.advance(10 * 60)
+    assert restarted.get(token) is None
+    assert restarted.get("forged") is None and restarted.get(None) is None
+
+
+async def test_logout_and_user_removal_end_sessions_and_their_number_is_bounded() -> None:
+    clock = FakeClock()
+    store = SessionStore(minutes=10, clock=clock)
+    token, _ = await store.create(User("wang", "operator", "h"))
+    await store.drop(token)
+    assert store.get(token) is None
+    tokens = [(await store.create(User("li", "viewer", "h")))[0] for _ in range(3)]
+    assert await store.drop_user("li") == 3 and all(store.get(t) is None for t in tokens)
+    first, _ = await store.create(User("wang", "operator", "h"))
+    for _ in range(MAX_SESSIONS):
+        clock.advance(0.001)
+        await store.create(User("zhao", "viewer", "h"))
+    assert len(store) == MAX_SESSIONS and store.get(first) is None  # the oldest went
+
+
+def test_login_throttle_locks_a_name_after_repeated_failures() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock, max_failures=3, lock_seconds=60)
+    for _ in range(3):
+        assert throttle.wait_for("user:wang") == 0
+        throttle.failed("user:wang", "addr:1")
+    assert throttle.wait_for("user:wang") == pytest.approx(60)
+    assert throttle.wait_for("user:li", "addr:1") == pytest.approx(60)
+    assert throttle.wait_for("user:li", "addr:2") == 0
+    clock.advance(61)
+    assert throttle.wait_for("user:wang") == 0
+
+
+# -- over HTTP ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Gateway:
+    write_users(tmp_path / "users.yaml")
+    raw = {"site": {"id": "s1", "name": "Sunny Garden"}, "state_dir": str(tmp_path / "state"),
+           "devices": [{"id": "meter", "type": "synthetic", "kind": "power_meter",
+                        "fields": ["power"], "poll_interval": 60,
+                        "location": {"building": "3", "unit": "1"}}],
+           "console": {"users_file": "users.yaml", "audit_file": "audit.jsonl"}}
+    return Gateway(load_config(write_site(tmp_path, raw)))
+
+
+@pytest.fixture
+async def client(gateway: Gateway):
+    app = web.Application()
+    add_console_routes(app, gateway)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def login(client: TestClient, user: tuple[str, str]) -> str:
+    """Log in; the CSRF token of the new session."""
+    r = await client.post("/console/api/login", json={"user": user[0], "password": user[1]})
+    assert r.status == 200, await r.text()
+    me = await (await client.get("/console/api/me")).json()
+    return me["csrf"]
+
+
+def raise_alarm(gateway: Gateway, severity: int = 1):
+    return gateway.alarms.activate(rule="smoke", severity=severity, device="meter", kind="power_meter",
+                                   channel=None, location={"building": "3"}, message="smoke in B3",
+                                   value=1.0, ts=time.time(), latch=True)
+
+
+async def test_wrong_password_is_refused_without_a_session(client: TestClient, gateway) -> None:
+    r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": "nope-nope"})
+    assert r.status == 401 and "cg_session" not in r.cookies
+    r = await client.post("/console/api/login", json={"user": "nobody", "password": OPERATOR[1]})
+    assert r.status == 401
+    r = await client.post("/console/api/login", json={"user": "x\nforged log line", "password": "p"})
+    assert r.status == 401
+    assert (await client.get("/console/api/me")).status == 401
+    assert (await client.get("/console/events")).status == 401
+    page = await client.get("/console/", allow_redirects=False)
+    assert page.status == 302 and page.headers["Location"] == "/console/login"
+    audit = [json.loads(line) for line in
+             (Path(gateway.site.path).parent / "audit.jsonl").read_text().splitlines()]
+    assert [(a["operator"], a["action"], a["ok"]) for a in audit] == [
+        (OPERATOR[0], "login", False), ("nobody", "login", False),
+        ("'x\\nforged log line'", "login", False)]
+
+
+async def test_session_cookie_is_httponly_and_samesite_strict(client: TestClient) -> None:
+    r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]})
+    morsel = r.cookies["cg_session"]
+    assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/console"
+    page = await client.get("/console/")
+    assert page.status == 200 and "default-src 'self'" in page.headers["Content-Security-Policy"]
+
+
+async def test_actions_need_the_csrf_token_and_the_same_origin(client: TestClient, gateway) -> None:
+    csrf = await login(client, OPERATOR)
+    alarm = raise_alarm(gateway)
+    url = f"/console/api/alarms/{alarm.id}/ack"
+    assert (await client.post(url, json={})).status == 403
+    assert (await client.post(url, json={}, headers={"X-CSRF-Token": "wrong"})).status == 403
+    r = await client.post(url, json={}, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"})
+    assert r.status == 403 and not alarm.acked
+    r = await client.post(url, json={"note": "on my way"}, headers={"X-CSRF-Token": csrf})
+    assert r.status == 200, await r.text()
+    assert alarm.acked and (await r.json())["alarm"]["acked"] is True
+    assert alarm.history[-1] == {"event": "acked", "ts": alarm.history[-1]["ts"], "by": OPERATOR[0],
+                                 "note": "on my way"}
+
+
+async def test_operator_can_reset_and_shelve_with_a_note_and_errors_say_why(
+        client: TestClient, gateway) -> None:
+    csrf = await login(client, OPERATOR)
+    headers = {"X-CSRF-Token": csrf}
+    alarm = raise_alarm(gateway)
+    r = await client.post(f"/console/api/alarms/{alarm.id}/reset", json={}, headers=headers)
+    assert r.status == 409 and "condition is still present" in (await r.json())["error"]
+    r = await client.post(f"/console/api/alarms/{alarm.id}/shelve", json={"minutes": 30}, headers=headers)
+    assert r.status == 400 and "note" in (await r.json())["error"]
+    r = await client.post(f"/console/api/alarms/{alarm.id}/shelve",
+                          json={"minutes": 30, "note": "detector being cleaned"}, headers=headers)
+    assert r.status == 200 and alarm.shelved_until is not None
+    gateway.alarms.deactivate(rule="smoke", device="meter", channel=None, value=0.0, ts=time.time())
+    r = await client.post(f"/console/api/alarms/{alarm.id}/reset", json={"note": "checked"}, headers=headers)
+    assert r.status == 200 and gateway.alarms.open_alarms() == []
+    r = await client.post(f"/console/api/alarms/{alarm.id}/ack", json={}, headers=headers)
+    assert r.status == 404
+    r = await client.post(f"/console/api/alarms/{alarm.id}/explode", json={}, headers=headers)
+    assert r.status == 404
+    r = await client.post(f"/console/api/alarms/{alarm.id}/ack", data="{", headers=headers)
+    assert r.status == 415
+    entries = (await (await client.get("/console/api/history?event=shelved")).json())["entries"]
+    assert [(e["by"], e["note"]) for e in entries] == [(OPERATOR[0], "detector being cleaned")]
+
+
+async def test_viewer_sees_everything_and_changes_nothing(client: TestClient, gateway) -> None:
+    csrf = await login(client, VIEWER)
+    alarm = raise_alarm(gateway)
+    me = await (await client.get("/console/api/me")).json()
+    assert me["role"] == "viewer" and me["actions"] == []
+    alarms = (await (await client.get("/console/api/alarms")).json())["alarms"]
+    assert [a["id"] for a in alarms] == [alarm.id]
+    devices = (await (await client.get("/console/api/devices")).json())["devices"]
+    assert devices[0]["id"] == "meter" and devices[0]["location"] == {"building": "3", "unit": "1"}
+    r = await client.post(f"/console/api/alarms/{alarm.id}/ack", json={}, headers={"X-CSRF-Token": csrf})
+    assert r.status == 403 and not alarm.acked
+    audit = (Path(gateway.site.path).parent / "audit.jsonl").read_text()
+    assert '"operator": "zhao", "action": "ack", "ok": false' in audit
+
+
+async def test_removing_a_user_or_logging_out_ends_the_session(client: TestClient, gateway, tmp_path) -> None:
+    csrf = await login(client, OPERATOR)
+    assert (await client.get("/console/api/me")).status == 200
+    users = UsersFile(path=tmp_path / "users.yaml")
+    users.remove(OPERATOR[0])
+    assert (await client.get("/console/api/me")).status == 401
+    write_users(tmp_path / "users.yaml")
+    csrf = await login(client, OPERATOR)
+    r = await client.post("/console/api/logout", json={}, headers={"X-CSRF-Token": csrf})
+    assert r.status == 200
+    assert (await client.get("/console/api/me")).status == 401
+
+
+async def test_repeated_wrong_passwords_lock_the_name_for_a_while(client: TestClient) -> None:
+    for _ in range(5):
+        r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": "guess-guess"})
+        assert r.status == 401
+    r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]})
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+
+
+async def test_event_stream_sends_snapshot_then_each_transition(client: TestClient, gateway) -> None:
+    await login(client, OPERATOR)
+    before = raise_alarm(gateway, severity=2)
+    r = await client.get("/console/events")
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+
+    async def next_event() -> tuple[str, dict]:
+        name = None
+        while True:
+            line = (await r.content.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name:
+                return name, json.loads(line[6:])
+
+    name, hello = await next_event()
+    assert name == "hello" and hello["version"]
+    name, snapshot = await next_event()
+    assert name == "snapshot" and [a["id"] for a in snapshot["alarms"]] == [before.id]
+    assert snapshot["devices"][0]["id"] == "meter"
+    gateway.alarms.ack(before.id, by="someone")
+    name, transition = await next_event()
+    assert name == "alarm" and transition["event"] == "acked" and transition["by"] == "someone"
+    r.close()
+
+
+def test_check_warns_about_a_console_that_cannot_work(tmp_path: Path) -> None:
+    raw = {"site": {"id": "s1"}, "state_dir": str(tmp_path / "state"),
+           "console": {"users_file": "users.yaml"}}
+    warnings = load_config(write_site(tmp_path, raw)).warnings
+    assert any("no 'http' section" in w for w in warnings)
+    assert any("users file not found" in w for w in warnings)
+    write_users(tmp_path / "users.yaml")
+    raw["http"] = {"listen": "0.0.0.0:8080"}
+    warnings = load_config(write_site(tmp_path, raw)).warnings
+    assert any("unencrypted" in w for w in warnings)
+    assert not any("users_file" in w for w in warnings)
+    raw["http"] = {"listen": "127.0.0.1:8080"}
+    (tmp_path / "users.yaml").write_text("users: {wang: {role: operator, password: plain}}\n")
+    [warning] = [w for w in load_config(write_site(tmp_path, raw)).warnings if "console" in w]
+    assert "users.wang.password" in warning and "will not start" in warning
+
+
+async def test_behind_a_tls_proxy_the_cookie_is_secure_and_the_proxy_origin_is_accepted(
+        client: TestClient, gateway) -> None:
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "console.example",
+             "Origin": "https://console.example"}
+    r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]},
+                          headers=proxy)
+    assert r.status == 200 and r.cookies["cg_session"]["secure"]
+    r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]},
+                          headers={**proxy, "Origin": "https://elsewhere.example"})
+    assert r.status == 403
+
+
+def test_demo_console_gets_a_fresh_operator_each_run(tmp_path: Path) -> None:
+    from gateway.console.demo_setup import enable_console
+
+    raw = {"site": {"id": "demo"}, "state_dir": str(tmp_path / "state")}
+    login = enable_console(raw, tmp_path, http_port=18080)
+    assert login.url == "http://127.0.0.1:18080/console/" and login.user == "guard"
+    site = load_config(write_site(tmp_path, raw))
+    assert not [w for w in site.warnings if "console" in w]
+    users = UsersFile(path=tmp_path / "console-users.yaml").load()
+    assert verify_password(login.password, users["guard"].password_hash)
+    again = enable_console(raw, tmp_path, http_port=18080)
+    assert again.password != login.password

@@ -1,0 +1,150 @@
+"""The sink runner over a real outbox file: cursors, refused rows isolated, Retry-After, drain pacing.
+
+The sinks here are stand-ins only for faults a real server would not produce on
+demand (a refusal of exactly one row, a Retry-After); the real servers are in
+test_store_and_forward.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.errors import SinkRejected, SinkRetryable
+from gateway.outbox import READING, OutboxWriter, SqliteOutbox
+from gateway.upstream.sink_runner import SinkRunner
+
+
+class RecordingSink:
+    """Takes line batches; refuses any batch holding a line with ``poison`` (as InfluxDB
+    answers 400 to a field type clash), fails the next ``fail`` writes as retryable."""
+
+    payload = "line"
+
+    def __init__(self, *, poison: str | None = None, fail: int = 0, retry_after: float | None = None):
+        self.name = "influxdb"
+        self.poison = poison
+        self.fail = fail
+        self.retry_after = retry_after
+        self.batches: list[list[str]] = []
+        self.attempts = 0
+
+    async def write(self, lines: list[str]) -> None:
+        self.attempts += 1
+        if self.fail:
+            self.fail -= 1
+            raise SinkRetryable(self.name, "HTTP 503: busy", 503, self.retry_after)
+        if self.poison and any(self.poison in line for line in lines):
+            raise SinkRejected(self.name, "HTTP 400: field type conflict", 400)
+        self.batches.append(list(lines))
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for batch in self.batches for line in batch]
+
+
+def lines(n: int, start: int = 0) -> list[tuple]:
+    return [(READING, "d", float(i), f"m,device=d v={float(i)} {i}", None)
+            for i in range(start, start + n)]
+
+
+@pytest.fixture
+async def outbox(tmp_path):
+    clock = FakeClock()
+    w = OutboxWriter(store=SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30),
+                     commit_interval=1.0, commit_rows=10_000, max_staged=100_000, clock=clock)
+    yield w
+    await w.close()
+
+
+async def test_rows_go_out_in_order_and_the_cursor_is_kept_on_disk(outbox, tmp_path) -> None:
+    sink = RecordingSink()
+    runner = SinkRunner(sink, outbox=outbox, batch_size=4, flush_interval=1.0, clock=FakeClock())
+    await outbox.open()
+    outbox.add(lines(10))
+    await outbox.commit()
+    assert await runner.send_batch() == 4
+    await runner.flush()
+    assert sink.lines == [f"m,device=d v={float(i)} {i}" for i in range(10)]
+    assert [len(b) for b in sink.batches] == [4, 4, 2]
+    assert runner.cursor == 10 and runner.written == 10 and runner.lag == 0
+    await outbox.close()
+    again = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    assert again.open(["influxdb"]) == {"influxdb": 10}
+    again.close()
+
+
+async def test_one_refused_row_is_quarantined_and_its_neighbours_go_through(outbox) -> None:
+    sink = RecordingSink(poison="v=13.0")
+    runner = SinkRunner(sink, outbox=outbox, batch_size=32, flush_interval=1.0, clock=FakeClock())
+    await outbox.open()
+    outbox.add(lines(40))
+    await outbox.commit()
+    await runner.flush()
+    written = sink.lines
+    assert len(written) == 39 and len(set(written)) == 39
+    assert not any("v=13.0" in line for line in written)
+    assert written == sorted(written, key=lambda line: int(line.rsplit(" ", 1)[1]))
+    assert runner.quarantined == 1 and runner.written == 39 and runner.cursor == 40
+    assert outbox.store.quarantined("influxdb") == 1
+    assert runner.stats()["rejected"] == 1 and "400" in runner.last_error
+    # halving found it in a handful of writes, not one per row
+    assert sink.attempts <= 2 * 6 + 2
+
+
+def test_the_retry_delay_waits_out_retry_after_and_otherwise_backs_off() -> None:
+    from gateway.outbox import MemoryOutbox
+
+    w = OutboxWriter(store=MemoryOutbox(max_rows=10), commit_interval=1.0, commit_rows=10,
+                     max_staged=10, clock=FakeClock())
+    runner = SinkRunner(RecordingSink(), outbox=w, batch_size=10, flush_interval=1.0,
+                        clock=FakeClock())
+    told = SinkRetryable("influxdb", "HTTP 429", 429, retry_after=7.5)
+    assert all(runner.retry_delay(told) >= 7.5 for _ in range(5))
+    assert runner.retry_delay(SinkRetryable("influxdb", "HTTP 503", 503, retry_after=10_000)) == 300
+    runner._backoff.reset()
+    plain = [runner.retry_delay(SinkRetryable("influxdb", "refused")) for _ in range(12)]
+    assert max(plain) <= 30 and plain[0] <= 0.5  # capped, growing from 0.5 s, with jitter
+    assert len(set(plain)) > 1
+
+
+async def test_retryable_failures_are_retried_until_the_rows_go_out(outbox) -> None:
+    sink = RecordingSink(fail=2, retry_after=0.05)
+    runner = SinkRunner(sink, outbox=outbox, batch_size=5, flush_interval=0.05,
+                        clock=FakeClock())
+    runner._backoff.initial = 0.01
+    await outbox.open()
+    outbox.add(lines(5))
+    await outbox.commit()
+    task = asyncio.create_task(runner.run())
+    try:
+        async with asyncio.timeout(5):
+            while runner.written < 5:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert runner.errors == 2 and sink.attempts == 3 and not runner.failing
+    assert len(sink.lines) == 5
+
+
+def test_a_backlog_drains_at_a_multiple_of_the_live_rate() -> None:
+    from gateway.outbox import MemoryOutbox
+
+    w = OutboxWriter(store=MemoryOutbox(max_rows=10), commit_interval=1.0, commit_rows=10,
+                     max_staged=10, clock=FakeClock())
+    runner = SinkRunner(RecordingSink(), outbox=w, batch_size=10, flush_interval=1.0,
+                        clock=FakeClock(), drain_rate_multiple=4, drain_min_rate=500)
+    w.live_rate = 1000.0
+    assert runner.drain_rate() == 4000
+    w.live_rate = 10.0  # a quiet site still drains at the floor
+    assert runner.drain_rate() == 500
+    unlimited = SinkRunner(RecordingSink(), outbox=w, batch_size=10, flush_interval=1.0,
+                           clock=FakeClock(), drain_rate_multiple=None)
+    assert unlimited.drain_rate() is None
