@@ -17,6 +17,7 @@ import yaml
 
 from gateway.app import Gateway
 from gateway.config.loader import load_config
+from gateway.console.demo_setup import DemoLogin, enable_console
 from gateway.demo_access import DEVICES as ACCESS_DEVICES
 from gateway.demo_access import DemoAccess, demo_access
 from gateway.demo_radar import DemoRadar, demo_radar
@@ -28,8 +29,12 @@ SITE_FILE = "charging-site.yaml"
 
 
 def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
-                radar: DemoRadar | None = None, access: DemoAccess | None = None) -> Path:
-    """The example charging site, pointed at the simulators; written into ``data_dir``."""
+                radar: DemoRadar | None = None, access: DemoAccess | None = None,
+                http_port: int | None = None) -> tuple[Path, DemoLogin | None]:
+    """The example charging site, pointed at the simulators; written into ``data_dir``.
+
+    With ``http_port`` the security-room console is on, with a fresh login.
+    """
     raw = yaml.safe_load((resources.files("configs") / SITE_FILE).read_text(encoding="utf-8"))
     raw["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "prefix": "community"}
     raw.pop("influxdb", None)
@@ -42,10 +47,11 @@ def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
     if access is not None:
         access.add_to_site(raw)
     data_dir.mkdir(parents=True, exist_ok=True)
+    login = enable_console(raw, data_dir, http_port=http_port) if http_port else None
     path = data_dir / "demo-site.yaml"
     path.write_text("# written by `community-gateway demo`\n" + yaml.safe_dump(raw, sort_keys=False,
                                                                               allow_unicode=True))
-    return path
+    return path, login
 
 
 async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
@@ -58,7 +64,8 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
             CabinetServer(model, tcp=("127.0.0.1", free_port())) as cabinet, \
             demo_radar() as radar, \
             demo_access(broker=(host, mqtt_port), data_dir=data) as access:
-        site = load_config(demo_config(data, mqtt_port, cabinet.port, radar, access))
+        path, login = demo_config(data, mqtt_port, cabinet.port, radar, access, http_port=free_port())
+        site = load_config(path)
         gateway = Gateway(site)
         print(f"demo: cabinet simulator on Modbus TCP {cabinet.address} (scenario {scenario!r}, "
               f"incident on port 3 after 10 s)", flush=True)
@@ -68,6 +75,8 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
               f"community/{site.config.site.id}/alarms/#", flush=True)
         print(f"demo: time series kept locally in {site.config.local_series.path} "
               f"(InfluxDB line protocol); config in {site.path}", flush=True)
+        if login is not None:
+            print(f"demo: {login.describe()}", flush=True)
         print("demo: Ctrl-C stops", flush=True)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run(), name="gateway")

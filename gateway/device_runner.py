@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from gateway.backoff import Backoff
+from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError, DriverTimeout
 from gateway.health import DeviceHealth
 from gateway.readings import Reading
@@ -89,9 +90,7 @@ class DeviceRunner:
             # Python 3.11's asyncio.wait_for (pymodbus waits for replies with it) can
             # swallow a cancellation that races with the reply; the runner would then
             # poll on and the gateway never stop. A stop must not be lost.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
+            raise_if_stopping()
 
     def _succeeded(self, elapsed: float) -> None:
         h = self.health

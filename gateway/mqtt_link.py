@@ -24,6 +24,7 @@ import aiomqtt
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.backoff import Backoff
+from gateway.cancellation import raise_if_stopping
 from gateway.config.models import MqttConfig
 from gateway.mqtt_tls import tls_context
 
@@ -84,9 +85,9 @@ class MqttLink:
                     for command in COMMANDS:
                         await client.subscribe(f"{self.base}/alarms/+/{command}", qos=1)
                     try:
-                        async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._publish_loop(client), name="mqtt[publish]")
-                            tg.create_task(self._command_loop(client), name="mqtt[commands]")
+                        await _first_failure(
+                            self._publish_loop(client), self._command_loop(client),
+                            names=("mqtt[publish]", "mqtt[commands]"))
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers a crash.
                         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -94,14 +95,14 @@ class MqttLink:
                                 await client.publish(f"{self.base}/status", b"offline",
                                                      qos=1, retain=True)
                         raise
-            except* aiomqtt.MqttError as group:
+            except aiomqtt.MqttError as exc:
+                # aiomqtt's disconnect on the way out of a stop can fail too: the stop wins.
+                raise_if_stopping()
                 self.connected = False
                 if not was_down:
                     log.error("MQTT broker %s:%s unreachable: %s", self.config.host,
-                              self.config.port, group.exceptions[0])
+                              self.config.port, exc)
                 was_down = True
-            else:  # pragma: no cover - the loops above only end by error or cancellation
-                continue
             await asyncio.sleep(backoff.next_delay())
 
     def _client(self) -> aiomqtt.Client:
@@ -150,3 +151,21 @@ class MqttLink:
             self.commands_rejected += 1
             log.warning("%s of %s refused: %s", command, alarm_id, error["error"])
             await client.publish(f"{topic}/error", json.dumps(error).encode(), qos=1)
+
+
+async def _first_failure(*loops, names: tuple[str, ...]) -> None:
+    """Run loops that only end by error; raise the first error, after stopping the rest.
+
+    Deliberately not a TaskGroup: on Python 3.11 a TaskGroup whose child fails
+    leaves its parent task marked as being cancelled, and this task must be able
+    to tell a real stop (``raise_if_stopping``) from a broker that went away.
+    """
+    tasks = [asyncio.create_task(loop, name=name) for loop, name in zip(loops, names)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

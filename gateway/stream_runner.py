@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from gateway.backoff import Backoff
+from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError
 from gateway.health import DeviceHealth
 from gateway.readings import DeviceEvent, Reading
@@ -66,10 +67,7 @@ class StreamRunner:
                     if self.health.consecutive_errors == 0:  # once, not every reconnect
                         log.exception("%s: unexpected error in driver", self.device_id)
                     detail = f"internal error: {exc!r}"
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # a library turned our stop into its own error: the stop wins
-                    raise asyncio.CancelledError
+                raise_if_stopping()  # a library turned our stop into its own error
                 self.health.errors += 1
                 self.health.consecutive_errors += 1
                 self.health.last_error = detail

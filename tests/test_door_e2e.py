@@ -60,7 +60,7 @@ def door_site(site_id: str, *, mqtt_port: int, modbus_port: int, terminal: str,
 
 DOOR_RULES = [
     {"id": "door-forced", "type": "forced", "select": {"devices": ["doors"]},
-     "grants_from": ["terminal"], "within": 1, "severity": 1},
+     "grants_from": ["terminal"], "within": 2, "severity": 1},
     {"id": "door-held", "type": "held", "select": {"devices": ["doors"]}, "field": "door_open",
      "equals": 1, "for": 0.6, "severity": 2},
     {"id": "denials", "type": "count", "select": {"devices": ["terminal"]}, "event": "denied",
@@ -149,7 +149,7 @@ async def test_forced_and_held_doors_raise_alarms_a_granted_door_does_not(
             await sim.walk_through(1)      # granted: no alarm
             await sim.press_exit(2)
             await sim.walk_through(2)      # exit button: no alarm
-            await asyncio.sleep(1.2)       # scenario time: the grants age past `within`
+            await asyncio.sleep(2.2)       # scenario time: the grants age past `within`
             await sim.force_open(2, 0.3)   # nobody granted: forced
             forced = await mqtt.wait_for(lambda: raised(mqtt, "door-forced"), 3)
             await sim.hold_open(1, 1.2)    # granted, but open past 0.6 s: held

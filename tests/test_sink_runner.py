@@ -148,3 +148,38 @@ def test_a_backlog_drains_at_a_multiple_of_the_live_rate() -> None:
     unlimited = SinkRunner(RecordingSink(), outbox=w, batch_size=10, flush_interval=1.0,
                            clock=FakeClock(), drain_rate_multiple=None)
     assert unlimited.drain_rate() is None
+
+
+async def test_only_a_backlog_is_paced_a_burst_of_live_rows_is_not(tmp_path) -> None:
+    from gateway.outbox import MemoryOutbox
+
+    clock = FakeClock()
+    w = OutboxWriter(store=MemoryOutbox(max_rows=10**6), commit_interval=1.0, commit_rows=10**6,
+                     max_staged=10**6, clock=clock)
+    runner = SinkRunner(RecordingSink(), outbox=w, batch_size=100, flush_interval=1.0,
+                        clock=clock, drain_rate_multiple=4)
+    await w.open()
+    w.add(lines(10_000))  # a burst, far more than a batch
+    await w.commit()
+    assert runner.lag == 10_000 and not runner.draining  # fresh rows: sent at full speed
+    clock.advance(6.0)  # five flush intervals later they are still unsent: a backlog
+    assert runner.draining and runner.stats()["draining"]
+    await runner.flush()
+    assert not runner.draining
+
+
+async def test_rows_found_in_the_file_at_start_are_a_backlog(outbox) -> None:
+    SinkRunner(RecordingSink(), outbox=outbox, batch_size=100, flush_interval=1.0,
+               clock=FakeClock())
+    await outbox.open()
+    outbox.add(lines(500))
+    await outbox.commit()  # ... and the gateway stops before the sink sent them
+    await outbox.close()
+    again = OutboxWriter(store=SqliteOutbox(path=outbox.store.path, budget_bytes=1 << 30),
+                         commit_interval=1.0, commit_rows=10_000, max_staged=100_000,
+                         clock=FakeClock())
+    runner = SinkRunner(RecordingSink(), outbox=again, batch_size=100, flush_interval=1.0,
+                        clock=FakeClock(), drain_rate_multiple=4)
+    await again.open()
+    assert runner.lag == 500 and runner.draining
+    await again.close()

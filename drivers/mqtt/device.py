@@ -16,6 +16,7 @@ once: a redelivered message may be seen twice (profiles with an event id use
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ import aiomqtt
 from drivers.mqtt.mapping import MessageMapping
 from drivers.mqtt.problems import ProblemLog
 from drivers.mqtt.pseudonym import RawValueLog
+from gateway.cancellation import raise_if_stopping
 from gateway.clock import SystemClock
 from gateway.errors import DriverConnectError, DriverProtocolError
 from gateway.readings import DeviceEvent, Reading
@@ -83,6 +85,9 @@ class MqttDeviceSource:
                     if message.qos > 0:
                         paho.ack(message.mid, message.qos)
         except aiomqtt.MqttError as exc:
+            # The disconnect on the way out may fail while we are being stopped:
+            # that error must not replace the cancellation.
+            raise_if_stopping()
             raise DriverConnectError(self.device_id,
                                      f"MQTT broker {self.host}:{self.port}: {exc}") from exc
         finally:

@@ -37,6 +37,8 @@ OUTBOX_WRITE_FAILED = "outbox_write_failed"
 OVERFLOW_CLEAR_USAGE = 0.5
 # Seconds over which the live ingest rate is averaged.
 RATE_WINDOW = 10.0
+# How far back commit times are kept (for telling a backlog from live rows).
+COMMIT_HISTORY = 300.0
 # Confirmed rows are deleted once this many have gathered (or at least every PURGE_EVERY s).
 PURGE_ROWS = 5000
 PURGE_EVERY = 5.0
@@ -79,6 +81,9 @@ class OutboxWriter:
         self._rate_mark: tuple[float, int] | None = None
         self._purged_upto = 0
         self._purged_at = 0.0
+        self._commit_times: list[float] = []  # monotonic time of each recent commit ...
+        self._commit_heads: list[int] = []  # ... and the head it reached
+        self._history_floor = 0  # the head before the oldest commit kept
         self._alarms: set[str] = set()
         self._fallback = False
         self.committed_id = 0
@@ -87,6 +92,7 @@ class OutboxWriter:
         self.commit_errors = 0
         self.failing: str | None = None  # why commits fail, while they do
         self.live_rate = 0.0
+        self._rate_measured = False
         self.oldest_ts: float | None = None
         self.used_bytes = 0
 
@@ -112,7 +118,7 @@ class OutboxWriter:
             self._fallback = True
             self._alarm(OUTBOX_WRITE_FAILED, True,
                         f"outbox unusable ({exc.detail}): readings kept in memory only")
-        self.committed_id = self.store.head
+        self.committed_id = self._history_floor = self.store.head  # what is there is a backlog
         for sink in self._sinks:
             sink.start_at(cursors[sink.name])
         self._purged_upto = min(cursors.values(), default=self.committed_id)
@@ -187,6 +193,13 @@ class OutboxWriter:
     def _committed(self, head: int, n: int) -> None:
         self.committed_id = head
         self.accepted += n
+        now = self._clock.monotonic()
+        self._commit_times.append(now)
+        self._commit_heads.append(head)
+        if self._commit_times[0] < now - COMMIT_HISTORY:
+            cut = bisect.bisect_left(self._commit_times, now - COMMIT_HISTORY)
+            self._history_floor = self._commit_heads[cut - 1]
+            del self._commit_times[:cut], self._commit_heads[:cut]
         if self.failing is not None:
             log.info("outbox %s: commits work again", self.store.path)
             self.failing = None
@@ -288,8 +301,19 @@ class OutboxWriter:
         if dt <= 0:
             return
         instant = (self._added - added) / dt
-        self.live_rate += (1 - math.exp(-dt / RATE_WINDOW)) * (instant - self.live_rate)
+        if self._rate_measured:
+            self.live_rate += (1 - math.exp(-dt / RATE_WINDOW)) * (instant - self.live_rate)
+        else:  # the first look sets it: no ramp up from zero after a start
+            self.live_rate = instant
+            self._rate_measured = True
         self._rate_mark = (now, self._added)
+
+    def committed_before(self, age: float) -> int:
+        """The newest id committed more than ``age`` seconds ago (everything at start
+        counts as older). Rows up to it still unsent are a backlog, not live traffic."""
+        cutoff = self._clock.monotonic() - min(age, COMMIT_HISTORY)
+        i = bisect.bisect_right(self._commit_times, cutoff)
+        return self._commit_heads[i - 1] if i else self._history_floor
 
     def _alarm(self, rule: str, active: bool, message: str) -> None:
         if active == (rule in self._alarms):
@@ -334,7 +358,8 @@ class OutboxWriter:
             s = sink.stats()
             sinks[sink.name] = {"lag_rows": s["buffered"], "cursor": s["cursor"],
                                 "oldest_unsent_age_seconds": s["oldest_unsent_age_seconds"],
-                                "quarantined_total": s["quarantined"]}
+                                "quarantined_total": s["quarantined"],
+                                "draining": int(s.get("draining", False))}
         return {
             "rows": self.store.rows,
             "staged_rows": len(self._staged),

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # Messages the client keeps in flight before it waits for PUBACKs: a batch goes
 # out as a stream instead of one round trip per message.
 MAX_INFLIGHT = 100
+MAX_BATCH = 100_000  # the largest telemetry batch_size the config allows
 
 
 class MqttTelemetrySink:
@@ -71,6 +72,8 @@ class MqttTelemetrySink:
                 username=self.config.username, password=self._password,
                 keepalive=self.config.keepalive, tls_context=tls_context(self.config.tls),
                 max_inflight_messages=MAX_INFLIGHT, timeout=self._timeout)
+            # A whole batch is in flight at once, by design: no warning per message for that.
+            client.pending_calls_threshold = MAX_BATCH
             await client.__aenter__()  # the connection outlives this call: closed in close()
             self._client = client
             log.info("%s: connected to %s:%s as %s", self.name, self.config.host,

@@ -12,9 +12,11 @@ its own pace, and what one sink has not confirmed stays on disk for it.
   are alone; those go to the outbox's quarantine (counted and logged) and the
   rest is written, so one bad row neither blocks the queue nor takes its
   neighbours with it.
-- A backlog (after an outage) drains at most ``drain_rate_multiple`` times the
-  live ingest rate (at least ``drain_min_rate`` rows/s), in this task: alarms
-  never go through here, and the pipeline never waits for it.
+- A backlog (rows committed more than ``BACKLOG_FLUSHES`` flush intervals ago and
+  still unsent: after an outage or a restart) drains at most ``drain_rate_multiple``
+  times the live ingest rate (at least ``drain_min_rate`` rows/s); live rows are
+  never paced. All in this task: alarms never go through here, and the pipeline
+  never waits for it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from gateway.errors import OutboxError, SinkRejected, SinkRetryable
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 300.0
+# Unsent rows committed longer ago than this many flush intervals are a backlog.
+BACKLOG_FLUSHES = 5
 
 
 class Sink(Protocol):
@@ -138,10 +142,15 @@ class SinkRunner:
             return None
         return max(self.drain_rate_multiple * self.outbox.live_rate, self.drain_min_rate)
 
+    @property
+    def draining(self) -> bool:
+        """Whether the rows after the cursor are a backlog (paced) rather than live rows."""
+        return self.cursor < self.outbox.committed_before(BACKLOG_FLUSHES * self.flush_interval)
+
     async def _pace(self, rows: int, took: float) -> None:
-        # Only a backlog is paced: live rows go out as they come.
+        # Only a backlog is paced: live rows (a burst included) go out as they come.
         rate = self.drain_rate()
-        if rate is None or self.lag < self.batch_size:
+        if rate is None or not self.draining:
             return
         wait = rows / rate - took
         if wait > 0:
@@ -220,4 +229,5 @@ class SinkRunner:
             "last_success": self.last_success,
             "last_error": self.last_error,
             "failing": self.failing,
+            "draining": self.draining,
         }
