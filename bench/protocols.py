@@ -59,22 +59,23 @@ def codec_alone(codec_name: str, seconds: float) -> list[Figure]:
     reads = [stream[i:i + 64] for i in range(0, len(stream), 64)]
     codec = REGISTRY[codec_name]()
     decode = codec.decode
-    done = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
-        for data in reads:
-            for frame in codec.feed(data):
-                decode(frame)
-        done += per_stream
-    elapsed = time.perf_counter() - start
-    rate = done / elapsed
+    rate = 0.0
+    for _ in range(5):  # best of five: other work on the machine only slows a repeat
+        done = 0
+        start = time.perf_counter()
+        deadline = start + seconds / 5
+        while time.perf_counter() < deadline:
+            for data in reads:
+                for frame in codec.feed(data):
+                    decode(frame)
+            done += per_stream
+        rate = max(rate, done / (time.perf_counter() - start))
     avg = len(stream) / per_stream
     wire = UART_BAUD / 10 / avg
     bad = sum(v for k, v in codec.counters().items() if k != "frames_ok")
     return [info(NAME, f"serial frames {codec_name}: codec alone", rate, "frames/s",
                  f"{1e6 / rate:.1f} us a frame ({avg:.1f} bytes); the UART at {UART_BAUD} baud "
-                 f"carries at most {wire:,.0f} frames/s; {bad} bad")]
+                 f"carries at most {wire:,.0f} frames/s; {bad} bad (best of 5)")]
 
 
 def radar_site(port: str, codec: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "modbus": "bench.modbus",
     "memory": "bench.memory",
     "protocols": "bench.protocols",
+    "drain": "bench.drain",
 }
 RESULT_MARK = "BENCH-RESULT "
 # A benchmark that has not finished by then is stuck: its tasks are dumped, it is ended.

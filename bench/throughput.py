@@ -305,7 +305,7 @@ async def end_to_end(opts, tmp: Path, mode: str) -> list[Figure]:
                    f"VictoriaMetrics stored {stored:,} of {readings:,} processed "
                    f"(series ev_charging_power); counted as dropped {sink.dropped:,}; the sink "
                    f"wrote {sink.written:,} lines"
-                   + (f" ({resent:,} again at shutdown)" if resent else "")
+                   + (f" ({resent:,} in the shutdown flush)" if resent else "")
                    + f"; rejected {sink.rejected}, write retries {sink.errors}"),
         ]
     finally:

@@ -55,6 +55,10 @@ class ActionRunner:
                 return
             except DriverError as exc:
                 error = str(exc)
+            except Exception as exc:  # a driver bug must raise the alarm, not die in the task
+                log.exception("%s: unexpected error writing %s", device, field)
+                error = f"internal error: {exc!r}"
+            if attempt + 1 < self._attempts:  # the alarm does not wait after the last one
                 await asyncio.sleep(0.2 * (attempt + 1))
         self.failed += 1
         log.error("%s: write %s=%s on channel %s failed: %s", device, field, value, channel, error)
@@ -64,3 +68,10 @@ class ActionRunner:
         """Wait for writes under way (used at shutdown and by tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def cancel(self) -> None:
+        """Stop the writes still under way (at shutdown, once their time is up)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -242,6 +242,7 @@ class Gateway:
                 for sink in self.sinks:
                     with contextlib.suppress(Exception):
                         await sink.flush()
+        await self.actions.cancel()  # a write still hanging must not outlive its bus
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.sink.close()

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 # A pipeline with work queued that processed nothing for this long is stuck.
 STALL_SECONDS = 10.0
-# A sink that has not written for this long while lines wait, after errors, is down.
-SINK_DOWN_SECONDS = 60.0
 
 
 class PipelineWatch:
@@ -40,7 +38,7 @@ class PipelineWatch:
     def problem(self) -> str | None:
         """None while the pipeline keeps up, else what is wrong."""
         p = self._pipeline
-        done = p.readings + p.events
+        done = p.readings + p.events + p.failed  # a skipped item is progress too
         now = self._monotonic()
         if done != self._done or p.queue.empty():
             self._done = done
@@ -76,33 +74,6 @@ def status_line(gateway: Gateway) -> str:
     return ", ".join(parts)
 
 
-def sink_stats(sink: Any) -> dict[str, Any]:
-    """One upstream's counters, from its ``stats()`` if it has one, else its attributes."""
-    stats = sink.stats() if callable(getattr(sink, "stats", None)) else {}
-    out = dict(stats)
-    for name in ("written", "dropped", "rejected", "errors", "buffered", "last_success",
-                 "last_error"):
-        if name not in out and hasattr(sink, name):
-            out[name] = getattr(sink, name)
-    return out
-
-
-def sink_name(sink: Any) -> str:
-    """How an upstream is named in metrics and reports."""
-    inner = getattr(sink, "sink", None)
-    return str(getattr(inner, "name", None) or getattr(sink, "name", None) or type(sink).__name__)
-
-
-def sink_down(stats: dict[str, Any], now: float) -> bool:
-    """Whether an upstream is failing: it says so, or errors and no write for a while."""
-    if "failing" in stats:
-        return bool(stats["failing"])
-    if not stats.get("errors") or not stats.get("buffered"):
-        return False
-    last = stats.get("last_success")
-    return last is None or now - last > SINK_DOWN_SECONDS
-
-
 def health_report(gateway: Gateway, watch: PipelineWatch) -> tuple[bool, dict[str, Any]]:
     """``(healthy, body)`` for ``/healthz``; ``body["down"]`` names each part that is down."""
     down: list[str] = []
@@ -112,11 +83,10 @@ def health_report(gateway: Gateway, watch: PipelineWatch) -> tuple[bool, dict[st
     mqtt = gateway.mqtt
     if mqtt is not None and not mqtt.connected:
         down.append(f"mqtt: not connected to {mqtt.config.host}:{mqtt.config.port}")
-    now = gateway.clock.time()
     for sink in gateway.sinks:
-        stats = sink_stats(sink)
-        if sink_down(stats, now):
-            down.append(f"sink {sink_name(sink)}: {stats.get('last_error') or 'failing'}")
+        stats = sink.stats()
+        if stats["failing"]:
+            down.append(f"sink {sink.name}: {stats['last_error'] or 'failing'}")
     offline = sorted(r.device_id for r in gateway.runners if r.health.online is False)
     down.extend(f"device {d}: offline" for d in offline)
     body: dict[str, Any] = {

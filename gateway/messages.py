@@ -108,11 +108,23 @@ def name_text(name: str | None, language: str) -> str:
     return name.replace("_", " ")
 
 
+class _Number(float):
+    """A number in a template: ``{value}`` shows 6 significant digits, ``{value:.1f}`` works."""
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        return format(float(self), spec or ".6g")
+
+    def __str__(self) -> str:  # {value!s}
+        return format(float(self), ".6g")
+
+
 def _shown(value: object) -> object:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return _Number(value)
     return value
 
 
@@ -138,7 +150,7 @@ def render(template: str | None, *, language: str, rule: str, spec: DeviceSpec |
     fallback = DEFAULTS.get(kind or "", _DEFAULT)[language]
     try:
         return (template or fallback).format_map(values)
-    except (ValueError, IndexError, AttributeError, KeyError):  # a bad template must not lose the alarm
+    except Exception:  # a bad template ({channel:d} with no channel) must not lose the alarm
         return fallback.format_map(values)
 
 

@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.liveness import sink_down, sink_name, sink_stats
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -102,20 +101,21 @@ class GatewayCollector(Collector):
         readings.add_metric([], p.readings)
         events = _counter("device_events", "Device events through the rules")
         events.add_metric([], p.events)
+        failed = _counter("pipeline_items_failed", "Readings and events skipped: processing raised")
+        failed.add_metric([], p.failed)
         actions = _counter("actions", "Device writes ordered by rules", ["result"])
         actions.add_metric(["done"], g.actions.done)
         actions.add_metric(["failed"], g.actions.failed)
-        yield from (depth, capacity, full, readings, events, actions)
+        yield from (depth, capacity, full, readings, events, failed, actions)
 
     def _upstream(self, g: Gateway) -> Iterator[Metric]:
-        now = g.clock.time()
         counters = {attr: _counter(name, doc, ["sink"]) for attr, name, doc in SINK_COUNTERS}
         buffered = _gauge("upstream_buffered_lines", "Lines waiting for the upstream", ["sink"])
         last = _gauge("upstream_last_success_timestamp_seconds", "Last accepted write", ["sink"])
         up = _gauge("upstream_up", "0 while the upstream is failing", ["sink"])
         for sink in g.sinks:
-            name = sink_name(sink)
-            stats = sink_stats(sink)
+            name = sink.name
+            stats = sink.stats()
             for attr, family in counters.items():
                 if isinstance(stats.get(attr), (int, float)):
                     family.add_metric([name], stats[attr])
@@ -123,7 +123,7 @@ class GatewayCollector(Collector):
                 buffered.add_metric([name], stats["buffered"])
             if stats.get("last_success") is not None:
                 last.add_metric([name], stats["last_success"])
-            up.add_metric([name], 0 if sink_down(stats, now) else 1)
+            up.add_metric([name], 0 if stats["failing"] else 1)
         yield from counters.values()
         yield from (buffered, last, up)
         yield from outbox_metrics(getattr(g, "outbox", None))
@@ -140,7 +140,10 @@ class GatewayCollector(Collector):
         published.add_metric([], m.published)
         rejected = _counter("mqtt_commands_rejected", "Operator commands refused")
         rejected.add_metric([], m.commands_rejected)
-        yield from (connected, pending, published, rejected)
+        dropped = _counter("mqtt_events_dropped",
+                           "Alarm events dropped, oldest first, in a long broker outage")
+        dropped.add_metric([], m.events_dropped)
+        yield from (connected, pending, published, rejected, dropped)
 
     def _alarms(self, g: Gateway) -> Iterator[Metric]:
         by_state: Counter[tuple[str, str]] = Counter(
@@ -157,7 +160,7 @@ class GatewayCollector(Collector):
 
     def _reloads(self, g: Gateway) -> Iterator[Metric]:
         reloads = _counter("config_reloads", "Config reloads (SIGHUP) by result", ["result"])
-        for result in ("applied", "refused"):
+        for result in ("applied", "refused", "failed"):
             reloads.add_metric([result], g.reloads.get(result, 0))
         yield reloads
 

@@ -30,6 +30,10 @@ from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
 
+# Transition events kept while the broker is away (the newest; each alarm's current
+# state is kept apart, coalesced, and never dropped). Bounds memory in a long outage.
+MAX_QUEUED_EVENTS = 10_000
+
 
 class MqttLink:
     """Publishes alarms and status; takes acknowledgements."""
@@ -43,6 +47,7 @@ class MqttLink:
         self._password = password
         self._state: dict[str, bytes] = {}  # alarm id -> latest retained payload
         self._events: deque[bytes] = deque()
+        self.events_dropped = 0
         self._wake = asyncio.Event()
         self.connected = False
         self.published = 0
@@ -52,6 +57,12 @@ class MqttLink:
     def _on_transition(self, t: Transition) -> None:
         alarm_id = str(t.alarm["id"])
         self._state[alarm_id] = b"" if t.event == "closed" else json.dumps(t.alarm).encode()
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            self._events.popleft()
+            if not self.events_dropped:
+                log.error("MQTT: %d alarm events queued for the broker; dropping the oldest "
+                          "events (alarm states are kept)", MAX_QUEUED_EVENTS)
+            self.events_dropped += 1
         self._events.append(json.dumps(t.to_json()).encode())
         self._wake.set()
 
@@ -95,13 +106,17 @@ class MqttLink:
                                 await client.publish(f"{self.base}/status", b"offline",
                                                      qos=1, retain=True)
                         raise
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:  # the alarm link reconnects, whatever broke it
                 # aiomqtt's disconnect on the way out of a stop can fail too: the stop wins.
                 raise_if_stopping()
                 self.connected = False
                 if not was_down:
-                    log.error("MQTT broker %s:%s unreachable: %s", self.config.host,
-                              self.config.port, exc)
+                    if isinstance(exc, aiomqtt.MqttError):
+                        log.error("MQTT broker %s:%s unreachable: %s", self.config.host,
+                                  self.config.port, exc)
+                    else:
+                        log.exception("MQTT link to %s:%s failed", self.config.host,
+                                      self.config.port)
                 was_down = True
             await asyncio.sleep(backoff.next_delay())
 
@@ -127,8 +142,10 @@ class MqttLink:
                     del self._state[alarm_id]
                 self.published += 1
             while self._events:
-                await client.publish(f"{self.base}/alarm_events", self._events[0], qos=1)
-                self._events.popleft()
+                event = self._events[0]
+                await client.publish(f"{self.base}/alarm_events", event, qos=1)
+                if self._events and self._events[0] is event:  # not dropped meanwhile
+                    self._events.popleft()
                 self.published += 1
 
     async def _command_loop(self, client: aiomqtt.Client) -> None:

@@ -45,6 +45,8 @@ class Pipeline:
         self.readings = 0
         self.events = 0
         self.queue_full = 0
+        self.failed = 0  # items skipped because processing them raised
+        self._failed_devices: set[str] = set()
 
     async def put(self, readings: list[Reading | DeviceEvent]) -> None:
         """Hand over one poll's readings and events (waits while the queue is full)."""
@@ -77,23 +79,33 @@ class Pipeline:
         doc = self.telemetry.reading if self.telemetry is not None else None
         for readings in batch:
             for reading in readings:
-                if type(reading) is not Reading:
-                    row = self._event(reading)  # type: ignore[arg-type]
-                    if row is not None:
-                        rows.append(row)
-                    continue
-                changes = evaluate(reading)
-                if changes:
-                    for change in changes:
-                        self._apply(change)
-                latest[(reading.device, reading.channel)] = reading
-                line = encode(reading)
-                if line is not None:
-                    rows.append((READING, reading.device, reading.ts, line,
-                                 doc(reading) if doc is not None else None))
-                self.readings += 1
+                try:
+                    if type(reading) is not Reading:
+                        row = self._event(reading)  # type: ignore[arg-type]
+                        if row is not None:
+                            rows.append(row)
+                        continue
+                    changes = evaluate(reading)
+                    if changes:
+                        for change in changes:
+                            self._apply(change)
+                    latest[(reading.device, reading.channel)] = reading
+                    line = encode(reading)
+                    if line is not None:
+                        rows.append((READING, reading.device, reading.ts, line,
+                                     doc(reading) if doc is not None else None))
+                    self.readings += 1
+                except Exception:  # one bad item (or a bug it hits) costs that item only
+                    self._failed(reading)
         if rows and self.outbox is not None:
             self.outbox.add(rows)
+
+    def _failed(self, item: Reading | DeviceEvent) -> None:
+        self.failed += 1
+        device = getattr(item, "device", "?")
+        if device not in self._failed_devices:  # the traceback once per device
+            self._failed_devices.add(device)
+            log.exception("pipeline: %r from %s skipped", item, device)
 
     def _event(self, event: DeviceEvent) -> tuple | None:
         self.events += 1

@@ -77,6 +77,11 @@ async def reload_config(gateway: Gateway) -> bool:
     async with gateway.reload_lock:
         try:
             applied = await _reload(gateway)
+        except Exception:  # runs in the gateway's TaskGroup: a bug here must not stop it
+            gateway.reloads["failed"] += 1
+            log.exception("reload of %s failed part way; restart the gateway to apply the "
+                          "config cleanly", gateway.site.path)
+            applied = False
         finally:
             if gateway.notifier is not None:
                 gateway.notifier.ready(status_line(gateway))

@@ -21,23 +21,17 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import json
 import time
 from collections.abc import Callable
 
-from simulators.mqtt_publisher import MqttPublisher
+from simulators.mqtt_publisher import MqttPublisher, check_fault, iso_ms
 
 SCENARIOS: dict[str, str] = {
     "normal": "heartbeats only, nothing thrown",
     "throw": "an object thrown from floor 12 (estimate 11-13) at the incident time",
     "idle": "heartbeats only (drive it from code)",
 }
-FAULTS = ("silence", "malformed")
 TOPIC = "thrown-objects/events"
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
 class CameraSimulator:
@@ -73,9 +67,7 @@ class CameraSimulator:
 
     def set_fault(self, fault: str | None) -> None:
         """Switch a fault on (``silence``, ``malformed``) or off (None)."""
-        if fault is not None and fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; faults: {', '.join(FAULTS)}")
-        self.fault = fault
+        self.fault = check_fault(fault)
 
     async def __aenter__(self) -> "CameraSimulator":
         await self.publisher.__aenter__()
@@ -96,18 +88,13 @@ class CameraSimulator:
         await self.publisher.__aexit__(*exc_info)
 
     def _say(self, doc: dict) -> None:
-        if self.fault == "silence":
-            return
-        payload = json.dumps(doc).encode()
-        self.publisher.publish(self.topic, payload)
-        self.published.append(doc)
-        if self.fault == "malformed":
-            self.publisher.publish(self.topic, payload[: len(payload) // 2])
-            self.publisher.publish(self.topic, json.dumps({"camera": self.camera_id}).encode())
+        if self.publisher.publish_doc(self.topic, doc, fault=self.fault,
+                                      bare={"camera": self.camera_id}):
+            self.published.append(doc)
 
     async def _heartbeats(self) -> None:
         while True:
-            self._say({"camera": self.camera_id, "ts": _iso(time.time()), "type": "heartbeat",
+            self._say({"camera": self.camera_id, "ts": iso_ms(time.time()), "type": "heartbeat",
                        "uptime": round(time.monotonic() - self._started)})
             await asyncio.sleep(self.heartbeat_s)
 
@@ -120,7 +107,7 @@ class CameraSimulator:
         """Publish the start pulse of a throw from ``floor`` (estimate floor ± spread); returns it."""
         ts = time.time()
         event_id = event_id or f"{self.camera_id}-{int(ts)}-{next(self._ids):04d}"
-        doc = {"event_id": event_id, "state": "start", "ts": _iso(ts), "camera": self.camera_id,
+        doc = {"event_id": event_id, "state": "start", "ts": iso_ms(ts), "camera": self.camera_id,
                "building": self.building, "facade": self.facade,
                "floor_est": [max(1, floor - spread), floor + spread], "confidence": confidence,
                "origin": {"x": 812, "y": 140},
@@ -135,7 +122,7 @@ class CameraSimulator:
 
     def throw_stop(self, start: dict) -> None:
         """Publish the stop pulse of a throw (same event id and evidence)."""
-        self._say({**start, "state": "stop", "ts": _iso(time.time())})
+        self._say({**start, "state": "stop", "ts": iso_ms(time.time())})
 
     async def throw(self, floor: int, *, spread: int = 1, confidence: float = 0.92) -> str:
         """A whole throw: start pulse, ``pulse_s`` later the stop pulse. Returns the event id."""

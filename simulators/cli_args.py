@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from simulators import camera, door
+from simulators.mqtt_publisher import FAULTS
 
 
 def add_door_and_camera_parsers(sim_kinds) -> None:
@@ -27,7 +28,7 @@ def add_door_and_camera_parsers(sim_kinds) -> None:
     d.add_argument("--incident-door", type=int, default=1)
     d.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
     d.add_argument("--held-s", type=float, default=150.0, help="how long the held door stays open")
-    d.add_argument("--fault", choices=door.FAULTS, default=None,
+    d.add_argument("--fault", choices=FAULTS, default=None,
                    help="silence: module and terminal go quiet; malformed: broken JSON as well")
     d.add_argument("--seed", type=int)
     d.set_defaults(handler=_simulate_door)
@@ -46,7 +47,7 @@ def add_door_and_camera_parsers(sim_kinds) -> None:
     c.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
     c.add_argument("--pulse", type=float, default=3.0, metavar="SECONDS",
                    help="time from a throw's start pulse to its stop pulse")
-    c.add_argument("--fault", choices=camera.FAULTS, default=None)
+    c.add_argument("--fault", choices=FAULTS, default=None)
     c.set_defaults(handler=_simulate_camera)
 
 

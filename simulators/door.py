@@ -29,13 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import random
 import time
 from collections.abc import Callable
 
 from simulators.modbus_server import CabinetServer as ModbusSimServer
-from simulators.mqtt_publisher import MqttPublisher
+from simulators.mqtt_publisher import MqttPublisher, check_fault, iso_ms
 
 SCENARIOS: dict[str, str] = {
     "normal": "a normal day: cards granted, exit button, an occasional wrong card",
@@ -47,7 +46,6 @@ SCENARIOS: dict[str, str] = {
     "tour": "forced door, five denials, duress and tamper, 30 s apart from the incident time",
     "idle": "nothing but heartbeats (drive it from code)",
 }
-FAULTS = ("silence", "malformed")
 TOUR_GAP_S = 30.0
 
 # code -> reason, as shared/devices.md lists them
@@ -129,10 +127,6 @@ class DoorModel:
             for d in range(self.doors)) + (" [SILENT]" if self.silent else "")
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
-
-
 class DoorSimulator:
     """The door module on Modbus TCP plus the terminal on MQTT, and a scenario driving both.
 
@@ -188,9 +182,7 @@ class DoorSimulator:
 
     def set_fault(self, fault: str | None) -> None:
         """Switch a fault on (``silence``, ``malformed``) or off (None)."""
-        if fault is not None and fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; faults: {', '.join(FAULTS)}")
-        self.fault = fault
+        self.fault = check_fault(fault)
         self.model.silent = fault == "silence"
 
     async def __aenter__(self) -> "DoorSimulator":
@@ -227,15 +219,11 @@ class DoorSimulator:
     # -- what the terminal says ------------------------------------------------
 
     def _say(self, doc: dict) -> None:
-        if self.fault == "silence":
+        doc = {"terminal": self.terminal_id, "time": iso_ms(time.time()), **doc}
+        if not self.publisher.publish_doc(self.topic, doc, fault=self.fault,
+                                          bare={"terminal": self.terminal_id}):
             return
-        doc = {"terminal": self.terminal_id, "time": _iso(time.time()), **doc}
-        payload = json.dumps(doc).encode()
-        self.publisher.publish(self.topic, payload)
         self.published.append(doc)
-        if self.fault == "malformed":
-            self.publisher.publish(self.topic, payload[: len(payload) // 2])
-            self.publisher.publish(self.topic, json.dumps({"terminal": self.terminal_id}).encode())
         if self._out is not None and "code" in doc:
             self._out(f"terminal {self.terminal_id}: door {doc.get('door', '-')} code {doc['code']}"
                       + (f" ({doc['reason']})" if "reason" in doc else "")

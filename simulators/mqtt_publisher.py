@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections import deque
 
 import aiomqtt
 
 RECONNECT_S = 0.5
+#: Faults an MQTT device simulator can play: publish nothing, or garble its messages.
+FAULTS = ("silence", "malformed")
+
+
+def iso_ms(ts: float) -> str:
+    """A device's timestamp: ISO 8601 UTC with milliseconds (``2024-05-01T08:15:30.120Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def check_fault(fault: str | None) -> str | None:
+    """``fault`` if it is one of ``FAULTS`` (or None); ValueError otherwise."""
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; faults: {', '.join(FAULTS)}")
+    return fault
 
 
 class MqttPublisher:
@@ -47,6 +63,21 @@ class MqttPublisher:
         self._pending.append((topic, payload))
         self._idle.clear()
         self._wake.set()
+
+    def publish_doc(self, topic: str, doc: dict, *, fault: str | None, bare: dict) -> bool:
+        """Queue ``doc`` as JSON the way a device with ``fault`` sends it; whether it went out.
+
+        ``silence`` sends nothing; ``malformed`` follows the real message with a
+        truncated copy and ``bare`` (the device's id and nothing else).
+        """
+        if fault == "silence":
+            return False
+        payload = json.dumps(doc).encode()
+        self.publish(topic, payload)
+        if fault == "malformed":
+            self.publish(topic, payload[: len(payload) // 2])
+            self.publish(topic, json.dumps(bare).encode())
+        return True
 
     @property
     def pending(self) -> int:

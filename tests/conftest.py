@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -20,6 +22,10 @@ import pytest
 import pytest_asyncio
 
 from servers import Mosquitto, ServerBinaryMissing, VictoriaMetrics, free_port as _free_port
+
+# A config without `state_dir` defaults to $STATE_DIRECTORY: point it at a private
+# folder so no test (nor a daemon a test starts) writes to /var/lib on this machine.
+os.environ["STATE_DIRECTORY"] = tempfile.mkdtemp(prefix="gateway-test-state-")
 
 pytest_plugins = ["pytester"]
 

@@ -58,10 +58,26 @@ def test_bit_in_register() -> None:
     {"table": "holding", "type": "bit"},
     {"table": "holding", "type": "u16", "word_order": "little"},
     {"table": "input", "type": "u16", "writable": True},
+    {"table": "holding", "type": "u16", "scale": 0},
 ])
 def test_incoherent_fields_are_refused(bad) -> None:
     with pytest.raises(ValidationError):
         RegisterField(name="x", address=0, **bad)
+
+
+@pytest.mark.parametrize("value", [-1, 70_000, float("nan"), float("inf")])
+async def test_a_value_the_register_cannot_hold_is_a_driver_error(value) -> None:
+    # An action writing it must fail like any failed write (and raise actuation_failed),
+    # not end its task with a struct.error nobody sees.
+    from drivers.modbus.device import ModbusDevice
+    from gateway.errors import DriverProtocolError
+
+    profile = ModbusProfile(kind="k", fields=[RegisterField(
+        name="limit", table="holding", address=1, type="u16", writable=True)])
+    device = ModbusDevice(device_id="meter", bus=None, points=expand(profile),  # type: ignore[arg-type]
+                          limits=RequestLimits())
+    with pytest.raises(DriverProtocolError, match="limit"):
+        await device.write(None, "limit", value)
 
 
 def _profile(fields, **limits):

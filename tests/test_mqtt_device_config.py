@@ -131,3 +131,17 @@ async def test_keep_raw_writes_the_lookup_file_beside_the_config(
     [entry] = [json.loads(x) for x in (tmp_path / "raw-ids.jsonl").read_text().splitlines()]
     assert entry["value"] == "55501234" and entry["pseudonym"] == event.attrs["card"]
     assert "55501234" not in json.dumps(event.attrs)
+
+
+def test_example_site_alarms_every_controller_alarm_code() -> None:
+    # shared/devices.md section 3: 34 duress, 37 held, 38 forced, 39 fire, 41 burglary,
+    # 43 emergency; an installer copies this file, so none may go unwatched.
+    from drivers.mqtt.profile import MqttProfile
+    from gateway.config.rules import EventRule
+
+    profile = MqttProfile.model_validate(
+        yaml.safe_load((CONFIGS / "profiles" / "access-terminal.yaml").read_text()))
+    alarm_events = {profile.events.codes[str(code)].event for code in (34, 37, 38, 39, 41, 43)}
+    watched = {name for rule in load_config(EXAMPLE).config.rules
+               if isinstance(rule, EventRule) and rule.alarm for name in rule.event or ()}
+    assert alarm_events <= watched, alarm_events - watched

@@ -31,8 +31,9 @@ def profile(name: str) -> MqttProfile:
 
 
 def terminal(source: str = "T3E-01") -> MessageMapping:
+    # two doors, as configs/example-site.yaml sets up its terminal
     return MessageMapping(profile=profile("access-terminal"), device_id="door-b3", source=source,
-                          pseudonymise=Pseudonymiser(key=KEY))
+                          pseudonymise=Pseudonymiser(key=KEY), channel_count=2)
 
 
 def camera(source: str = "cam-b5-east") -> MessageMapping:
@@ -114,12 +115,27 @@ def test_heartbeat_is_a_reading_and_arrival_time_when_no_timestamp() -> None:
     (msg(code=99), "unknown_code"),
     (msg(code=1, time="not a time"), "bad_timestamp"),
     (msg(code=1, door="front"), "bad_channel"),
+    (msg(code=1, door=3), "bad_channel"),  # the terminal serves two doors
+    (msg(code=34, door="²"), "bad_channel"),  # a digit int() refuses: the duress is kept
     (msg(uptime="long"), "bad_value"),
     (msg(code=1, time=NOW + 3600), "bad_timestamp"),  # a device clock an hour ahead
 ])
 def test_bad_messages_name_their_problem(payload: bytes, kind: str) -> None:
     out = terminal().decode("access/T3E-01/events", payload, NOW)
     assert [k for k, _ in out.problems] == [kind]
+
+
+def test_channel_numbers_beyond_the_device_are_refused() -> None:
+    # rule state is kept per (device, channel): a broken terminal must not grow it
+    m = terminal()
+    [second] = m.decode("access/T3E-01/events", msg(code=6, door=2), NOW).items
+    assert second.channel == 2
+    one_door = MessageMapping(profile=profile("access-terminal"), device_id="door-b3",
+                              source="T3E-01", pseudonymise=Pseudonymiser(key=KEY))
+    assert [k for k, _ in one_door.decode("access/T3E-01/events", msg(code=6, door=2),
+                                          NOW).problems] == ["bad_channel"]
+    out = m.decode("access/T3E-01/events", msg(code=6, door=4_000_000), NOW)
+    assert [k for k, _ in out.problems] == ["bad_channel"] and out.items[0].channel is None
 
 
 def test_problem_details_never_quote_the_payload() -> None:

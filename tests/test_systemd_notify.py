@@ -119,7 +119,7 @@ async def test_watchdog_is_withheld_while_something_is_stuck(notify_socket, capl
 async def test_pipeline_watch_tells_stalled_from_idle() -> None:
     now = [0.0]
     # What the watch reads of a pipeline: its ingest queue and its counters.
-    pipeline = SimpleNamespace(queue=asyncio.Queue(10), readings=0, events=0)
+    pipeline = SimpleNamespace(queue=asyncio.Queue(10), readings=0, events=0, failed=0)
     watch = PipelineWatch(pipeline, stall_after=10, monotonic=lambda: now[0])  # type: ignore[arg-type]
     assert watch.problem() is None
     now[0] = 100.0

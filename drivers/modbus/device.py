@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.register_map import Point, RequestLimits, decode, encode
@@ -78,7 +79,12 @@ class ModbusDevice:
         point = self._writable.get((channel, field))
         if point is None:
             raise DriverProtocolError(self.device_id, f"no writable field {field!r} on channel {channel}")
-        data = encode(point, value)
+        try:
+            data = encode(point, value)
+        except (struct.error, OverflowError, ValueError) as exc:
+            # a value the register cannot hold: a failed actuation, not a crashed task
+            raise DriverProtocolError(self.device_id, f"{field}={value!r} does not fit its "
+                                                      f"{point.type} register: {exc}") from exc
         if point.table == "coil":
             await self.bus.write_coil(self.device_id, point.slave, point.address, bool(data))
         else:

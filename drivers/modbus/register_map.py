@@ -60,6 +60,8 @@ class RegisterField(_Strict):
             raise ValueError(f"word_order needs a 32-bit type; '{self.type}' is one register")
         if self.writable and self.table not in ("coil", "holding"):
             raise ValueError(f"only coils and holding registers can be written, not {self.table}")
+        if self.scale == 0:
+            raise ValueError("scale 0 makes every reading the offset; the value cannot be written")
         if self.writable and self.type == "bit":
             raise ValueError("a single bit of a holding register cannot be written safely; map a coil")
         return self

@@ -43,7 +43,7 @@ def build_mqtt_device(spec: DeviceSpec, gateway: "Gateway") -> MqttDeviceSource:
         except ValueError as exc:
             raise ConfigError(str(site.path), [("privacy.key", str(exc))]) from None
     mapping = MessageMapping(profile=profile, device_id=dev.id, source=dev.wire_id,
-                             pseudonymise=pseudonymiser)
+                             pseudonymise=pseudonymiser, channel_count=spec.channel_count or None)
     broker = dev.broker or cfg.mqtt
     if broker is None:
         raise ConfigError(str(site.path), [(f"devices.{dev.id}.broker", "no broker and no site 'mqtt'")])

@@ -31,7 +31,7 @@ PROBLEMS = {
     "no_content": "no mapped field and no event code in the message",
     "bad_value": "a field's value is not a number the profile can map",
     "bad_timestamp": "the timestamp cannot be read or is implausible; arrival time used",
-    "bad_channel": "the channel number is not a positive integer",
+    "bad_channel": "the channel number is not one of the device's channels (1..count)",
     "unknown_code": "an event code not in the profile's table",
     "missing_attr": "a required event attribute is missing; event kept without it",
 }
@@ -54,7 +54,7 @@ Path = tuple[tuple[str, int | None], ...]
 
 def compile_path(text: str) -> Path:
     """``"floor_est.0"`` -> ``(("floor_est", None), ("0", 0))``: key, and list index if numeric."""
-    return tuple((part, int(part) if part.isdigit() else None) for part in text.split("."))
+    return tuple((part, int(part) if part.isdecimal() else None) for part in text.split("."))
 
 
 def walk(node: object, path: Path) -> object:
@@ -134,11 +134,15 @@ class MessageMapping:
 
     ``source`` is the id the device uses on the wire (a topic level or a payload
     field); ``pseudonymise`` turns a raw identifier into its pseudonym (required
-    when the profile lists attrs to pseudonymise).
+    when the profile lists attrs to pseudonymise). ``channel_count`` is the
+    device's number of channels (default: the profile's); a channel number above
+    it is refused like a malformed one, so a broken terminal cannot make the
+    rules keep state for door 4,000,000.
     """
 
     def __init__(self, *, profile: MqttProfile, device_id: str, source: str,
-                 pseudonymise: Callable[[str], str] | None = None):
+                 pseudonymise: Callable[[str], str] | None = None,
+                 channel_count: int | None = None):
         self.profile = profile
         self.device_id = device_id
         self.source = source
@@ -155,6 +159,7 @@ class MessageMapping:
         self._levels = tuple(self.topic_filter.split("/"))
         self._ts_path = compile_path(profile.timestamp) if profile.timestamp else None
         self._channel_path = compile_path(profile.channels.path) if profile.channels else None
+        self._channel_count = (channel_count or profile.channels.count) if profile.channels else 0
         self._fields = tuple((name, compile_path(f.path), f.map, f.scale)
                              for name, f in profile.fields.items())
         ev = profile.events
@@ -259,14 +264,14 @@ class MessageMapping:
         raw = walk(doc, self._channel_path)
         if raw is None:
             return None
-        if isinstance(raw, str) and raw.strip().isdigit():
+        if isinstance(raw, str) and raw.strip().isdecimal():  # "²" is a digit int() refuses
             raw = int(raw)
         if type(raw) is float and raw.is_integer():
             raw = int(raw)
-        if type(raw) is int and raw >= 1:
+        if type(raw) is int and 1 <= raw <= self._channel_count:
             return raw
-        out.problems.append(("bad_channel", f"{self.profile.channels.path!r} is not a positive "  # type: ignore[union-attr]
-                                            "integer"))
+        out.problems.append(("bad_channel", f"{self.profile.channels.path!r} is not a channel "  # type: ignore[union-attr]
+                                            f"number 1..{self._channel_count}"))
         return None
 
     def _values(self, doc: dict, out: Decoded) -> dict[str, float]:
@@ -314,7 +319,7 @@ class MessageMapping:
         ts = self._distinct(channel, name, ts)
         attrs: dict[str, object] = {}
         if self._code_attr is not None:
-            attrs[self._code_attr] = int(key) if key.isdigit() else key
+            attrs[self._code_attr] = int(key) if key.isdecimal() else key
         for attr, paths in self._attrs:
             for path in paths:
                 value = walk(doc, path)

@@ -22,6 +22,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -48,6 +49,9 @@ class WebhookSender:
     def __init__(self, *, config: WebhookConfig, token: str | None = None):
         self.config = config
         self.url = config.url
+        # Messaging bots (WeCom ?key=, DingTalk ?access_token=) carry their secret in the
+        # URL: logs name the endpoint without its query or user info.
+        self.shown_url = shown_url(config.url)
         self._events = frozenset(config.events) if config.events is not None else None
         self._headers = {"Content-Type": "application/json"}
         if token:
@@ -97,7 +101,7 @@ class WebhookSender:
                 await self._deliver(session, backoff)
         finally:
             if self._queue:  # the state file and MQTT still hold them; say what the bot missed
-                log.warning("webhook %s: stopping with %d transitions not delivered", self.url,
+                log.warning("webhook %s: stopping with %d transitions not delivered", self.shown_url,
                             len(self._queue))
 
     async def _deliver(self, session: aiohttp.ClientSession, backoff: Backoff) -> None:
@@ -118,10 +122,10 @@ class WebhookSender:
                     self.sent += 1
                 else:
                     self.rejected += 1
-                    log.error("webhook %s %s the %s of alarm %s; skipped", self.url, problem,
+                    log.error("webhook %s %s the %s of alarm %s; skipped", self.shown_url, problem,
                               entry.event, entry.alarm_id)
                 if failing:
-                    log.info("webhook %s answers again; %d transitions queued", self.url,
+                    log.info("webhook %s answers again; %d transitions queued", self.shown_url,
                              len(self._queue))
                     failing = False
                 backoff.reset()
@@ -129,7 +133,7 @@ class WebhookSender:
             self.failures += 1
             if not failing:
                 log.error("webhook %s unreachable (%s); %d transitions queued, retrying",
-                          self.url, problem, len(self._queue))
+                          self.shown_url, problem, len(self._queue))
                 failing = True
             await asyncio.sleep(backoff.next_delay())
 
@@ -140,9 +144,17 @@ class WebhookSender:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"{type(exc).__name__}: {exc}"
+            return f"{type(exc).__name__}: {exc}".replace(self.url, self.shown_url)
         if 200 <= status < 300:
             return None
         if 400 <= status < 500 and status not in (408, 429):
             return f"rejected (HTTP {status})"
         return f"HTTP {status}"
+
+
+def shown_url(url: str) -> str:
+    """``url`` safe to log: scheme, host, port and path; a query or user info becomes ``...``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    hidden = "?..." if parts.query else ""
+    return f"{parts.scheme}://{'...@' if '@' in parts.netloc else ''}{host}{parts.path}{hidden}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -259,8 +260,10 @@ class GatewayConfig(Strict):
     outbox: OutboxConfig = OutboxConfig()
     http: HttpConfig | None = None
     console: ConsoleConfig | None = None
-    # Local state that must survive a restart (open alarms and their history).
-    state_dir: Path = Path("/var/lib/community-gateway")
+    # Local state that must survive a restart (open alarms, the outbox). Default:
+    # $STATE_DIRECTORY, which systemd's StateDirectory= sets, else /var/lib/community-gateway.
+    state_dir: Path = Field(default_factory=lambda: Path(
+        os.environ.get("STATE_DIRECTORY", "/var/lib/community-gateway").split(":")[0]))
     alarms: AlarmsConfig = AlarmsConfig()
     webhooks: list[WebhookConfig] = []
     buses: list[Bus] = []

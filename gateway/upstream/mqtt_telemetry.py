@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # out as a stream instead of one round trip per message.
 MAX_INFLIGHT = 100
 MAX_BATCH = 100_000  # the largest telemetry batch_size the config allows
+# Messages awaited together: MQTT message ids are 16 bits, so a batch of more than
+# 65535 in flight at once would reuse the id of a message still waiting for its PUBACK.
+MAX_IN_ONE_GO = 10_000
 
 
 class MqttTelemetrySink:
@@ -46,6 +49,11 @@ class MqttTelemetrySink:
 
     async def write(self, items: list[tuple[str, str]]) -> None:
         """Publish one batch and wait for every PUBACK; all or nothing."""
+        for start in range(0, len(items), MAX_IN_ONE_GO):
+            await self._publish(items[start:start + MAX_IN_ONE_GO])
+        self.published += len(items)
+
+    async def _publish(self, items: list[tuple[str, str]]) -> None:
         try:
             client = await self._connected()
             base = self.base
@@ -63,7 +71,6 @@ class MqttTelemetrySink:
                 raise failed
             raise SinkRetryable(self.name, f"broker {self.config.host}:{self.config.port}: "
                                            f"{failed}") from failed
-        self.published += len(items)
 
     async def _connected(self) -> aiomqtt.Client:
         if self._client is None:

@@ -115,11 +115,11 @@ class SinkRunner:
             try:
                 rows = await self.send_batch()
             except (SinkRetryable, OutboxError) as exc:
-                self.errors += 1
-                self.last_error = str(exc)
-                if not self.failing:
-                    log.error("%s: write failed, will retry: %s", self.name, exc)
-                self.failing = True
+                self._failed(str(exc))
+                await asyncio.sleep(self.retry_delay(exc))
+                continue
+            except Exception as exc:  # a bug in one sink must not stop the gateway
+                self._failed(f"internal error: {exc!r}", bug=True)
                 await asyncio.sleep(self.retry_delay(exc))
                 continue
             if self.failing:
@@ -127,6 +127,14 @@ class SinkRunner:
                 self.failing = False
             self._backoff.reset()
             await self._pace(rows, self._clock.monotonic() - started)
+
+    def _failed(self, error: str, *, bug: bool = False) -> None:
+        # Called in an except block: a bug's traceback is logged, once per outage.
+        self.errors += 1
+        self.last_error = error
+        if not self.failing:
+            log.error("%s: write failed, will retry: %s", self.name, error, exc_info=bug)
+        self.failing = True
 
     def retry_delay(self, exc: Exception) -> float:
         """The wait before the next attempt: backoff with jitter, at least a Retry-After."""
