@@ -227,9 +227,17 @@ class Gateway:
     async def _timers(self) -> None:
         """Timed rules (held, absence, confirmation), shelving expiry and escalation."""
         interval = self.site.config.alarms.tick_interval
+        failing = False
         while True:
             await asyncio.sleep(interval)
-            self.pipeline.tick(self.clock.time())
+            try:
+                self.pipeline.tick(self.clock.time())
+            except Exception:  # a bug in one timed rule must not stop the gateway
+                if not failing:
+                    log.exception("timed rules failed; retrying every tick")
+                failing = True
+            else:
+                failing = False
 
     async def _shutdown(self) -> None:
         self.pipeline.drain()
