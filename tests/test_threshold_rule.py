@@ -55,3 +55,26 @@ def test_channels_are_independent() -> None:
     assert s.update("d", 1, 11, 0) is True
     assert s.update("d", 2, 5, 0) is None
     assert s.is_active("d", 1) and not s.is_active("d", 2)
+
+
+def test_a_quiet_device_is_alarmed_when_the_on_delay_runs_out() -> None:
+    # A device that reports only on change says "70" once and then nothing:
+    # the timer, not the next reading, must settle the on-delay.
+    s = ThresholdState(rule(above=60, on_delay=5))
+    assert s.update("d", 1, 70, 0) is None
+    assert s.tick(4.9) == []
+    [change] = s.tick(5.0)
+    assert change.active is True and change.value == 70 and change.ts == 5.0
+    assert s.tick(100) == [] and s.is_active("d", 1)
+
+
+def test_the_timer_settles_an_off_delay_and_forgets_a_condition_that_went_away() -> None:
+    s = ThresholdState(rule(above=60, off_delay=10))
+    assert s.update("d", 1, 70, 0) is True
+    assert s.update("d", 1, 50, 1) is None
+    [change] = s.tick(11)
+    assert change.active is False and change.value == 50
+    s2 = ThresholdState(rule(above=60, on_delay=5))
+    s2.update("d", 1, 70, 0)
+    s2.update("d", 1, 50, 1)  # gone before the delay: nothing pending any more
+    assert s2.tick(10) == []

@@ -18,7 +18,9 @@ class ForcedState(RuleState):
     ``grants_from``, on the same channel (door number) or with no channel (a
     terminal that serves one door). An opening seen first at start-up (no
     earlier value) is not an opening: the door may have been opened rightly
-    before the gateway started. Times are the sources' timestamps, so the
+    before the gateway started. A grant lets one opening through and is then used
+    up, so a second opening inside ``within`` is still caught. Times are the
+    sources' timestamps, so the
     contact and the terminal must keep the same time (NTP) or be stamped by
     their drivers on arrival.
     """
@@ -62,7 +64,7 @@ class ForcedState(RuleState):
         self._last[key] = value
         if value != self._open or was is None or was == self._open:
             return None
-        if self._granted(key, ts):
+        if self._take_grant(key, ts):
             return None
         if self._grace > 0:
             self._pending.setdefault(key, ts)
@@ -75,14 +77,15 @@ class ForcedState(RuleState):
             return NO_CHANGES
         out = []
         for key, opened in list(self._pending.items()):
-            if self._granted(key, opened):
+            if self._take_grant(key, opened):
                 del self._pending[key]
             elif now - opened >= self._grace:
                 del self._pending[key]
                 out.append(self._fire(key, opened, now))
         return out
 
-    def _granted(self, key: Key, opened: float) -> bool:
+    def _take_grant(self, key: Key, opened: float) -> bool:
+        """Use up a recent grant for this door, if there is one."""
         device, channel = key
         since = opened - self._within
         grants = self._grants
@@ -90,6 +93,7 @@ class ForcedState(RuleState):
             for ch in (channel, None):
                 ts = grants.get((source, ch))
                 if ts is not None and ts >= since:
+                    del grants[(source, ch)]
                     return True
         return False
 
