@@ -57,6 +57,7 @@ class GatewayCollector(Collector):
         info.add_metric([g.site.config.site.id, self._version], 1)
         yield info
         yield from self._devices(g)
+        yield from driver_metrics(g.drivers)
         yield from self._pipeline(g)
         yield from self._upstream(g)
         yield from self._mqtt(g)
@@ -163,6 +164,32 @@ class GatewayCollector(Collector):
         for result in ("applied", "refused", "failed"):
             reloads.add_metric([result], g.reloads.get(result, 0))
         yield reloads
+
+
+def driver_metrics(drivers: dict[str, Any]) -> Iterator[Metric]:
+    """The drivers' own protocol counters: every number a driver's ``counters()`` returns.
+
+    One family, ``driver_events_total{device, counter}``, so a driver that starts
+    counting something new (a codec's ``bad_checksum``, an MQTT device's
+    ``malformed_json``) shows up without a change here. Drivers without
+    ``counters()`` export nothing. Modbus devices also say how many of their
+    slaves are failing while the others answer (a gauge: it goes down again).
+    """
+    events = _counter("driver_events", "Protocol counters the drivers keep (frames, bad "
+                      "checksums, malformed messages, requests, ...)", ["device", "counter"])
+    failing = _gauge("driver_failing_slaves",
+                     "Slaves of a device not answering at the last poll while others did",
+                     ["device"])
+    for device_id, driver in sorted(drivers.items()):
+        counters = driver.counters() if callable(getattr(driver, "counters", None)) else {}
+        for name, value in sorted(counters.items()):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                events.add_metric([device_id, name], value)
+        slaves = getattr(driver, "failing_slaves", None)
+        if isinstance(slaves, frozenset):
+            failing.add_metric([device_id], len(slaves))
+    yield events
+    yield failing
 
 
 def outbox_metrics(outbox: Any) -> Iterator[Metric]:

@@ -79,23 +79,35 @@ class Pipeline:
         doc = self.telemetry.reading if self.telemetry is not None else None
         for readings in batch:
             for reading in readings:
-                try:
-                    if type(reading) is not Reading:
+                # One bad item (or a bug it hits) costs that item's step only: a rule
+                # that raises must not keep the reading from the upstream, nor stop us.
+                if type(reading) is not Reading:
+                    try:
                         row = self._event(reading)  # type: ignore[arg-type]
-                        if row is not None:
-                            rows.append(row)
+                    except Exception:
+                        self._failed(reading)
                         continue
+                    if row is not None:
+                        rows.append(row)
+                    continue
+                broken = False
+                try:
                     changes = evaluate(reading)
                     if changes:
                         for change in changes:
                             self._apply(change)
+                except Exception:
+                    broken = True
+                try:
                     latest[(reading.device, reading.channel)] = reading
                     line = encode(reading)
                     if line is not None:
                         rows.append((READING, reading.device, reading.ts, line,
                                      doc(reading) if doc is not None else None))
                     self.readings += 1
-                except Exception:  # one bad item (or a bug it hits) costs that item only
+                except Exception:
+                    broken = True
+                if broken:
                     self._failed(reading)
         if rows and self.outbox is not None:
             self.outbox.add(rows)
@@ -109,8 +121,11 @@ class Pipeline:
 
     def _event(self, event: DeviceEvent) -> tuple | None:
         self.events += 1
-        for change in self.rules.evaluate_event(event):
-            self._apply(change)
+        try:
+            for change in self.rules.evaluate_event(event):
+                self._apply(change)
+        except Exception:  # the event still goes upstream: it may be evidence
+            self._failed(event)
         line = self.encoder.encode_event(event)
         if line is None:
             return None

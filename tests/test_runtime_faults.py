@@ -82,6 +82,20 @@ def test_one_reading_that_breaks_processing_is_skipped_and_counted() -> None:
     assert all(row[0] == READING for row in outbox._staged)
 
 
+def test_a_rule_that_raises_does_not_keep_the_reading_from_the_upstream() -> None:
+    outbox = OutboxWriter(store=MemoryOutbox(max_rows=100), commit_interval=1.0,
+                          commit_rows=100, max_staged=100, clock=FakeClock())
+    pipeline = _pipeline(outbox)
+
+    def broken_rules(reading):
+        raise ZeroDivisionError("a bug in a rule")
+
+    pipeline.rules.evaluate = broken_rules  # type: ignore[method-assign]
+    pipeline.process([[Reading("m", None, {"power": 5.0}, 1.0)]])
+    assert pipeline.failed == 1 and pipeline.readings == 1
+    assert [row[3].split(" ")[1] for row in outbox._staged] == ["power=5.0"]
+
+
 class CrashingSink:
     """Raises a bug's exception on its first write, then works."""
 

@@ -26,6 +26,9 @@ class ModbusDevice:
         self._writable = {(p.channel, p.name): p for p in points if p.writable}
         self._clock = clock or SystemClock()
         self._failing: set[int] = set()  # slaves whose last read failed while others answered
+        # this device's share of the bus's transactions (the bus counts all devices together)
+        self.requests = 0
+        self.request_errors = 0
 
     async def connect(self) -> None:
         """Nothing to do per device: the bus connects on first use."""
@@ -43,10 +46,12 @@ class ModbusDevice:
         for req in self.plan:
             if req.slave in failed:
                 continue
+            self.requests += 1
             try:
                 words = await self.bus.read(self.device_id, req.slave, req.table,
                                             req.address, req.count)
             except DriverError as exc:
+                self.request_errors += 1
                 failed.add(req.slave)
                 first_error = first_error or exc
                 continue
@@ -64,6 +69,10 @@ class ModbusDevice:
             self._failing = failed
         ts = self._clock.time()
         return [Reading(self.device_id, ch, values, ts) for ch, values in by_channel.items()]
+
+    def counters(self) -> dict[str, int]:
+        """Modbus transactions made for this device and how many of them failed."""
+        return {"requests": self.requests, "request_errors": self.request_errors}
 
     @property
     def failing_slaves(self) -> frozenset[int]:
@@ -85,16 +94,26 @@ class ModbusDevice:
             # a value the register cannot hold: a failed actuation, not a crashed task
             raise DriverProtocolError(self.device_id, f"{field}={value!r} does not fit its "
                                                       f"{point.type} register: {exc}") from exc
-        if point.table == "coil":
-            await self.bus.write_coil(self.device_id, point.slave, point.address, bool(data))
-        else:
-            await self.bus.write_registers(self.device_id, point.slave, point.address, data)  # type: ignore[arg-type]
+        self.requests += 1
+        try:
+            if point.table == "coil":
+                await self.bus.write_coil(self.device_id, point.slave, point.address, bool(data))
+            else:
+                await self.bus.write_registers(self.device_id, point.slave, point.address, data)  # type: ignore[arg-type]
+        except DriverError:
+            self.request_errors += 1
+            raise
 
     async def read_back(self, channel: int | None, field: str) -> float:
         """Read one writable point again, to verify an actuation took."""
         point = self._writable[(channel, field)]
-        words = await self.bus.read(self.device_id, point.slave, point.table, point.address,
-                                    point.width)
+        self.requests += 1
+        try:
+            words = await self.bus.read(self.device_id, point.slave, point.table, point.address,
+                                        point.width)
+        except DriverError:
+            self.request_errors += 1
+            raise
         return decode(point, words, 0)
 
     async def close(self) -> None:

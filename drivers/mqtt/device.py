@@ -59,6 +59,11 @@ class MqttDeviceSource:
         self.problems = ProblemLog(device_id, counts=self.stats)
         self.connected = False
 
+    def counters(self) -> dict[str, int]:
+        """Message counters (messages, readings, events) and one per problem or skip kind
+        (malformed JSON, missing fields, other_device, duplicates, ...), as counted so far."""
+        return dict(self.stats)
+
     @property
     def topic_filter(self) -> str:
         """What this device subscribes to."""
