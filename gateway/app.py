@@ -115,6 +115,11 @@ class Gateway:
                             offline_after=dev.offline_after, emit=self.pipeline.put,
                             on_offline=self._offline, on_online=self._online, clock=self.clock)
 
+    @property
+    def started(self) -> bool:
+        """Open alarms restored, the outbox open and every task created."""
+        return self._tg is not None
+
     async def run(self) -> None:
         """Run until cancelled, then stop cleanly."""
         log.info("gateway %s starting: %d devices, %d rules, %d sinks", self.site.config.site.id,

@@ -27,8 +27,7 @@ async def running(bench: Bench):
     bench.gateway.runners = []
     task = asyncio.create_task(bench.gateway.run(), name="test-gateway")
     try:
-        await wait_until(lambda: bench.gateway.alarm_store.path.exists(), 5, "state file open")
-        await asyncio.sleep(0.05)  # restore done, tasks started
+        await wait_until(lambda: bench.gateway.started, 5, "alarms restored, tasks started")
         yield bench
     finally:
         task.cancel()
