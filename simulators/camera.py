@@ -18,12 +18,12 @@ By hand: ``community-gateway simulate camera --scenario throw --broker 127.0.0.1
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import time
 from collections.abc import Callable
 
+from simulators.background import cancel_and_wait
 from simulators.mqtt_publisher import MqttPublisher, check_fault, iso_ms
 
 SCENARIOS: dict[str, str] = {
@@ -79,11 +79,7 @@ class CameraSimulator:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         await self.publisher.__aexit__(*exc_info)
 

@@ -33,6 +33,7 @@ import random
 import time
 from collections.abc import Callable
 
+from simulators.background import cancel_and_wait
 from simulators.modbus_server import CabinetServer as ModbusSimServer
 from simulators.mqtt_publisher import MqttPublisher, check_fault, iso_ms
 
@@ -204,11 +205,7 @@ class DoorSimulator:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         for timer in self._timers:
             timer.cancel()

@@ -36,6 +36,7 @@ from dataclasses import dataclass, fields
 import serial_asyncio_fast
 
 from drivers.serial_frames import CODECS, Mr60fda1Frame, TinyFrameFrame, mr60fda1, tinyframe
+from simulators.background import cancel_and_wait
 from simulators.ptypair import PtyPair
 from simulators.radar_scenarios import SCENARIOS, RadarModel, RoomState
 
@@ -133,10 +134,7 @@ class RadarSimulator:
     async def stop(self) -> None:
         """Stop reporting and close the port."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([task])
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()

@@ -4,7 +4,6 @@ every alarm once it is back."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 

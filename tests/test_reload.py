@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-import yaml
 
 from gateway.reload import plan_reload, reload_config
 from gateway.config.loader import load_config

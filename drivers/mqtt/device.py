@@ -16,7 +16,6 @@ once: a redelivered message may be seen twice (profiles with an event id use
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
