@@ -133,7 +133,7 @@ async def drain_run(opts, tmp: Path, broker_port: int, multiple: float | None) -
     """One outage and recovery with ``drain_rate_multiple`` = ``multiple``."""
     from servers import VictoriaMetrics
 
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     backlog = 20_000 if opts.quick else OUTAGE_S * BACKGROUND_PER_S
     feed_rate = 10_000 if opts.quick else 50_000

@@ -375,7 +375,7 @@ async def run(opts) -> list[Figure]:
     """p50 / p99 alarm latency per rule kind, under 1,000 readings/s."""
     from servers import Mosquitto
 
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     count = 40 if opts.quick else 300
     kind_count = 20 if opts.quick else KIND_DEVICES

@@ -66,7 +66,7 @@ def _mib(kib: float) -> float:
 
 async def run(opts) -> list[Figure]:
     """RSS at each stage and its growth over ``opts.memory_seconds``."""
-    from gateway.app import Gateway  # imported before the baseline: it is part of any gateway
+    from gateway.runtime.app import Gateway  # imported before the baseline: it is part of any gateway
 
     baseline = rss_kib()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as d:

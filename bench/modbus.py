@@ -77,7 +77,7 @@ def fewest_requests(points, limits) -> int:
 
 async def requests_per_cycle(ports: int, polls: int, tmp: Path) -> Figure:
     """Poll one cabinet ``polls`` times over TCP and count the requests on its bus."""
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
     from simulators.charging_cabinet import CabinetModel
     from simulators.modbus_server import CabinetServer
 
@@ -130,7 +130,7 @@ async def sim_host(*args: str) -> AsyncIterator[tuple[dict[str, Any], int]]:
 
 async def _poll_flat_out(site, *, warmup: float, window: float, sim_pid: int):
     """Run the gateway with back-to-back polls; the window's counts and CPU shares."""
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     gateway = Gateway(site)
     async with running(gateway):

@@ -92,7 +92,7 @@ def radar_site(port: str, codec: str) -> dict[str, Any]:
 
 async def radar_driver(codec: str, opts, tmp: Path) -> list[Figure]:
     """Frames flat out through a pty into the gateway's serial_frames driver."""
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     async with sim_host("--radar", codec) as (where, pid):
         gateway = Gateway(load_site(radar_site(where["radar"], codec), tmp))
@@ -132,7 +132,7 @@ async def mqtt_terminals(opts, tmp: Path, terminals: int = 4) -> list[Figure]:
     """Access-terminal JSON at QoS 1, flat out, into ``terminals`` MQTT devices."""
     from servers import Mosquitto
 
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     with on_server_cpus():
         broker = Mosquitto()

@@ -280,7 +280,7 @@ async def end_to_end(opts, tmp: Path, mode: str) -> list[Figure]:
     """Feeder -> gateway -> outbox -> InfluxDB v2 sink -> a real VictoriaMetrics."""
     from servers import VictoriaMetrics
 
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     with on_server_cpus():
         vm = VictoriaMetrics()
@@ -314,7 +314,7 @@ async def end_to_end(opts, tmp: Path, mode: str) -> list[Figure]:
 
 async def null_sink(opts, tmp: Path, mode: str) -> list[Figure]:
     """Feeder -> gateway -> outbox -> local line-protocol sink writing /dev/null."""
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     gateway = Gateway(load_site(site(null_sink=True, outbox=mode), tmp))
     steps, _ = await _ramp(gateway, opts)
@@ -325,7 +325,7 @@ async def null_sink(opts, tmp: Path, mode: str) -> list[Figure]:
 
 def process_only(opts, tmp: Path) -> list[Figure]:
     """``Pipeline.process`` called in a loop: rules, alarms check, line encoding; no I/O."""
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
     from gateway.readings import Reading
 
     gateway = Gateway(load_site(site(), tmp))  # no sinks configured

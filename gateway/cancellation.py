@@ -8,7 +8,7 @@ errors: if the current task is being cancelled, the cancellation wins.
 
 Caveat: on Python 3.11 a TaskGroup whose child fails leaves its parent task
 marked as cancelling for good, so a task that calls this must not host such a
-TaskGroup (gateway.mqtt_link runs its loops with asyncio.wait for that reason).
+TaskGroup (gateway.runtime.mqtt_link runs its loops with asyncio.wait for that reason).
 """
 
 from __future__ import annotations

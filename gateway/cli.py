@@ -16,9 +16,9 @@ from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
 from gateway.outbox.report import add_outbox_parser
 from simulators.cli_args import add_door_and_camera_parsers
-from gateway.log_format import log_formatter
+from gateway.operations.log_format import log_formatter
 from gateway.tools import add_tool_parsers
-from gateway.systemd import SystemdNotifier
+from gateway.operations.systemd import SystemdNotifier
 
 EXIT_CONFIG = 2
 
@@ -142,7 +142,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
     try:
         site = load_config(args.config)
@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     _setup_logging(args.verbose)
-    from gateway.demo import run_demo
+    from gateway.demo.run import run_demo
 
     return run_until_signal(run_demo(scenario=args.scenario, data_dir=args.data_dir))
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import yaml
 from playwright.async_api import async_playwright
 
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.config.loader import load_config
 from gateway.console.passwords import hash_password
 from gateway.console.user_cli import generate_password
 from gateway.console.users import UsersFile
-from gateway.embedded_broker import free_port
+from gateway.demo.embedded_broker import free_port
 from simulators.charging_cabinet import CabinetModel
 from simulators.modbus_server import CabinetServer
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from gateway.alarms.manager import Transition
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.clock import FakeClock
 from gateway.config.loader import load_config
 from gateway.readings import DeviceEvent, Reading

@@ -13,7 +13,7 @@ from typing import Any
 import aiomqtt
 import yaml
 
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.config.loader import load_config
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.messages import render
+from gateway.runtime.messages import render
 
 
 def fill(template: str, *, channel: int | None = 3, value: float | None = 1234.5678) -> str:

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from console_support import OPERATOR, VIEWER, write_users
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.cli import main as cli_main
 from gateway.clock import FakeClock
 from gateway.config.loader import load_config

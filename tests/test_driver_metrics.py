@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import driver_metrics
+from gateway.operations.metrics import driver_metrics
 from harness import running_gateway, wait_until, write_site
 from simulators.door import DoorSimulator
 from simulators.radar import radar_on_pty

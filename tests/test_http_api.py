@@ -224,7 +224,7 @@ async def test_alarms_and_tail_commands(tmp_path, free_port, unique_id) -> None:
 async def test_a_taken_port_does_not_stop_the_gateway(tmp_path, free_port, unique_id, caplog) -> None:
     port = free_port()
     blocker = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
-    with caplog.at_level(logging.ERROR, logger="gateway.http_api"):
+    with caplog.at_level(logging.ERROR, logger="gateway.operations.http_api"):
         async with running_gateway(write_site(tmp_path, synthetic_site(unique_id, port))) as gw:
             await wait_until(lambda: "cannot listen" in caplog.text, 5, "bind failure logged")
             polls = gw.runners[0].health.polls

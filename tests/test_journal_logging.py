@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from gateway.log_format import JournalFormatter, under_journald
+from gateway.operations.log_format import JournalFormatter, under_journald
 from harness import cabinet_site, running_gateway, wait_until, write_site
 from simulators.charging_cabinet import CabinetModel
 from simulators.modbus_server import CabinetServer
@@ -69,10 +69,10 @@ async def test_daemon_writes_journal_lines(tmp_path, unique_id) -> None:
                 lines.append(line.decode().rstrip("\n"))
     finally:
         transport.close()
-    assert f"<6>gateway.app: gateway {unique_id} starting: 1 devices, 0 rules, 0 sinks" in lines
+    assert f"<6>gateway.runtime.app: gateway {unique_id} starting: 1 devices, 0 rules, 0 sinks" in lines
     assert "<4>gateway: config: no 'mqtt' section: alarms go to the log only" in lines
     assert all(line[:3] in ("<3>", "<4>", "<6>") for line in lines), lines
-    assert lines[-1] == f"<6>gateway.app: gateway {unique_id} stopped"
+    assert lines[-1] == f"<6>gateway.runtime.app: gateway {unique_id} stopped"
 
 
 async def test_offline_and_back_are_each_logged_once(tmp_path, unique_id, caplog) -> None:
@@ -91,7 +91,7 @@ async def test_offline_and_back_are_each_logged_once(tmp_path, unique_id, caplog
                 await srv.set_silent(False)
                 await wait_until(lambda: runner.health.online is True, 10, "back online")
     ours = [r for r in caplog.records if r.name.startswith(("gateway", "drivers"))]
-    offline = [r for r in ours if "offline:" in r.getMessage() and r.name == "gateway.device_runner"]
+    offline = [r for r in ours if "offline:" in r.getMessage() and r.name == "gateway.runtime.device_runner"]
     back = [r for r in ours if r.getMessage().endswith("back online")]
     assert [r.levelname for r in offline] == ["ERROR"] and [r.levelname for r in back] == ["INFO"]
     # 8+ failed polls, and no more than a handful of lines at WARNING or above in all

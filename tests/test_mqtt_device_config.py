@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 

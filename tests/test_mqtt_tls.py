@@ -91,7 +91,7 @@ async def test_tls_with_username_and_password(tmp_path, unique_id, monkeypatch, 
 
         # the same broker refuses a wrong password: the link stays down, said once
         monkeypatch.setenv("TEST_MQTT_PASSWORD", "wrong")
-        with caplog.at_level(logging.ERROR, logger="gateway.mqtt_link"):
+        with caplog.at_level(logging.ERROR, logger="gateway.runtime.mqtt_link"):
             async with running_gateway(write_site(tmp_path, raw)) as gw:
                 await wait_until(lambda: any("unreachable" in r.getMessage()
                                              for r in caplog.records), 5, "refusal logged")

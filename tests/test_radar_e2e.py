@@ -140,7 +140,7 @@ async def test_garbage_on_the_line_is_counted_and_falls_still_alarm(
 
 async def test_demo_radar_adds_the_example_radar_and_its_fall_alarm_fires(
         tmp_path: Path, unique_id: str) -> None:
-    from gateway.demo_radar import demo_radar
+    from gateway.demo.radar import demo_radar
 
     async with demo_radar(fall_after=0.3) as radar:
         raw: dict = {"site": {"id": unique_id}, "state_dir": str(tmp_path / "state")}

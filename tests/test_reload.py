@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.reload import plan_reload, reload_config
+from gateway.runtime.reload import plan_reload, reload_config
 from gateway.config.loader import load_config
 from harness import running_gateway, wait_until, write_site
 from servers import VictoriaMetrics
@@ -99,13 +99,13 @@ async def test_bad_reload_keeps_the_running_config(tmp_path, victoria, unique_id
         before_site, before_tasks = gw.site, dict(gw.device_tasks)
         path.write_text(path.read_text().replace("kind: meter", "kind: Not A Kind", 1)
                         + "unknown_section: 1\n")
-        with caplog.at_level(logging.ERROR, logger="gateway.reload"):
+        with caplog.at_level(logging.ERROR, logger="gateway.runtime.reload"):
             assert not await reload_config(gw)
         assert gw.site is before_site and gw.device_tasks == before_tasks
         polls = gw.runners[0].health.polls
         await wait_until(lambda: gw.runners[0].health.polls > polls + 5, 5, "still polling")
         assert gw.reloads == {"refused": 1}
-    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.reload"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.runtime.reload"]
     assert "refused, still running the previous config" in line and "\n" not in line
     assert "devices[0].kind" in line and "unknown_section: unknown key" in line
 
@@ -145,7 +145,7 @@ async def test_reload_with_an_unreadable_secret_is_refused(tmp_path, victoria, u
         raw["influxdb"]["token"] = {"env": "NOT_SET_ANYWHERE_91"}
         raw["devices"].append(meter("m2"))
         write_site(tmp_path, raw)
-        with caplog.at_level(logging.ERROR, logger="gateway.reload"):
+        with caplog.at_level(logging.ERROR, logger="gateway.runtime.reload"):
             assert not await reload_config(gw)
         assert list(gw.device_tasks) == ["m1"]
     assert "influxdb.token: environment variable NOT_SET_ANYWHERE_91 is not set" in caplog.text

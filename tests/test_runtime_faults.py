@@ -11,14 +11,14 @@ import asyncio
 
 import pytest
 
-import gateway.reload
-from gateway.actions import ActionRunner
+import gateway.runtime.reload
+from gateway.runtime.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.clock import FakeClock
 from gateway.config.models import MqttConfig
-from gateway.mqtt_link import MqttLink
+from gateway.runtime.mqtt_link import MqttLink
 from gateway.outbox import READING, MemoryOutbox, OutboxWriter
-from gateway.pipeline import Pipeline
+from gateway.runtime.pipeline import Pipeline
 from gateway.readings import Reading
 from gateway.rules.engine import RuleEngine
 from gateway.upstream.line_protocol import LineEncoder
@@ -171,7 +171,7 @@ async def test_a_reload_that_fails_part_way_leaves_the_gateway_running(
     async def broken_apply(*args) -> None:
         raise RuntimeError("a bug in applying the plan")
 
-    monkeypatch.setattr(gateway.reload, "apply_plan", broken_apply)
+    monkeypatch.setattr(gateway.runtime.reload, "apply_plan", broken_apply)
     async with running_gateway(path) as gw:
         await wait_until(lambda: gw.runners[0].health.polls >= 1, 5, "polling")
         gw.request_reload()
@@ -181,9 +181,9 @@ async def test_a_reload_that_fails_part_way_leaves_the_gateway_running(
 
 
 def test_alarm_events_queued_for_an_absent_broker_are_bounded(monkeypatch) -> None:
-    import gateway.mqtt_link
+    import gateway.runtime.mqtt_link
 
-    monkeypatch.setattr(gateway.mqtt_link, "MAX_QUEUED_EVENTS", 3)
+    monkeypatch.setattr(gateway.runtime.mqtt_link, "MAX_QUEUED_EVENTS", 3)
     clock = FakeClock()
     alarms = AlarmManager(clock=clock)
     link = MqttLink(config=MqttConfig(host="127.0.0.1", port=1), site_id="s", alarms=alarms)

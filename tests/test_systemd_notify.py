@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from gateway.liveness import PipelineWatch
+from gateway.operations.liveness import PipelineWatch
 from gateway.readings import Reading
-from gateway.systemd import SystemdNotifier, keep_alive
+from gateway.operations.systemd import SystemdNotifier, keep_alive
 from harness import wait_until
 
 
@@ -99,7 +99,7 @@ async def test_watchdog_is_withheld_while_something_is_stuck(notify_socket, capl
         pings: list[str] = []
         await wait_until(lambda: pings.extend(received(sock)) or len(pings) >= 3, 5, "pings")
         assert all(p == "WATCHDOG=1\nSTATUS=fine" for p in pings)
-        with caplog.at_level(logging.ERROR, logger="gateway.systemd"):
+        with caplog.at_level(logging.ERROR, logger="gateway.operations.systemd"):
             state["problem"] = "pipeline stalled"
             received(sock)
             asked = state["asked"] + 1  # the check under way may still ping once

@@ -14,7 +14,7 @@ from gateway.errors import ConfigError
 from gateway.mqtt_tls import tls_context
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
 
 def client_id(site_id: str, device_id: str) -> str:

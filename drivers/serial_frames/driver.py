@@ -1,6 +1,6 @@
 """A radar on a serial port: read frames, hand over readings and events, send commands.
 
-``SerialFrameDevice`` is a streaming driver for ``gateway.stream_runner``: ``stream``
+``SerialFrameDevice`` is a streaming driver for ``gateway.runtime.stream_runner``: ``stream``
 opens the port (pyserial-asyncio-fast), feeds what it reads to the protocol's codec
 and emits what each read completed, until the port fails or vanishes, which it
 reports as ``DriverConnectError``. Reopening, backoff and online/offline belong to

@@ -20,7 +20,7 @@ from drivers.modbus.device import ModbusDevice
 from drivers.mqtt.factory import build_mqtt_device
 from drivers.serial_frames.driver import SerialFrameDevice
 from drivers.synthetic import SyntheticDevice
-from gateway.actions import ACTUATION_FAILED, ActionRunner
+from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
@@ -31,17 +31,17 @@ from gateway.config.devices import MqttDevice as MqttDeviceConfig
 from gateway.config.devices import SerialFramesDevice as SerialFramesDeviceConfig
 from gateway.config.devices import SyntheticDevice as SyntheticDeviceConfig
 from gateway.config.loader import DeviceSpec, Site
-from gateway.device_runner import DeviceRunner
+from gateway.runtime.device_runner import DeviceRunner
 from gateway.errors import ConfigError
-from gateway.http_api import HttpServer
-from gateway.liveness import PipelineWatch, status_line, watchdog_problem
-from gateway.reload import reload_config
-from gateway.messages import alarm_location
-from gateway.mqtt_link import MqttLink
-from gateway.pipeline import Pipeline
+from gateway.operations.http_api import HttpServer
+from gateway.operations.liveness import PipelineWatch, status_line, watchdog_problem
+from gateway.runtime.reload import reload_config
+from gateway.runtime.messages import alarm_location
+from gateway.runtime.mqtt_link import MqttLink
+from gateway.runtime.pipeline import Pipeline
 from gateway.rules.engine import RuleEngine
-from gateway.stream_runner import StreamRunner
-from gateway.systemd import SystemdNotifier, keep_alive
+from gateway.runtime.stream_runner import StreamRunner
+from gateway.operations.systemd import SystemdNotifier, keep_alive
 from gateway.upstream.line_protocol import LineEncoder
 from gateway.upstream.factory import build_upstream
 
@@ -187,7 +187,7 @@ class Gateway:
         return runner
 
     def request_reload(self) -> None:
-        """Re-read the config file in the background (SIGHUP); see gateway.reload."""
+        """Re-read the config file in the background (SIGHUP); see gateway.runtime.reload."""
         if self._tg is None:
             log.warning("reload ignored: the gateway is not running")
             return

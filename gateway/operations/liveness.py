@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
-    from gateway.pipeline import Pipeline
+    from gateway.runtime.app import Gateway
+    from gateway.runtime.pipeline import Pipeline
 
 # A pipeline with work queued that processed nothing for this long is stuck.
 STALL_SECONDS = 10.0

@@ -15,13 +15,13 @@ from pathlib import Path
 import aiomqtt
 import yaml
 
-from gateway.app import Gateway
+from gateway.runtime.app import Gateway
 from gateway.config.loader import load_config
 from gateway.console.demo_setup import DemoLogin, enable_console
-from gateway.demo_access import DEVICES as ACCESS_DEVICES
-from gateway.demo_access import DemoAccess, demo_access
-from gateway.demo_radar import DemoRadar, demo_radar
-from gateway.embedded_broker import embedded_broker, free_port
+from gateway.demo.access import DEVICES as ACCESS_DEVICES
+from gateway.demo.access import DemoAccess, demo_access
+from gateway.demo.radar import DemoRadar, demo_radar
+from gateway.demo.embedded_broker import embedded_broker, free_port
 from simulators.charging_cabinet import CabinetModel
 from simulators.modbus_server import CabinetServer
 

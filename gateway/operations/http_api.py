@@ -28,12 +28,12 @@ from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.config.models import HttpConfig
 from gateway.console import add_console_routes
-from gateway.liveness import PipelineWatch, health_report
-from gateway.metrics import CONTENT_TYPE, metrics_registry, render
+from gateway.operations.liveness import PipelineWatch, health_report
+from gateway.operations.metrics import CONTENT_TYPE, metrics_registry, render
 from gateway.readings import Reading
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway.actions import ActionRunner
+from gateway.runtime.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.config.loader import DeviceSpec
-from gateway.messages import alarm_location, rule_message
+from gateway.runtime.messages import alarm_location, rule_message
 from gateway.readings import DeviceEvent, Reading
 from gateway.rules.engine import RuleChange, RuleEngine
 from gateway.outbox.store import EVENT, READING

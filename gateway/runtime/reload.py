@@ -31,12 +31,12 @@ from gateway.config.loader import DeviceSpec, Site, load_config
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import find_secrets
 from gateway.errors import ConfigError
-from gateway.liveness import status_line
+from gateway.operations.liveness import status_line
 from gateway.rules.engine import RuleEngine
 from gateway.upstream.line_protocol import LineEncoder
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ async def apply_plan(gateway: Gateway, new: Site, plan: ReloadPlan) -> None:
     kept = {name: getattr(old.config, name) for name in plan.needs_restart}
     config = new.config.model_copy(update=kept) if kept else new.config
     gateway.site = Site(path=new.path, config=config, devices=new.devices, warnings=new.warnings)
-    from gateway.app import _make_bus  # the one place buses are built (app imports this module)
+    from gateway.runtime.app import _make_bus  # the one place buses are built (app imports this module)
 
     for bus in config.buses:
         if bus.id not in gateway.buses:

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.runtime.app import Gateway
 
 PREFIX = "community_gateway_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

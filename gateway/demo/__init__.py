@@ -1,0 +1,1 @@
+"""`community-gateway demo`: the whole system on simulators (see gateway.demo.run)."""

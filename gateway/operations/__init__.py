@@ -1,0 +1,2 @@
+"""Operating the gateway: the local HTTP API, Prometheus metrics, systemd
+notifications and watchdog, liveness checks and log formatting."""
