@@ -9,7 +9,6 @@ so an alarm is never missing from a page, only coalesced.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import secrets
 import time
@@ -17,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from gateway import json_safe
 from gateway.alarms.alarm import iso
 from gateway.alarms.manager import Transition
 
@@ -131,17 +131,4 @@ def finite(values: dict[str, float]) -> dict[str, float | None]:
 
 def json_text(obj: object) -> str:
     """JSON for the browser: NaN and infinity (which JSON lacks) become null."""
-    try:
-        return json.dumps(obj, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        return json.dumps(_no_nan(obj), ensure_ascii=False, allow_nan=False)
-
-
-def _no_nan(obj: object) -> object:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_no_nan(v) for v in obj]
-    return obj
+    return json_safe.dumps(obj, compact=False)
