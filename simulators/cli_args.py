@@ -70,3 +70,35 @@ def _simulate_camera(args: argparse.Namespace) -> int:
         broker=args.broker, scenario=args.scenario, camera_id=args.camera_id,
         building=args.building, facade=args.facade, floor=args.floor,
         incident_after=args.incident_after, pulse_s=args.pulse, fault=args.fault))
+
+
+def add_alarm_panel_parser(sim_kinds) -> None:
+    """Add ``alarm-panel`` (SIA DC-09 / Contact ID over TCP) to the ``simulate`` sub-parsers."""
+    from simulators import alarm_panel
+
+    p = sim_kinds.add_parser(
+        "alarm-panel", help="intrusion / emergency panel reporting over SIA DC-09 (Contact ID)",
+        description="Dials a SIA DC-09 receiver (the gateway's alarm_host device) over TCP, sends "
+                    "NULL heartbeats and Contact ID events, and prints the receiver's answers.",
+        epilog="scenarios: " + "; ".join(f"{k}: {v}" for k, v in alarm_panel.SCENARIOS.items()))
+    p.add_argument("--receiver", default="127.0.0.1:9000", metavar="HOST:PORT",
+                   help="the gateway's alarm_host 'listen' address (default 127.0.0.1:9000)")
+    p.add_argument("--account", default="1234", help="the panel's account (hex digits)")
+    p.add_argument("--scenario", default="one-key", choices=sorted(alarm_panel.SCENARIOS))
+    p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between NULL supervision frames")
+    p.add_argument("--fault", choices=alarm_panel.FAULTS, default=None,
+                   help="silent: nothing at all; bad-crc: each event first with a broken CRC; "
+                        "garbage: random bytes before each frame")
+    p.set_defaults(handler=_simulate_alarm_panel)
+
+
+def _simulate_alarm_panel(args: argparse.Namespace) -> int:
+    from gateway.cli import _setup_logging, run_until_signal
+    from simulators import alarm_panel
+
+    _setup_logging(args.verbose)
+    return run_until_signal(alarm_panel.run_panel(
+        receiver=args.receiver, account=args.account, scenario=args.scenario,
+        incident_after=args.incident_after, heartbeat_s=args.heartbeat, fault=args.fault))

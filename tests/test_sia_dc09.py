@@ -226,9 +226,8 @@ async def test_an_oversized_line_is_naked_and_the_connection_dropped(receiver_an
 
 
 async def test_clock_window_naks_a_panel_whose_clock_is_off():
-    receiver = Dc09Receiver(name="rx", host="127.0.0.1", port=0, clock=SystemClock(),
-                            time_window=(40, 20))
-    await receiver.attach("1234", "panel")
+    receiver = Dc09Receiver(name="rx", host="127.0.0.1", port=0, clock=SystemClock())
+    await receiver.attach("1234", "panel", time_window=(40, 20))
     try:
         stale = datetime(2020, 1, 1, tzinfo=timezone.utc)
         body = message_body("ADM-CID", 1, line="1", account="1234", data="#1234|1120 01 005",

@@ -50,14 +50,12 @@ Item = Reading | DeviceEvent
 class Dc09Receiver:
     """The listening side shared by every panel that reports to one address."""
 
-    def __init__(self, *, name: str, host: str, port: int, clock,
-                 time_window: tuple[float, float] | None = None, max_connections: int = 64,
+    def __init__(self, *, name: str, host: str, port: int, clock, max_connections: int = 64,
                  idle_timeout: float = 300.0):
         self.name = name
         self.host = host
         self.port = port
         self._clock = clock
-        self._window = time_window  # (seconds behind, seconds ahead) accepted
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
         self._panels: dict[str, _Panel] = {}
@@ -77,13 +75,17 @@ class Dc09Receiver:
             return None
         return self._server.sockets[0].getsockname()[1]
 
-    async def attach(self, account: str, device_id: str) -> asyncio.Queue[Item]:
-        """Start delivering ``account``'s frames (listening if not yet); its queue."""
+    async def attach(self, account: str, device_id: str,
+                     time_window: tuple[float, float] | None = None) -> asyncio.Queue[Item]:
+        """Start delivering ``account``'s frames (listening if not yet); its queue.
+
+        ``time_window`` (seconds behind, seconds ahead): a frame whose time stamp is
+        outside it is NAKed with our time; None accepts any time."""
         account = account.upper()
         if account in self._panels:
             raise DriverConnectError(device_id, f"receiver {self.name}: account {account} "
                                                 f"is already served by {self._panels[account].device}")
-        panel = self._panels[account] = _Panel(device_id)
+        panel = self._panels[account] = _Panel(device_id, time_window)
         if self._server is None:
             try:
                 self._server = await asyncio.start_server(self._serve, self.host, self.port,
@@ -152,9 +154,9 @@ class Dc09Receiver:
             self._log_once(f"account:{frame.account}", "receiver %s: frame from unknown account "
                            "%s refused", self.name, frame.account)
             return answer("DUH", frame, now)
-        if self._window is not None and frame.timestamp is not None:
+        if panel.window is not None and frame.timestamp is not None:
             skew = (frame.timestamp - now).total_seconds()
-            if skew < -self._window[0] or skew > self._window[1]:
+            if skew < -panel.window[0] or skew > panel.window[1]:
                 self.counts["nak_time"] += 1
                 self._log_once(f"time:{frame.account}", "receiver %s: account %s's clock is %+.0f s "
                                "off; NAK with our time", self.name, frame.account, skew)
@@ -208,10 +210,11 @@ class Dc09Receiver:
 class _Panel:
     """One registered account: its device, queue and recently accepted frames."""
 
-    __slots__ = ("device", "queue", "_recent")
+    __slots__ = ("device", "window", "queue", "_recent")
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, window: tuple[float, float] | None = None):
         self.device = device
+        self.window = window
         self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_SIZE)
         self._recent: collections.deque[tuple[str, str, str]] = collections.deque(
             maxlen=RECENT_SEQUENCES)
@@ -235,14 +238,16 @@ Emit = Callable[[list[Item]], Awaitable[None]]
 class AlarmHostDevice:
     """One alarm panel reporting to a receiver: a streaming driver for the runtime."""
 
-    def __init__(self, *, device_id: str, receiver: Dc09Receiver, account: str):
+    def __init__(self, *, device_id: str, receiver: Dc09Receiver, account: str,
+                 time_window: tuple[float, float] | None = None):
         self.device_id = device_id
         self.receiver = receiver
         self.account = account
+        self.time_window = time_window
 
     async def stream(self, emit: Emit) -> None:
         """Deliver the panel's events and heartbeats until cancelled."""
-        queue = await self.receiver.attach(self.account, self.device_id)
+        queue = await self.receiver.attach(self.account, self.device_id, self.time_window)
         try:
             while True:
                 items = [await queue.get()]

@@ -145,5 +145,44 @@ class SerialFramesDevice(DeviceBase):
     setup: RadarSetup = RadarSetup()
 
 
-Device = Annotated[Union[ModbusDevice, SyntheticDevice, MqttDevice, SerialFramesDevice],
+class AlarmZone(Strict):
+    """One zone of an alarm panel: its name and where it is (a household, a fence segment)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    location: Location = Location()
+
+
+class AlarmHostDevice(DeviceBase):
+    """An intrusion / emergency panel reporting to the gateway over TCP, the gateway
+    being its SIA DC-09 receiver (Contact ID events, ``NULL`` heartbeats).
+
+    Panels whose ``listen`` is the same share one listening socket and are told
+    apart by ``account``. ``silence_timeout`` is the supervision: a panel whose
+    heartbeats stop for that long is offline. ``zones`` name the panel's zones
+    (zone number -> name and location), which alarms then carry.
+    """
+
+    type: Literal["alarm_host"]
+    listen: str = Field(pattern=r"^[^\s:]+:[0-9]{1,5}$",
+                        description="address:port the gateway receives on, e.g. 0.0.0.0:9000")
+    account: str = Field(pattern=r"^[0-9A-Fa-f]{3,16}$",
+                         description="the panel's account (3-16 hex digits); quote it in YAML")
+    kind: str = Field(default="alarm_host", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    silence_timeout: float | None = Field(
+        default=300.0, gt=0, le=86400,
+        description="offline after this many seconds without a frame or heartbeat (null: never)")
+    time_window: tuple[float, float] | None = Field(
+        default=None, description="[seconds behind, seconds ahead] a panel's time stamp may be; "
+                                  "outside it the frame is NAKed with our time (null: not checked)")
+    zones: dict[int, AlarmZone] = Field(default_factory=dict)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``listen`` as (host, port)."""
+        host, _, port = self.listen.rpartition(":")
+        return host, int(port)
+
+
+Device = Annotated[Union[ModbusDevice, SyntheticDevice, MqttDevice, SerialFramesDevice,
+                         AlarmHostDevice],
                    Field(discriminator="type")]

@@ -21,7 +21,9 @@ from drivers.modbus.register_map import ModbusProfile, Point, RequestLimits, exp
 from gateway.config.advice import advice
 from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
 from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
-from gateway.config.devices import ModbusDevice, MqttDevice, SerialFramesDevice, SyntheticDevice
+from drivers.sia_dc09 import contact_id
+from gateway.config.devices import (AlarmHostDevice, ModbusDevice, MqttDevice, SerialFramesDevice,
+                                     SyntheticDevice)
 from gateway.config.models import GatewayConfig
 from gateway.console.checks import console_warnings
 from gateway.config.rule_checks import check_rule
@@ -43,6 +45,9 @@ class DeviceSpec:
     # Event names the device can emit (DeviceEvent.name); None: its type does not
     # declare them, so rules naming events on it are not checked against a list.
     events: frozenset[str] | None = None
+    # Where each channel is, when it has its own place (a panel's zones): merged
+    # over the device's location in the channel's alarms.
+    channel_places: dict[int, dict[str, str]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -251,6 +256,21 @@ def _serial_frames_spec(dev: SerialFramesDevice, where: str, ctx: ResolveContext
                       events=radar_vocabulary.EVENTS[dev.codec])
 
 
+def _alarm_host_spec(dev: AlarmHostDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
+    port = dev.address[1]
+    if not 1 <= port <= 65535:
+        ctx.problems.append((f"{where}.listen", f"port {port} is outside 1..65535"))
+    for i, other in enumerate(ctx.config.devices if ctx.config else ()):
+        if (isinstance(other, AlarmHostDevice) and other is not dev and other.listen == dev.listen
+                and other.account.upper() == dev.account.upper()):
+            ctx.problems.append((f"{where}.account", f"account {dev.account} on {dev.listen} is "
+                                                     f"also devices[{i}] ({other.id})"))
+            break
+    places = {zone: {"zone_name": z.name, **z.location.as_dict()} for zone, z in dev.zones.items()}
+    return DeviceSpec(dev, dev.kind, "zone", max(dev.zones, default=0), frozenset({"online"}),
+                      frozenset(), events=contact_id.event_names(), channel_places=places)
+
+
 def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
     seen: set[str] = set()
     for i, ident in enumerate(ids):
@@ -332,4 +352,5 @@ SPEC_BUILDERS: dict[type, Callable[[Any, str, ResolveContext], DeviceSpec | None
     ModbusDevice: _modbus_device_spec,
     MqttDevice: _mqtt_device_spec,
     SerialFramesDevice: _serial_frames_spec,
+    AlarmHostDevice: _alarm_host_spec,
 }

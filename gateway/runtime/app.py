@@ -25,6 +25,7 @@ from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
+from gateway.config.devices import AlarmHostDevice as AlarmHostDeviceConfig
 from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
 from gateway.config.devices import ModbusRtuBus, ModbusTcpBus
 from gateway.config.devices import MqttDevice as MqttDeviceConfig
@@ -77,6 +78,7 @@ class Gateway:
         for webhook in self.webhooks:
             self.alarms.add_listener(webhook.on_transition)
         self.buses = {b.id: _make_bus(b) for b in cfg.buses}
+        self.receivers: dict[str, object] = {}  # alarm-host receivers by listen address
         self.drivers = {d.id: self._make_driver(d.id) for d in cfg.devices}
         self.actions = ActionRunner(drivers=self.drivers, on_failure=self._actuation_failed)
         # The durable outbox (None without sinks) and a runner per upstream sink.
@@ -316,6 +318,19 @@ def _serial_frames_driver(spec: DeviceSpec, gateway: Gateway) -> SerialFrameDevi
                              clock=gateway.clock)
 
 
+def _alarm_host_driver(spec: DeviceSpec, gateway: Gateway):
+    from drivers.sia_dc09.receiver import AlarmHostDevice, Dc09Receiver  # only when configured
+
+    dev = spec.config
+    receiver = gateway.receivers.get(dev.listen)
+    if receiver is None:  # panels on one address share its socket
+        host, port = dev.address
+        receiver = gateway.receivers[dev.listen] = Dc09Receiver(
+            name=dev.listen, host=host, port=port, clock=gateway.clock)
+    return AlarmHostDevice(device_id=dev.id, receiver=receiver, account=dev.account,
+                           time_window=dev.time_window)
+
+
 # One entry per device config type: how to build its driver. A new device type
 # adds its factory here (and its spec builder in gateway.config.loader).
 DRIVER_FACTORIES: dict[type, Callable[[DeviceSpec, Gateway], object]] = {
@@ -323,6 +338,7 @@ DRIVER_FACTORIES: dict[type, Callable[[DeviceSpec, Gateway], object]] = {
     SyntheticDeviceConfig: _synthetic_driver,
     MqttDeviceConfig: build_mqtt_device,
     SerialFramesDeviceConfig: _serial_frames_driver,
+    AlarmHostDeviceConfig: _alarm_host_driver,
 }
 
 

@@ -72,6 +72,8 @@ def alarm_location(spec: DeviceSpec | None, channel: int | None) -> dict[str, ob
     location: dict[str, object] = dict(spec.location()) if spec else {}
     if channel is not None:
         location[spec.channel_name if spec else "channel"] = channel
+        if spec is not None and channel in spec.channel_places:
+            location.update(spec.channel_places[channel])  # a zone's own name and place
     return location
 
 
