@@ -15,7 +15,8 @@ from gateway.config.secrets import find_secrets
 from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
 from gateway.outbox.report import add_outbox_parser
-from simulators.cli_args import add_alarm_panel_parser, add_door_and_camera_parsers
+from simulators.cli_args import (add_alarm_panel_parser, add_door_and_camera_parsers,
+                                 add_health_radar_parser)
 from gateway.operations.log_format import log_formatter
 from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     cab.set_defaults(handler=_simulate_cabinet)
     add_door_and_camera_parsers(sim_kinds)
     add_alarm_panel_parser(sim_kinds)
+    add_health_radar_parser(sim_kinds)
 
     radar = sim_kinds.add_parser(
         "radar", help="fall-detection radar writing real frames on a serial line",

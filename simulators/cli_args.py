@@ -102,3 +102,32 @@ def _simulate_alarm_panel(args: argparse.Namespace) -> int:
     return run_until_signal(alarm_panel.run_panel(
         receiver=args.receiver, account=args.account, scenario=args.scenario,
         incident_after=args.incident_after, heartbeat_s=args.heartbeat, fault=args.fault))
+
+
+def add_health_radar_parser(sim_kinds) -> None:
+    """Add ``health-radar`` (MR60BHA2 frames on a serial line) to the ``simulate`` sub-parsers."""
+    from simulators import health_radar
+
+    p = sim_kinds.add_parser(
+        "health-radar", help="breathing and heart-rate radar (MR60BHA2) on a serial line",
+        description="Writes MR60BHA2 TinyFrame frames (presence, distance, breath and heart "
+                    "rate) as a radar over a resident's bed would.",
+        epilog="scenarios: " + "; ".join(f"{k}: {v}" for k, v in health_radar.SCENARIOS.items()))
+    p.add_argument("--scenario", default="normal", choices=sorted(health_radar.SCENARIOS))
+    p.add_argument("--serial", default="pty", metavar="pty|DEVICE",
+                   help="'pty' makes a pseudo-terminal pair and prints the gateway's side")
+    p.add_argument("--baudrate", type=int, default=115200)
+    p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
+    p.add_argument("--fault", action="append", default=[], choices=health_radar.FAULTS)
+    p.set_defaults(handler=_simulate_health_radar)
+
+
+def _simulate_health_radar(args: argparse.Namespace) -> int:
+    from gateway.cli import _setup_logging, run_until_signal
+    from simulators import health_radar
+
+    _setup_logging(args.verbose)
+    return run_until_signal(health_radar.run_health_radar(
+        scenario=args.scenario, serial=args.serial, baudrate=args.baudrate,
+        incident_after=args.incident_after, interval=args.interval, faults=args.fault))

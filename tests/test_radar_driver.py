@@ -20,7 +20,8 @@ import yaml
 from drivers.serial_frames import CODECS, mr60fda1, tinyframe
 from drivers.serial_frames.driver import SerialFrameDevice
 from drivers.serial_frames.settings import SETTABLE
-from drivers.serial_frames.vocabulary import COMMAND_REPLY_EVENTS, EVENTS, FIELDS, PROTOCOLS
+from drivers.serial_frames.vocabulary import COMMAND_REPLY_EVENTS, EVENTS, FIELDS
+from simulators.radar import PROTOCOLS as FALL_RADAR_PROTOCOLS  # the health radar: test_health_radar
 from gateway.clock import SystemClock
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError, DriverConnectError, DriverTimeout
@@ -149,7 +150,7 @@ def test_simulator_reports_are_the_checked_example_frames() -> None:
     assert TF_FALL in tf.report_frames(fallen, now=0.0)
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("protocol", FALL_RADAR_PROTOCOLS)
 def test_vocabulary_covers_every_report_and_reply_of_the_simulator(protocol: str) -> None:
     sim = RadarSimulator(RadarModel(), protocol=protocol, serial="unused")
     codec = CODECS[protocol]()

@@ -46,7 +46,7 @@ _TINYFRAME: dict[str, tuple[str, Callable[[float, NextId], object]]] = {
     "fall_sensitivity": ("sensitivity",
                          lambda v, nid: tinyframe.set_sensitivity(int(v), frame_id=nid())),
 }
-_SETTABLE = {"mr60fda1": _MR60FDA1, "ld6002c": _TINYFRAME, "mr60fda2": _TINYFRAME}
+_SETTABLE = {"mr60fda1": _MR60FDA1, "ld6002c": _TINYFRAME, "mr60fda2": _TINYFRAME, "mr60bha2": {}}
 
 #: Setting names each protocol can write.
 SETTABLE: dict[str, frozenset[str]] = {p: frozenset(table) for p, table in _SETTABLE.items()}

@@ -49,6 +49,13 @@ class DeviceBase(Strict):
     poll_interval: float = Field(default=1.0, gt=0, le=86400)
     # After this many failed polls in a row the device is declared offline.
     offline_after: int = Field(default=2, ge=1, le=100)
+    # Personal data (see gateway.runtime.privacy): do readings leave the gateway?
+    upstream: Literal["all", "none", "pseudonymised"] | None = Field(
+        default=None, description="what the upstream sinks get: all, none, or pseudonymised "
+                                  "(default: none for health radars, all otherwise)")
+    resident: str | None = Field(default=None, min_length=1, max_length=64,
+                                 description="who the device watches, for the pseudonym "
+                                             "(default: the device id); never sent")
 
 
 class ModbusDevice(DeviceBase):
@@ -134,8 +141,9 @@ class SerialFramesDevice(DeviceBase):
     type: Literal["serial_frames"]
     port: str = Field(min_length=1, description="serial device, e.g. /dev/serial/by-id/...")
     baudrate: int = Field(default=115200, ge=1200, le=921600)
-    codec: Literal["mr60fda1", "ld6002c", "mr60fda2"]
-    kind: str = Field(default="fall_radar", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    codec: Literal["mr60fda1", "ld6002c", "mr60fda2", "mr60bha2"]
+    kind: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,31}$",
+                             description="default: fall_radar, or health_radar for mr60bha2")
     silence_timeout: float | None = Field(
         default=30.0, gt=0, le=86400,
         description="offline after this many seconds without a good frame (null: never)")

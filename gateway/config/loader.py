@@ -252,7 +252,8 @@ def _serial_frames_spec(dev: SerialFramesDevice, where: str, ctx: ResolveContext
         elif limit is not None and value > limit:
             ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar takes at most "
                                                           f"{limit:g} (got {value:g})"))
-    return DeviceSpec(dev, dev.kind, "channel", 0, radar_vocabulary.FIELDS[dev.codec], frozenset(),
+    kind = dev.kind or radar_vocabulary.KINDS[dev.codec]
+    return DeviceSpec(dev, kind, "channel", 0, radar_vocabulary.FIELDS[dev.codec], frozenset(),
                       events=radar_vocabulary.EVENTS[dev.codec])
 
 
@@ -300,6 +301,10 @@ def load_profile(name: str, config_dir: Path, model: type[BaseModel] = ModbusPro
 def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
                       problems: list[tuple[str, str]]) -> None:
     kinds = {d.kind for d in devices.values()}
+    for i, dev in enumerate(config.devices):
+        if dev.upstream == "pseudonymised" and config.privacy is None:
+            problems.append((f"devices[{i}].upstream", "'pseudonymised' needs a 'privacy' section "
+                                                       "with the key: privacy: {key: {env: NAME}}"))
     for i, rule in enumerate(config.rules):
         where = f"rules[{i}]"
         for j, dev in enumerate(rule.select.devices):

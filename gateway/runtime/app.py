@@ -40,6 +40,7 @@ from gateway.runtime.reload import reload_config
 from gateway.runtime.messages import alarm_location
 from gateway.runtime.mqtt_link import MqttLink
 from gateway.runtime.pipeline import Pipeline
+from gateway.runtime.privacy import upstream_identities, upstream_mode
 from gateway.rules.engine import RuleEngine
 from gateway.runtime.stream_runner import StreamRunner
 from gateway.operations.systemd import SystemdNotifier, keep_alive
@@ -85,12 +86,13 @@ class Gateway:
         upstream = build_upstream(site, clock=self.clock, reveal=_reveal,
                                   on_alarm=self._outbox_alarm)
         self.outbox, self.sinks = upstream.outbox, upstream.sinks
+        private = upstream_identities(site.devices, _pseudonymiser(site))
         self.pipeline = Pipeline(
             devices=site.devices, rules=RuleEngine(list(cfg.rules), site.devices, clock=self.clock),
             alarms=self.alarms, actions=self.actions,
-            encoder=LineEncoder(cfg.site.id, site.devices), outbox=self.outbox,
-            telemetry=upstream.telemetry, queue_size=cfg.pipeline.queue_size,
-            language=cfg.site.language)
+            encoder=LineEncoder(cfg.site.id, {**site.devices, **private.alias_specs}),
+            outbox=self.outbox, telemetry=upstream.telemetry, queue_size=cfg.pipeline.queue_size,
+            language=cfg.site.language, upstream_ids=private.aliases)
         self.runners = [self._make_runner(d) for d in cfg.devices]
         self.mqtt = None
         if cfg.mqtt is not None:
@@ -349,6 +351,19 @@ def _make_bus(bus: ModbusTcpBus | ModbusRtuBus) -> ModbusBus:
     return ModbusBus.rtu(name=bus.id, port=bus.port, baudrate=bus.baudrate, parity=bus.parity,
                          stopbits=bus.stopbits, bytesize=bus.bytesize, timeout=bus.timeout,
                          retries=bus.retries, frame_gap=bus.frame_gap)
+
+
+def _pseudonymiser(site: Site):
+    """The site's keyed hash for pseudonymised devices (None when none is)."""
+    if site.config.privacy is None or not any(
+            upstream_mode(s) == "pseudonymised" for s in site.devices.values()):
+        return None
+    from drivers.mqtt.pseudonym import Pseudonymiser
+
+    try:
+        return Pseudonymiser(key=site.config.privacy.key.reveal())
+    except ValueError as exc:
+        raise ConfigError(str(site.path), [("privacy.key", str(exc))]) from None
 
 
 def _reveal(secret, key: str, site: Site) -> str | None:

@@ -31,7 +31,8 @@ class Pipeline:
     def __init__(self, *, devices: dict[str, DeviceSpec], rules: RuleEngine,
                  alarms: AlarmManager, actions: ActionRunner, encoder: LineEncoder,
                  outbox: OutboxWriter | None, queue_size: int, language: str = "en",
-                 telemetry: TelemetryEncoder | None = None):
+                 telemetry: TelemetryEncoder | None = None,
+                 upstream_ids: dict[str, str | None] | None = None):
         self.devices = devices
         self.rules = rules
         self.alarms = alarms
@@ -40,6 +41,9 @@ class Pipeline:
         self.outbox = outbox
         self.telemetry = telemetry  # JSON per row, when a sink (MQTT telemetry) wants it
         self.language = language
+        # Personal data: device -> the id it goes upstream as, None to keep it here
+        # (gateway.runtime.privacy). Empty for most sites: one falsy check per reading.
+        self.upstream_ids = upstream_ids or {}
         self.queue: asyncio.Queue[list[Reading | DeviceEvent]] = asyncio.Queue(maxsize=queue_size)
         self.latest: dict[tuple[str, int | None], Reading] = {}
         self.readings = 0
@@ -77,6 +81,7 @@ class Pipeline:
         evaluate = self.rules.evaluate
         encode = self.encoder.encode
         doc = self.telemetry.reading if self.telemetry is not None else None
+        private = self.upstream_ids
         for readings in batch:
             for reading in readings:
                 # One bad item (or a bug it hits) costs that item's step only: a rule
@@ -100,10 +105,16 @@ class Pipeline:
                     broken = True
                 try:
                     latest[(reading.device, reading.channel)] = reading
-                    line = encode(reading)
-                    if line is not None:
-                        rows.append((READING, reading.device, reading.ts, line,
-                                     doc(reading) if doc is not None else None))
+                    out: Reading | None = reading
+                    if private and reading.device in private:  # personal data
+                        alias = private[reading.device]
+                        out = None if alias is None else Reading(alias, reading.channel,
+                                                                 reading.values, reading.ts)
+                    if out is not None:
+                        line = encode(out)
+                        if line is not None:
+                            rows.append((READING, out.device, out.ts, line,
+                                         doc(out) if doc is not None else None))
                     self.readings += 1
                 except Exception:
                     broken = True
@@ -126,6 +137,11 @@ class Pipeline:
                 self._apply(change)
         except Exception:  # the event still goes upstream: it may be evidence
             self._failed(event)
+        if self.upstream_ids and event.device in self.upstream_ids:
+            alias = self.upstream_ids[event.device]
+            if alias is None:
+                return None
+            event = DeviceEvent(alias, event.channel, event.name, event.ts, event.attrs)
         line = self.encoder.encode_event(event)
         if line is None:
             return None
