@@ -124,13 +124,35 @@ def _check_actions(rule: Any, where: str, targets: list[DeviceSpec],
         if action.device is not None and action.device not in devices:
             problems.append((f"{where}.actions[{k}].device", f"no device with id {action.device!r}"))
             continue
-        on = [devices[action.device]] if action.device is not None else targets
+        if action.targets is not None:
+            on = [d for d in devices.values() if targeted(action.targets, d)]
+            if not on:
+                problems.append((f"{where}.actions[{k}].targets", "selects no device"))
+                continue
+        else:
+            on = [devices[action.device]] if action.device is not None else targets
         for target in on:
             if action.write not in target.writable:
                 problems.append((f"{where}.actions[{k}].write",
                                  f"device {target.id!r} has no writable field {action.write!r}; "
                                  f"writable: {sorted(target.writable)}"))
                 break
+
+
+def targeted(targets: Any, device: DeviceSpec, source: DeviceSpec | None = None) -> bool:
+    """Whether an action's ``targets`` take ``device`` (for an alarm of ``source``;
+    without one, the ``same`` parts are not compared: any place may match)."""
+    loc = device.config.location
+    if not ((not targets.kinds or device.kind in targets.kinds)
+            and (not targets.devices or device.id in targets.devices)
+            and (not targets.buildings or loc.building in targets.buildings)
+            and (not targets.units or loc.unit in targets.units)):
+        return False
+    if source is None:
+        return True
+    here = source.config.location
+    return all(getattr(loc, part) is not None and getattr(loc, part) == getattr(here, part)
+               for part in targets.same)
 
 
 # One entry per rule config type: check it, return the devices its actions act on.

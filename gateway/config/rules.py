@@ -18,17 +18,60 @@ class Selector(Strict):
     units: list[str] = []
 
 
+class ActionTargets(Strict):
+    """Devices an action writes to, chosen by kind and place instead of one id.
+
+    ``same`` lists location parts that must equal the triggering device's: a fire
+    alarm in a charging room cuts every cabinet with ``{kinds: [ev_cabinet], same:
+    [building, room]}``. The other criteria are fixed, as in a rule's ``select``.
+    """
+
+    kinds: list[str] = []
+    devices: list[Id] = []
+    buildings: list[str] = []
+    units: list[str] = []
+    same: list[Literal["building", "unit", "floor", "room"]] = []
+
+    @model_validator(mode="after")
+    def _narrowed(self) -> "ActionTargets":
+        if not (self.kinds or self.devices or self.buildings or self.units or self.same):
+            raise ValueError("name at least one of kinds, devices, buildings, units or same "
+                             "(an empty 'targets' would write to every device)")
+        return self
+
+
 class WriteAction(Strict):
     """Write a value to a device's writable field (cut a port's relay, release a lock).
 
     ``channels: same`` writes the channel that triggered the rule; ``all`` writes
-    that field on every channel of the device.
+    that field on every channel of the device. ``device`` names another device,
+    ``targets`` every device of a kind and place (not both). ``for`` seconds later
+    ``then`` is written (a siren or floodlight on for a while; default: 0, or 1
+    after a 0).
     """
 
     write: str
     value: float
-    channels: Literal["same", "all"] = "same"
+    channels: Literal["same", "all"] | int = "same"
     device: Id | None = Field(default=None, description="another device; default the rule's")
+    targets: ActionTargets | None = None
+    for_: float | None = Field(default=None, alias="for", gt=0, le=86400)
+    then: float | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "WriteAction":
+        if self.device is not None and self.targets is not None:
+            raise ValueError("give 'device' or 'targets', not both")
+        if self.then is not None and self.for_ is None:
+            raise ValueError("'then' goes with 'for' (seconds until it is written)")
+        return self
+
+    @property
+    def revert_value(self) -> float:
+        """What is written ``for`` seconds later."""
+        if self.then is not None:
+            return self.then
+        return 1.0 if self.value == 0 else 0.0
 
 
 class LocalizedText(Strict):

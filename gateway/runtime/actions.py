@@ -27,15 +27,38 @@ class ActionRunner:
         self._attempts = attempts
         self._on_failure = on_failure
         self._tasks: set[asyncio.Task] = set()
+        # Timed outputs (a siren for 60 s): the pending switch-back per point; a new
+        # trigger restarts the time.
+        self._reverts: dict[tuple[str, int | None, str], asyncio.Task] = {}
         self.done = 0
         self.failed = 0
 
-    def submit(self, device: str, channel: int | None, field: str, value: float) -> None:
-        """Start a write in the background."""
-        task = asyncio.get_running_loop().create_task(
-            self._write(device, channel, field, value), name=f"action[{device}:{channel}:{field}]")
+    def submit(self, device: str, channel: int | None, field: str, value: float, *,
+               revert_after: float | None = None, revert_value: float = 0.0) -> None:
+        """Start a write in the background; with ``revert_after``, write ``revert_value``
+        that many seconds later (counted again from the latest such write)."""
+        key = (device, channel, field)
+        pending = self._reverts.pop(key, None)
+        if pending is not None:
+            pending.cancel()
+        name = f"action[{device}:{channel}:{field}]"
+        if revert_after is None:
+            coro = self._write(device, channel, field, value)
+        else:
+            coro = self._write_for(key, value, revert_after, revert_value)
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if revert_after is not None:
+            self._reverts[key] = task
+
+    async def _write_for(self, key: tuple[str, int | None, str], value: float, seconds: float,
+                         revert_value: float) -> None:
+        device, channel, field = key
+        await self._write(device, channel, field, value)
+        await asyncio.sleep(seconds)
+        self._reverts.pop(key, None)
+        await self._write(device, channel, field, revert_value)
 
     async def _write(self, device: str, channel: int | None, field: str, value: float) -> None:
         driver = self._drivers.get(device)

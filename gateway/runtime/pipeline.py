@@ -14,6 +14,7 @@ import logging
 from gateway.runtime.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.config.loader import DeviceSpec
+from gateway.config.rule_checks import targeted
 from gateway.runtime.messages import alarm_location, rule_message
 from gateway.readings import DeviceEvent, Reading
 from gateway.rules.engine import RuleChange, RuleEngine
@@ -44,6 +45,7 @@ class Pipeline:
         # Personal data: device -> the id it goes upstream as, None to keep it here
         # (gateway.runtime.privacy). Empty for most sites: one falsy check per reading.
         self.upstream_ids = upstream_ids or {}
+        self._target_cache: dict[tuple[int, str], list[str]] = {}  # action targets by place
         self.queue: asyncio.Queue[list[Reading | DeviceEvent]] = asyncio.Queue(maxsize=queue_size)
         self.latest: dict[tuple[str, int | None], Reading] = {}
         self.readings = 0
@@ -180,11 +182,28 @@ class Pipeline:
         if not change.active:
             return
         for action in rule.actions:
-            target = action.device or change.device
-            target_spec = self.devices.get(target)
-            if action.channels == "all" and target_spec is not None:
-                channels: list[int | None] = list(range(1, target_spec.channel_count + 1)) or [None]
-            else:
-                channels = [change.channel]
-            for channel in channels:
-                self.actions.submit(target, channel, action.write, action.value)
+            for target in self._targets(action, change.device):
+                target_spec = self.devices.get(target)
+                if action.channels == "all" and target_spec is not None:
+                    channels: list[int | None] = (list(range(1, target_spec.channel_count + 1))
+                                                  or [None])
+                elif isinstance(action.channels, int):
+                    channels = [action.channels]
+                else:
+                    channels = [change.channel]
+                for channel in channels:
+                    self.actions.submit(target, channel, action.write, action.value,
+                                        revert_after=action.for_, revert_value=action.revert_value)
+
+    def _targets(self, action, source: str) -> list[str]:
+        """The devices an action writes to, for an alarm of ``source``."""
+        if action.targets is None:
+            return [action.device or source]
+        key = (id(action), source)
+        found = self._target_cache.get(key)
+        if found is None:
+            spec = self.devices.get(source)
+            found = self._target_cache[key] = [
+                d.id for d in self.devices.values()
+                if action.write in d.writable and targeted(action.targets, d, spec)]
+        return found
