@@ -131,3 +131,32 @@ def _simulate_health_radar(args: argparse.Namespace) -> int:
     return run_until_signal(health_radar.run_health_radar(
         scenario=args.scenario, serial=args.serial, baudrate=args.baudrate,
         incident_after=args.incident_after, interval=args.interval, faults=args.fault))
+
+
+def add_io_module_parser(sim_kinds) -> None:
+    """Add ``io-module`` (a DI/DO/AI Modbus module) to the ``simulate`` sub-parsers."""
+    from simulators import io_module
+
+    p = sim_kinds.add_parser(
+        "io-module", help="Modbus I/O module: perimeter beams, one-key buttons, 4-20 mA water",
+        description="Serves an 8 DI / 8 DO / 4 AI Modbus module (slave 1) on TCP or RTU: "
+                    "normally-closed contact loops, relay outputs, 4-20 mA pressure and level.",
+        epilog="scenarios: " + "; ".join(f"{k}: {v}" for k, v in io_module.SCENARIOS.items()))
+    p.add_argument("--scenario", default="normal", choices=sorted(io_module.SCENARIOS))
+    p.add_argument("--tcp", default="127.0.0.1:5022", metavar="HOST:PORT",
+                   help="serve on Modbus TCP here (default 127.0.0.1:5022; '' for none)")
+    p.add_argument("--serial", default=None, metavar="pty|DEVICE",
+                   help="also serve Modbus RTU on this serial port ('pty' makes a pair)")
+    p.add_argument("--baudrate", type=int, default=9600)
+    p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
+    p.set_defaults(handler=_simulate_io_module)
+
+
+def _simulate_io_module(args: argparse.Namespace) -> int:
+    from gateway.cli import _setup_logging, run_until_signal
+    from simulators.io_module import run_io_module
+
+    _setup_logging(args.verbose)
+    return run_until_signal(run_io_module(
+        scenario=args.scenario, tcp=args.tcp or None, serial=args.serial,
+        baudrate=args.baudrate, incident_after=args.incident_after))

@@ -53,7 +53,14 @@ async def test_one_key_intrusion_and_restore_reach_mqtt_with_the_zone_place(
             assert await panel.send_event(1, "120", 5) == "ACK"  # one-key button, zone 5
             assert await panel.send_event(1, "130", 3) == "ACK"  # fence, zone 3
             assert await panel.send_event(3, "130", 3) == "ACK"  # fence restored
-            raised = await mqtt.wait_for(lambda: len(events(mqtt, "raised")) == 2 and
+            assert await panel.send_event(1, "301", 0) == "ACK"  # mains lost
+            fault = "device_fault:mains_power_lost"
+            await wait_until(lambda: any(a.rule == fault and a.condition
+                                         for a in gw.alarms.open_alarms()), 5, "mains fault")
+            assert await panel.send_event(3, "301", 0) == "ACK"  # mains back
+            await wait_until(lambda: not any(a.rule == fault and a.condition
+                                             for a in gw.alarms.open_alarms()), 5, "restored")
+            raised = await mqtt.wait_for(lambda: len(events(mqtt, "raised")) == 3 and
                                          events(mqtt, "cleared") and events(mqtt, "raised"), 5)
             online = await victoria.wait_for_series_async(
                 f'alarm_host_online{{site="{unique_id}"}}', lambda s: len(s) == 1, timeout=10)
@@ -67,8 +74,8 @@ async def test_one_key_intrusion_and_restore_reach_mqtt_with_the_zone_place(
     assert one_key["details"]["code"] == "1120"
     intrusion = by_rule["intrusion"]
     assert intrusion["location"]["zone_name"].startswith("north fence")
-    [cleared] = events(mqtt, "cleared")
-    assert cleared["rule"] == "intrusion"
+    assert {c["rule"] for c in events(mqtt, "cleared")} == {"intrusion",
+                                                            "device_fault:mains_power_lost"}
     # the latched one-key alarm stays open until a guard resets it; the intrusion's
     # condition went with its restore
     still_open = {a.rule: a for a in gw.alarms.open_alarms()}

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from drivers.faults import FaultSource
+
 Table = Literal["coil", "discrete", "holding", "input"]
 ValueType = Literal["bool", "bit", "u16", "i16", "u32", "i32", "f32"]
 Order = Literal["big", "little"]
@@ -91,6 +93,8 @@ class ModbusProfile(_Strict):
     fields: list[RegisterField] = []
     channels: ChannelGroup | None = None
     requests: RequestLimits = RequestLimits()
+    faults: list[FaultSource] = Field(default=[], description="the device's own faults "
+                                                              "(drivers.faults)")
 
     @model_validator(mode="after")
     def _has_fields(self) -> "ModbusProfile":

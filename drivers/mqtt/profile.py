@@ -29,6 +29,8 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drivers.faults import FaultSource
+
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Path = Annotated[str, Field(pattern=r"^[^.\s]+(\.[^.\s]+)*$", max_length=200)]
 Scalar = Union[str, int, float, bool]
@@ -124,6 +126,8 @@ class MqttProfile(_Strict):
     events: EventMap | None = None
     pseudonymise: list[Name] = Field(
         default=[], description="event attrs replaced by a keyed hash before leaving the gateway")
+    faults: list[FaultSource] = Field(default=[], description="the device's own faults "
+                                                              "(drivers.faults)")
 
     @field_validator("fields", mode="before")
     @classmethod

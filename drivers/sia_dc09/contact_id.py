@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from drivers.faults import FaultSource
+
 _CID = re.compile(r"^#?(?P<account>[0-9A-Fa-f]{3,16})?\|?(?P<q>[136])(?P<code>\d{3}) "
                   r"(?P<group>\d{2}) (?P<zone>\d{3})$")
 
@@ -61,9 +63,12 @@ EVENT_NAMES: dict[str, str] = {
     "602": "test",  # periodic test report
 }
 
-#: Names that are faults of the panel or its devices (device_fault alarms).
-FAULT_NAMES = frozenset({"mains_loss", "low_battery", "battery_missing", "fault",
-                         "communication_fault", "fire_fault"})
+#: Events that are faults of the panel or its devices: device_fault alarms until restored.
+FAULT_NAMES = {"mains_loss": "mains power lost", "low_battery": "low battery",
+               "battery_missing": "battery missing", "fault": "device trouble",
+               "communication_fault": "communication trouble", "fire_fault": "fire loop trouble"}
+FAULTS = tuple(FaultSource(event=name, clear_on=f"{name}_restore", fault=meaning)
+               for name, meaning in FAULT_NAMES.items())
 
 
 @dataclass(frozen=True, slots=True)

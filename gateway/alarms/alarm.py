@@ -44,6 +44,7 @@ class Alarm:
     next_escalation: float | None = None  # wall-clock time of the next escalation
     escalations: int = 0
     shelved_until: float | None = None
+    reset_needs_note: bool = False  # one-key alarms: a reset says what was found
     details: dict[str, object] = field(default_factory=dict)
     history: list[dict[str, object]] = field(default_factory=list)
 
@@ -55,7 +56,7 @@ class Alarm:
     def to_json(self) -> dict[str, object]:
         """The alarm as published: the design's field set, timestamps in ISO 8601 UTC,
         then the lifecycle extras (latched, condition, shelved_until, escalated, details)."""
-        return {
+        out: dict[str, object] = {
             "id": self.id, "rule": self.rule, "severity": self.severity, "state": self.state,
             "acked": self.acked, "device": self.device, "kind": self.kind,
             "location": self.location, "message": self.message, "value": self.value,
@@ -64,6 +65,9 @@ class Alarm:
             "shelved_until": iso(self.shelved_until) if self.shelved_until is not None else None,
             "escalated": self.escalations, "details": self.details,
         }
+        if self.reset_needs_note:
+            out["reset_needs_note"] = True
+        return out
 
     def to_record(self) -> dict[str, object]:
         """Everything about the alarm, for the state file (plain JSON values)."""

@@ -25,6 +25,7 @@ Lifecycle (after ISA-18.2 and GB 50394):
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from collections import deque
@@ -102,6 +103,10 @@ class AlarmManager:
         self.escalate_after = escalate_after  # default for severity 1; 0 = never
         self.max_shelve = max_shelve
         self.transitions = 0
+        # (rule, device, channel, ts) -> why no alarm may be raised now, or None
+        # (devices out of service, bypassed inputs: gateway.alarms.protection)
+        self.hold_back: Callable[[str, str, int | None, float], str | None] | None = None
+        self.held_back: collections.Counter[str] = collections.Counter()
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener`` with every transition from now on."""
@@ -132,14 +137,21 @@ class AlarmManager:
                  channel: int | None, location: dict[str, object], message: str,
                  value: float | None, ts: float, latch: bool = False, momentary: bool = False,
                  details: dict[str, object] | None = None,
-                 escalate_after: float | None = None) -> Alarm:
+                 escalate_after: float | None = None,
+                 reset_needs_note: bool = False) -> Alarm | None:
         """A rule's condition holds (or, ``momentary``, an event happened): open the
         alarm, or count a new occurrence of the open one.
 
         ``escalate_after``: None takes the manager's default for severity 1 (none
-        for the others), 0 never escalates.
+        for the others), 0 never escalates. Nothing is raised for a device out of
+        service or a bypassed input (``hold_back``): counted in ``held_back``.
         """
         alarm = self._open.get((rule, device, channel))
+        if self.hold_back is not None:
+            reason = self.hold_back(rule, device, channel, ts)
+            if reason is not None:
+                self.held_back[reason] += 1
+                return alarm
         if alarm is None:
             after = self.escalate_after if severity == 1 else 0.0
             if escalate_after is not None:
@@ -148,7 +160,8 @@ class AlarmManager:
                           kind=kind, channel=channel, location=location, message=message,
                           value=value, first_ts=ts, last_ts=ts, latched=latch,
                           condition=not momentary, momentary=momentary, base_severity=severity,
-                          escalate_after=after or None, details=dict(details or {}))
+                          escalate_after=after or None, details=dict(details or {}),
+                          reset_needs_note=reset_needs_note)
             self._arm_escalation(alarm)
             self._open[alarm.key] = alarm
             self._by_id[alarm.id] = alarm
@@ -210,6 +223,9 @@ class AlarmManager:
         if alarm.condition:
             raise AlarmCommandRefused(alarm_id, "reset", "its condition is still present "
                                                          "(acknowledge it; reset once it is gone)")
+        if alarm.reset_needs_note and not (note and note.strip()):
+            raise AlarmCommandRefused(alarm_id, "reset", "needs a note saying what was found "
+                                                         "(a one-key alarm is reset with a note)")
         alarm.acked = True
         self._close(alarm, self._clock.time(), "reset", by, note)
         return alarm

@@ -6,6 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
+from drivers.faults import FaultSource
 from gateway.config.base import Id, Location, Secret, Strict
 
 
@@ -41,6 +42,14 @@ class ModbusRtuBus(Strict):
 Bus = Annotated[Union[ModbusTcpBus, ModbusRtuBus], Field(discriminator="type")]
 
 
+class AlarmZone(Strict):
+    """One zone (an input of a DI module, a zone of an alarm panel): its name and place
+    (a household, a fence segment between two gates)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    location: Location = Location()
+
+
 class DeviceBase(Strict):
     """What every device has."""
 
@@ -69,6 +78,11 @@ class ModbusDevice(DeviceBase):
                                  description="channel (port) count, overrides the profile")
     slave_base: int = Field(default=0, ge=0, le=246,
                             description="added to every slave id of the profile")
+    zones: dict[int, AlarmZone] = Field(
+        default_factory=dict, description="channel (input) -> its name and place, for alarms")
+    faults: list[FaultSource] = Field(
+        default=[], description="fault contacts as wired on this site (drivers.faults), "
+                                "beside the profile's own")
 
 
 class SyntheticDevice(DeviceBase):
@@ -151,13 +165,6 @@ class SerialFramesDevice(DeviceBase):
                              description="idle line time that ends an unfinished frame")
     command_timeout: float = Field(default=1.0, gt=0, le=30)
     setup: RadarSetup = RadarSetup()
-
-
-class AlarmZone(Strict):
-    """One zone of an alarm panel: its name and where it is (a household, a fence segment)."""
-
-    name: str = Field(min_length=1, max_length=64)
-    location: Location = Location()
 
 
 class AlarmHostDevice(DeviceBase):

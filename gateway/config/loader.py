@@ -21,6 +21,7 @@ from drivers.modbus.register_map import ModbusProfile, Point, RequestLimits, exp
 from gateway.config.advice import advice
 from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
 from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
+from drivers.faults import FaultSource
 from drivers.sia_dc09 import contact_id
 from gateway.config.devices import (AlarmHostDevice, ModbusDevice, MqttDevice, SerialFramesDevice,
                                      SyntheticDevice)
@@ -48,6 +49,8 @@ class DeviceSpec:
     # Where each channel is, when it has its own place (a panel's zones): merged
     # over the device's location in the channel's alarms.
     channel_places: dict[int, dict[str, str]] = field(default_factory=dict)
+    # Where the device reports its own faults (drivers.faults); device_fault alarms.
+    faults: tuple[FaultSource, ...] = ()
 
     @property
     def id(self) -> str:
@@ -218,14 +221,37 @@ def _modbus_spec(dev: ModbusDevice, profile: ModbusProfile, where: str,
     count = 0
     if profile.channels is not None:
         count = dev.channels if dev.channels is not None else profile.channels.count
+    fields = frozenset(p.name for p in points)
+    _check_faults(profile.faults, fields, None, f"{where}.profile", problems)
+    _check_faults(dev.faults, fields, None, f"{where}.faults", problems)
+    for zone in dev.zones:
+        if not 1 <= zone <= count:
+            problems.append((f"{where}.zones.{zone}", f"no channel {zone}; the device has "
+                                                      f"channels 1..{count}"))
     return DeviceSpec(
         config=dev, kind=dev.kind or profile.kind,
         channel_name=profile.channels.name if profile.channels else "channel",
         channel_count=count,
-        fields=frozenset(p.name for p in points),
+        fields=fields,
         writable=frozenset(p.name for p in points if p.writable),
         points=tuple(points), limits=profile.requests,
+        faults=tuple(profile.faults) + tuple(dev.faults),
+        channel_places={zone: {"zone_name": z.name, **z.location.as_dict()}
+                        for zone, z in dev.zones.items()},
     )
+
+
+def _check_faults(faults, fields: frozenset[str], events: frozenset[str] | None, where: str,
+                  problems: list[tuple[str, str]]) -> None:
+    """Each fault source names a field (or event) the device really has."""
+    for k, source in enumerate(faults):
+        if source.field is not None and source.field not in fields:
+            problems.append((f"{where}", f"faults[{k}].field: no field {source.field!r}; "
+                                         f"fields: {sorted(fields)}"))
+        for name in (source.event, source.clear_on):
+            if name is not None and events is not None and name not in events:
+                problems.append((f"{where}", f"faults[{k}]: no event {name!r}; "
+                                             f"events: {sorted(events)}"))
 
 
 def _mqtt_device_spec(dev: MqttDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
@@ -237,9 +263,12 @@ def _mqtt_device_spec(dev: MqttDevice, where: str, ctx: ResolveContext) -> Devic
         return None
     ctx.problems.extend((f"{where}.{key}", msg) for key, msg in check_mqtt_device(dev, profile, ctx.config))
     channels = profile.channels
+    _check_faults(profile.faults, frozenset(profile.fields), profile.event_names,
+                  f"{where}.profile", ctx.problems)
     return DeviceSpec(dev, dev.kind or profile.kind, channels.name if channels else "channel",
                       (dev.channels or channels.count) if channels else 0,
-                      frozenset(profile.fields), frozenset(), events=profile.event_names)
+                      frozenset(profile.fields), frozenset(), events=profile.event_names,
+                      faults=tuple(profile.faults))
 
 
 def _serial_frames_spec(dev: SerialFramesDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
@@ -269,7 +298,8 @@ def _alarm_host_spec(dev: AlarmHostDevice, where: str, ctx: ResolveContext) -> D
             break
     places = {zone: {"zone_name": z.name, **z.location.as_dict()} for zone, z in dev.zones.items()}
     return DeviceSpec(dev, dev.kind, "zone", max(dev.zones, default=0), frozenset({"online"}),
-                      frozenset(), events=contact_id.event_names(), channel_places=places)
+                      frozenset(), events=contact_id.event_names(), channel_places=places,
+                      faults=contact_id.FAULTS)
 
 
 def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
@@ -301,6 +331,11 @@ def load_profile(name: str, config_dir: Path, model: type[BaseModel] = ModbusPro
 def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
                       problems: list[tuple[str, str]]) -> None:
     kinds = {d.kind for d in devices.values()}
+    groups = _unique_ids("arming", [g.id for g in config.arming], problems)
+    for i, rule in enumerate(config.rules):
+        if rule.armed_by is not None and rule.armed_by not in groups:
+            problems.append((f"rules[{i}].armed_by", f"no arming group {rule.armed_by!r}; "
+                                                      f"groups: {sorted(groups)}"))
     for i, dev in enumerate(config.devices):
         if dev.upstream == "pseudonymised" and config.privacy is None:
             problems.append((f"devices[{i}].upstream", "'pseudonymised' needs a 'privacy' section "

@@ -248,6 +248,28 @@ class PrivacyConfig(Strict):
         return self
 
 
+class ArmingGroup(Strict):
+    """Zones armed together: by schedule (local time), and by hand from the console or API.
+
+    ``schedule``: ``always`` (a pump room, 24-hour zones), ``never`` (by hand only),
+    or daily windows such as ``["22:00-06:00"]``. Rules name their group with
+    ``armed_by``.
+    """
+
+    id: Id
+    name: str | None = Field(default=None, max_length=64)
+    schedule: Literal["always", "never"] | list[str] = "never"
+
+    @field_validator("schedule")
+    @classmethod
+    def _windows(cls, schedule: object) -> object:
+        if isinstance(schedule, list):
+            from gateway.alarms.protection import Schedule
+
+            Schedule(schedule)  # raises ValueError naming the bad window
+        return schedule
+
+
 class GatewayConfig(Strict):
     """A whole site config file."""
 
@@ -256,6 +278,7 @@ class GatewayConfig(Strict):
     influxdb: InfluxConfig | None = None
     local_series: LocalSeriesConfig | None = None
     privacy: PrivacyConfig | None = None
+    arming: list[ArmingGroup] = []
     pipeline: PipelineConfig = PipelineConfig()
     outbox: OutboxConfig = OutboxConfig()
     http: HttpConfig | None = None

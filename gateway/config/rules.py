@@ -16,6 +16,8 @@ class Selector(Strict):
     devices: list[Id] = []
     buildings: list[str] = []
     units: list[str] = []
+    channels: list[Annotated[int, Field(ge=1, le=256)]] = Field(
+        default=[], description="only these channels (inputs, ports, doors) of the devices")
 
 
 class ActionTargets(Strict):
@@ -105,6 +107,10 @@ class RuleBase(Strict):
     latch: bool = False
     escalate_after: float | None = Field(default=None, ge=0)
     actions: list[WriteAction] = []
+    armed_by: Id | None = Field(default=None, description="an arming group: the rule raises "
+                                                          "only while the group is armed")
+    reset_needs_note: bool = Field(default=False, description="a reset must say what was found "
+                                                              "(one-key alarms)")
 
     @model_validator(mode="after")
     def _does_something(self) -> "RuleBase":

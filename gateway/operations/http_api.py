@@ -28,6 +28,7 @@ from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.config.models import HttpConfig
 from gateway.console import add_console_routes
+from gateway.operations.protection_api import protection_routes
 from gateway.operations.liveness import PipelineWatch, health_report
 from gateway.operations.metrics import CONTENT_TYPE, metrics_registry, render
 from gateway.readings import Reading
@@ -72,6 +73,8 @@ def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
     app.on_shutdown.append(closing)
     for routes in (health_routes, device_routes, alarm_routes, stream_routes):
         app.add_routes(routes(gateway))
+    app.add_routes(protection_routes(gateway.protections, gateway.site.devices, gateway.clock,
+                                     actor_of=lambda request: request.get(ACTOR)))
     if gateway.site.config.console is not None:
         add_console_routes(app, gateway)  # /console: the security room's page, session-guarded
     return app

@@ -40,9 +40,14 @@ class RuleEngine:
         self._event_routes: dict[str, list[EventHandler]] = {}
         for state in self.states:
             selected = [d for d in devices.values() if selects(state.rule, d)]
+            channels = frozenset(state.rule.select.channels)
             for device, field, handler in state.reading_routes(selected, devices):
+                if channels:
+                    handler = _on_channels(handler, channels)
                 self._routes.setdefault(device, []).append((field, handler))
             for device, handler in state.event_routes(selected, devices):
+                if channels:
+                    handler = _events_on_channels(handler, channels)
                 self._event_routes.setdefault(device, []).append(handler)
         self._tickers = [s for s in self.states if type(s).tick is not RuleState.tick]
         self.evaluations = 0
@@ -94,6 +99,19 @@ class RuleEngine:
         holds such a condition (unknown rule, momentary kind)."""
         state = self._by_rule.get(rule_id)
         return state is not None and state.restore(device, channel)
+
+
+def _on_channels(handler: ValueHandler, channels: frozenset[int]) -> ValueHandler:
+    """A rule that watches some channels only (``select.channels``: one input of a module)."""
+    def on_channel(device: str, channel: int | None, value: float | None, ts: float):
+        return handler(device, channel, value, ts) if channel in channels else None
+    return on_channel
+
+
+def _events_on_channels(handler: EventHandler, channels: frozenset[int]) -> EventHandler:
+    def on_channel(event: DeviceEvent):
+        return handler(event) if event.channel in channels else None
+    return on_channel
 
 
 def _plain(cls: type) -> Callable[[Any, Any], RuleState]:

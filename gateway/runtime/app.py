@@ -22,6 +22,7 @@ from drivers.serial_frames.driver import SerialFrameDevice
 from drivers.synthetic import SyntheticDevice
 from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
+from gateway.alarms.protection import Protections, Schedule
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
@@ -33,6 +34,7 @@ from gateway.config.devices import SerialFramesDevice as SerialFramesDeviceConfi
 from gateway.config.devices import SyntheticDevice as SyntheticDeviceConfig
 from gateway.config.loader import DeviceSpec, Site
 from gateway.runtime.device_runner import DeviceRunner
+from gateway.runtime.faults import DEVICE_FAULT, FaultWatch
 from gateway.errors import ConfigError
 from gateway.operations.http_api import HttpServer
 from gateway.operations.liveness import PipelineWatch, status_line, watchdog_problem
@@ -86,13 +88,20 @@ class Gateway:
         upstream = build_upstream(site, clock=self.clock, reveal=_reveal,
                                   on_alarm=self._outbox_alarm)
         self.outbox, self.sinks = upstream.outbox, upstream.sinks
+        # Arming groups, bypassed inputs, devices out of service (kept in the state dir).
+        self.protections = Protections(
+            groups={g.id: (g.name or g.id, Schedule(g.schedule)) for g in cfg.arming},
+            state_dir=cfg.state_dir, clock=self.clock)
+        self.alarms.hold_back = self.protections.hold_back
         private = upstream_identities(site.devices, _pseudonymiser(site))
         self.pipeline = Pipeline(
             devices=site.devices, rules=RuleEngine(list(cfg.rules), site.devices, clock=self.clock),
             alarms=self.alarms, actions=self.actions,
             encoder=LineEncoder(cfg.site.id, {**site.devices, **private.alias_specs}),
             outbox=self.outbox, telemetry=upstream.telemetry, queue_size=cfg.pipeline.queue_size,
-            language=cfg.site.language, upstream_ids=private.aliases)
+            language=cfg.site.language, upstream_ids=private.aliases,
+            faults=FaultWatch(site.devices, self.alarms, cfg.site.language),
+            protections=self.protections)
         self.runners = [self._make_runner(d) for d in cfg.devices]
         self.mqtt = None
         if cfg.mqtt is not None:
@@ -224,6 +233,9 @@ class Gateway:
                 continue
             if alarm.rule == DEVICE_OFFLINE and alarm.device in runners:
                 runners[alarm.device].health.online = False  # its first good poll clears it
+            elif alarm.rule.startswith(DEVICE_FAULT + ":"):
+                if not self.pipeline.faults.restore(alarm.device, alarm.channel, alarm.rule):
+                    self.alarms.condition_unknown(alarm)
             elif not self.pipeline.rules.restore_active(alarm.rule, alarm.device, alarm.channel):
                 self.alarms.condition_unknown(alarm)
         if restored:

@@ -15,6 +15,8 @@ from gateway.runtime.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.config.loader import DeviceSpec
 from gateway.config.rule_checks import targeted
+from gateway.alarms.protection import Protections
+from gateway.runtime.faults import FaultWatch
 from gateway.runtime.messages import alarm_location, rule_message
 from gateway.readings import DeviceEvent, Reading
 from gateway.rules.engine import RuleChange, RuleEngine
@@ -33,7 +35,8 @@ class Pipeline:
                  alarms: AlarmManager, actions: ActionRunner, encoder: LineEncoder,
                  outbox: OutboxWriter | None, queue_size: int, language: str = "en",
                  telemetry: TelemetryEncoder | None = None,
-                 upstream_ids: dict[str, str | None] | None = None):
+                 upstream_ids: dict[str, str | None] | None = None,
+                 faults: FaultWatch | None = None, protections: Protections | None = None):
         self.devices = devices
         self.rules = rules
         self.alarms = alarms
@@ -46,6 +49,9 @@ class Pipeline:
         # (gateway.runtime.privacy). Empty for most sites: one falsy check per reading.
         self.upstream_ids = upstream_ids or {}
         self._target_cache: dict[tuple[int, str], list[str]] = {}  # action targets by place
+        self.faults = faults  # device_fault alarms from what profiles declare
+        self.protections = protections  # arming groups (rules with armed_by)
+        self.disarmed = 0  # rule conditions that raised nothing: their group was disarmed
         self.queue: asyncio.Queue[list[Reading | DeviceEvent]] = asyncio.Queue(maxsize=queue_size)
         self.latest: dict[tuple[str, int | None], Reading] = {}
         self.readings = 0
@@ -84,6 +90,8 @@ class Pipeline:
         encode = self.encoder.encode
         doc = self.telemetry.reading if self.telemetry is not None else None
         private = self.upstream_ids
+        faults = self.faults
+        fault_devices = faults.watched if faults is not None else frozenset()
         for readings in batch:
             for reading in readings:
                 # One bad item (or a bug it hits) costs that item's step only: a rule
@@ -103,6 +111,8 @@ class Pipeline:
                     if changes:
                         for change in changes:
                             self._apply(change)
+                    if fault_devices and reading.device in fault_devices:
+                        faults.reading(reading)  # type: ignore[union-attr]
                 except Exception:
                     broken = True
                 try:
@@ -137,6 +147,8 @@ class Pipeline:
         try:
             for change in self.rules.evaluate_event(event):
                 self._apply(change)
+            if self.faults is not None and event.device in self.faults.watched:
+                self.faults.event(event)
         except Exception:  # the event still goes upstream: it may be evidence
             self._failed(event)
         if self.upstream_ids and event.device in self.upstream_ids:
@@ -159,6 +171,10 @@ class Pipeline:
 
     def _apply(self, change: RuleChange) -> None:
         rule = change.rule
+        if (change.active and rule.armed_by is not None and self.protections is not None
+                and not self.protections.armed(rule.armed_by, change.ts)):
+            self.disarmed += 1  # an intrusion zone while disarmed: no alarm, no siren
+            return
         spec = self.devices.get(change.device)
         if rule.alarm:
             if change.active:
@@ -172,7 +188,7 @@ class Pipeline:
                     location=alarm_location(spec, change.channel), message=message,
                     value=change.value, ts=change.ts, latch=rule.latch,
                     momentary=change.momentary, details=change.details,
-                    escalate_after=rule.escalate_after)
+                    escalate_after=rule.escalate_after, reset_needs_note=rule.reset_needs_note)
             else:
                 self.alarms.deactivate(rule=rule.id, device=change.device,
                                        channel=change.channel, value=change.value, ts=change.ts)

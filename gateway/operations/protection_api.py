@@ -1,0 +1,166 @@
+"""HTTP API of armed zones, bypasses and devices out of service (gateway.alarms.protection).
+
+``GET /api/protection``: every arming group with its state and where that comes
+from, the bypassed inputs and the devices out of service.
+Writes (the API token, or a console operator's session; each logged with who and why):
+
+- ``POST /api/arming/{group}`` ``{"armed": true, "by": "...", "note": "...", "until": ISO?}``
+- ``POST /api/bypass`` ``{"device", "channel", "until": ISO, "by", "note"}``;
+  ``POST /api/bypass/end`` ``{"device", "channel", "by"}``
+- ``POST /api/out_of_service`` ``{"device", "until": ISO, "by", "note"}``;
+  ``POST /api/out_of_service/end`` ``{"device", "by"}``
+
+A note is required: an operator says why an alarm will not be raised. ``until`` is
+ISO 8601 with a zone (or ``Z``), in the future, at most 30 days ahead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway import json_safe
+from gateway.alarms.protection import Protections
+
+MAX_AHEAD_S = 30 * 86400
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    by: str = Field(min_length=1, max_length=64)
+
+
+class ArmBody(_Body):
+    armed: bool
+    note: str = Field(min_length=1, max_length=500)
+    until: datetime | None = None
+
+
+class BypassBody(_Body):
+    device: str = Field(min_length=1, max_length=64)
+    channel: int = Field(ge=1, le=256)
+    until: datetime
+    note: str = Field(min_length=1, max_length=500)
+
+
+class BypassEndBody(_Body):
+    device: str = Field(min_length=1, max_length=64)
+    channel: int = Field(ge=1, le=256)
+
+
+class OutOfServiceBody(_Body):
+    device: str = Field(min_length=1, max_length=64)
+    until: datetime
+    note: str = Field(min_length=1, max_length=500)
+
+
+class ServiceEndBody(_Body):
+    device: str = Field(min_length=1, max_length=64)
+
+
+def protection_routes(protections: Protections, devices: dict, clock,
+                      actor_of: Callable[[web.Request], str | None]) -> list[web.RouteDef]:
+    """The routes; ``devices`` are the site's device specs (to check ids and inputs),
+    ``actor_of`` names the credential a write came with (the API token, a session)."""
+
+    def _who(request: web.Request, typed: str) -> str:
+        """The typed name, and the credential that vouches for it."""
+        actor = actor_of(request)
+        return f"{typed} via {actor}" if actor and actor != typed else typed
+
+    async def show(request: web.Request) -> web.Response:
+        return _json(protections.snapshot())
+
+    async def arm(request: web.Request) -> web.Response:
+        body = await _parse(request, ArmBody)
+        group = request.match_info["group"]
+        if group not in protections.groups:
+            return _json({"error": f"no arming group {group!r}",
+                          "groups": sorted(protections.groups)}, 404)
+        protections.set_armed(group, body.armed, by=_who(request, body.by), note=body.note,
+                              until=_until(body.until, clock, required=False))
+        return _json(protections.snapshot())
+
+    async def bypass(request: web.Request) -> web.Response:
+        body = await _parse(request, BypassBody)
+        _input(devices, body.device, body.channel)
+        protections.bypass(body.device, body.channel, by=_who(request, body.by), note=body.note,
+                           until=_until(body.until, clock))
+        return _json(protections.snapshot())
+
+    async def end_bypass(request: web.Request) -> web.Response:
+        body = await _parse(request, BypassEndBody)
+        if not protections.end_bypass(body.device, body.channel, by=_who(request, body.by)):
+            return _json({"error": f"{body.device}:{body.channel} is not bypassed"}, 409)
+        return _json(protections.snapshot())
+
+    async def out_of_service(request: web.Request) -> web.Response:
+        body = await _parse(request, OutOfServiceBody)
+        _input(devices, body.device, None)
+        protections.take_out_of_service(body.device, by=_who(request, body.by), note=body.note,
+                                        until=_until(body.until, clock))
+        return _json(protections.snapshot())
+
+    async def end_service(request: web.Request) -> web.Response:
+        body = await _parse(request, ServiceEndBody)
+        if not protections.return_to_service(body.device, by=_who(request, body.by)):
+            return _json({"error": f"{body.device} is not out of service"}, 409)
+        return _json(protections.snapshot())
+
+    return [web.get("/api/protection", show),
+            web.post("/api/arming/{group}", arm),
+            web.post("/api/bypass", bypass),
+            web.post("/api/bypass/end", end_bypass),
+            web.post("/api/out_of_service", out_of_service),
+            web.post("/api/out_of_service/end", end_service)]
+
+
+def _json(body: object, status: int = 200) -> web.Response:
+    return web.Response(text=json_safe.dumps(body), status=status,
+                        content_type="application/json")
+
+
+async def _parse(request: web.Request, model: type[BaseModel]):
+    try:
+        return model.model_validate(json.loads(await request.read() or b"{}"))
+    except (ValueError, UnicodeDecodeError) as exc:  # ValidationError is a ValueError
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                           for e in exc.errors()) if isinstance(exc, ValidationError) else \
+            "body is not JSON"
+        raise web.HTTPBadRequest(text=json_safe.dumps({"error": detail}),
+                                 content_type="application/json") from None
+
+
+def _until(when: datetime | None, clock, *, required: bool = True) -> float | None:
+    if when is None:
+        if required:
+            raise _bad("'until' is required")
+        return None
+    if when.tzinfo is None:
+        raise _bad("'until' needs a time zone (e.g. 2026-12-01T18:00:00+08:00 or ...Z)")
+    ts = when.timestamp()
+    now = clock.time()
+    if ts <= now:
+        raise _bad("'until' is in the past")
+    if ts - now > MAX_AHEAD_S:
+        raise _bad("'until' is more than 30 days ahead")
+    return ts
+
+
+def _input(devices: dict, device: str, channel: int | None) -> None:
+    spec = devices.get(device)
+    if spec is None:
+        raise web.HTTPNotFound(text=json_safe.dumps({"error": f"no device {device!r}"}),
+                               content_type="application/json")
+    if channel is not None and spec.channel_count and channel > spec.channel_count:
+        raise _bad(f"device {device} has inputs 1..{spec.channel_count}")
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json_safe.dumps({"error": message}),
+                              content_type="application/json")
