@@ -160,3 +160,31 @@ def _simulate_io_module(args: argparse.Namespace) -> int:
     return run_until_signal(run_io_module(
         scenario=args.scenario, tcp=args.tcp or None, serial=args.serial,
         baudrate=args.baudrate, incident_after=args.incident_after))
+
+
+def add_smoke_detector_parser(sim_kinds) -> None:
+    """Add ``smoke-detector`` (vendor platform JSON over MQTT) to the ``simulate`` sub-parsers."""
+    from simulators import smoke_detector
+    from simulators.mqtt_publisher import FAULTS as MQTT_FAULTS
+
+    p = sim_kinds.add_parser(
+        "smoke-detector", help="stand-alone smoke detector reported by its platform over MQTT",
+        description="Publishes a smoke detector's reports (heartbeat, alarm, fault, low battery, "
+                    "normal) as its vendor platform forwards them, on fire-detectors/<id>/report.",
+        epilog="scenarios: " + "; ".join(f"{k}: {v}" for k, v in smoke_detector.SCENARIOS.items()))
+    p.add_argument("--scenario", default="smoke", choices=sorted(smoke_detector.SCENARIOS))
+    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    p.add_argument("--detector-id", default="sd-0001")
+    p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--fault", choices=MQTT_FAULTS, default=None)
+    p.set_defaults(handler=_simulate_smoke_detector)
+
+
+def _simulate_smoke_detector(args: argparse.Namespace) -> int:
+    from gateway.cli import _setup_logging, run_until_signal
+    from simulators.smoke_detector import run_smoke_detector
+
+    _setup_logging(args.verbose)
+    return run_until_signal(run_smoke_detector(
+        broker=args.broker, detector_id=args.detector_id, scenario=args.scenario,
+        incident_after=args.incident_after, fault=args.fault))
