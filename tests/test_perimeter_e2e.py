@@ -191,3 +191,36 @@ async def test_low_hydrant_pressure_a_dead_transmitter_and_out_of_service(
                 "tank_level"] == 0.0, 5, "readings flow")
             await wait_until(lambda: gw.alarms.held_back["out_of_service"] >= 1, 5, "held back")
             assert "tank-level-low" not in open_rules(gw)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{http_port}/api/digest") as r:
+                    digest = (await r.json())["since"]
+            [water] = [d for d in digest["devices"] if d["device"] == "water-supply"]
+            assert water["faults"] == {"pressure transmitter loop open": 1}
+
+
+async def test_over_rs485_on_a_pty_the_alarm_reaches_mqtt_and_the_inputs_the_tsdb(
+        tmp_path, unique_id, free_port, mosquitto, victoria, monkeypatch):
+    """The same module on Modbus RTU (9600 8N1 on a pseudo-terminal pair)."""
+    from harness import MqttRecorder
+    from simulators.ptypair import PtyPair
+
+    monkeypatch.setenv("TEST_INFLUX_TOKEN", "test-token")
+    model = IoModuleModel(scenario="night-intrusion", incident_after=1.0)
+    async with PtyPair() as pair, CabinetServer(model, serial=pair.b, baudrate=9600), \
+            MqttRecorder(mosquitto.port, f"community/{unique_id}/#") as mqtt:
+        raw = perimeter_site(unique_id, port=0, http_port=free_port())
+        raw["buses"] = [{"id": "perimeter-line", "type": "modbus_rtu", "port": pair.link_a,
+                         "baudrate": 9600, "timeout": 0.3}]
+        for dev in raw["devices"]:
+            dev["poll_interval"] = 0.1
+        raw["mqtt"] = {"host": "127.0.0.1", "port": mosquitto.port}
+        raw["influxdb"] = {"url": victoria.url, "org": "o", "bucket": "b",
+                           "token": {"env": "TEST_INFLUX_TOKEN"}, "flush_interval": 0.2}
+        async with running_gateway(write_site(tmp_path, raw)):
+            [raised] = await mqtt.wait_for(lambda: [e["alarm"] for _, e in mqtt.json_on(
+                "/alarm_events") if e["event"] == "raised"], 10)
+            loops = await victoria.wait_for_series_async(
+                f'perimeter_loop_closed{{site="{unique_id}",input="1"}}',
+                lambda s: bool(s) and 0 in s[0]["values"], timeout=10)
+    assert raised["rule"] == "fence-intrusion" and raised["location"]["input"] == 1
+    assert loops[0]["metric"]["device"] == "perimeter-north"

@@ -208,6 +208,9 @@ class AlarmsConfig(Strict):
     tick_interval: float = Field(default=0.2, gt=0, le=5,
                                  description="how often timed rules, shelving and escalation "
                                              "are checked")
+    digest_at: str | None = Field(default="08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                                  description="local time of the daily digest of devices "
+                                              "offline or faulty (null: none)")
 
 
 class WebhookConfig(Strict):

@@ -74,7 +74,8 @@ def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
     for routes in (health_routes, device_routes, alarm_routes, stream_routes):
         app.add_routes(routes(gateway))
     app.add_routes(protection_routes(gateway.protections, gateway.site.devices, gateway.clock,
-                                     actor_of=lambda request: request.get(ACTOR)))
+                                     actor_of=lambda request: request.get(ACTOR),
+                                     digest=gateway.digest))
     if gateway.site.config.console is not None:
         add_console_routes(app, gateway)  # /console: the security room's page, session-guarded
     return app

@@ -1,4 +1,7 @@
-"""HTTP API of armed zones, bypasses and devices out of service (gateway.alarms.protection).
+"""HTTP API of armed zones, bypasses and devices out of service (gateway.alarms.protection),
+and of the daily device digest (gateway.alarms.digest).
+
+``GET /api/digest``: the last daily digest and the one building up since.
 
 ``GET /api/protection``: every arming group with its state and where that comes
 from, the bypassed inputs and the devices out of service.
@@ -24,6 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import json_safe
+from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections
 
 MAX_AHEAD_S = 30 * 86400
@@ -64,7 +68,8 @@ class ServiceEndBody(_Body):
 
 
 def protection_routes(protections: Protections, devices: dict, clock,
-                      actor_of: Callable[[web.Request], str | None]) -> list[web.RouteDef]:
+                      actor_of: Callable[[web.Request], str | None],
+                      digest: DeviceDigest | None = None) -> list[web.RouteDef]:
     """The routes; ``devices`` are the site's device specs (to check ids and inputs),
     ``actor_of`` names the credential a write came with (the API token, a session)."""
 
@@ -112,7 +117,13 @@ def protection_routes(protections: Protections, devices: dict, clock,
             return _json({"error": f"{body.device} is not out of service"}, 409)
         return _json(protections.snapshot())
 
+    async def show_digest(request: web.Request) -> web.Response:
+        if digest is None:
+            return _json({"error": "no digest on this server"}, 404)
+        return _json({"latest": digest.latest, "since": digest.build(new_day=False)})
+
     return [web.get("/api/protection", show),
+            web.get("/api/digest", show_digest),
             web.post("/api/arming/{group}", arm),
             web.post("/api/bypass", bypass),
             web.post("/api/bypass/end", end_bypass),

@@ -22,6 +22,7 @@ from drivers.serial_frames.driver import SerialFrameDevice
 from drivers.synthetic import SyntheticDevice
 from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
+from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections, Schedule
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
@@ -80,6 +81,9 @@ class Gateway:
                          for i, w in enumerate(cfg.webhooks)]
         for webhook in self.webhooks:
             self.alarms.add_listener(webhook.on_transition)
+        # The morning handover: devices offline or faulty since the last digest.
+        self.digest = DeviceDigest(alarms=self.alarms, clock=self.clock, site=cfg.site.id)
+        self.alarms.add_listener(self.digest.on_transition)
         self.buses = {b.id: _make_bus(b) for b in cfg.buses}
         self.receivers: dict[str, object] = {}  # alarm-host receivers by listen address
         self.drivers = {d.id: self._make_driver(d.id) for d in cfg.devices}
@@ -146,6 +150,9 @@ class Gateway:
                 tg.create_task(self.pipeline.run(), name="pipeline")
                 tg.create_task(self.alarm_store.run(), name="alarm-store")
                 tg.create_task(self._timers(), name="timers")
+                if self.site.config.alarms.digest_at is not None:
+                    tg.create_task(self.digest.run(self.site.config.alarms.digest_at),
+                                   name="digest")
                 for i, webhook in enumerate(self.webhooks):
                     tg.create_task(webhook.run(), name=f"webhook[{i}]")
                 if self.outbox is not None:
