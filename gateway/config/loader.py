@@ -22,6 +22,7 @@ from gateway.config.advice import advice
 from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
 from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
 from gateway.config.devices import ModbusDevice, MqttDevice, SerialFramesDevice, SyntheticDevice
+from gateway.config.fire_centre import check_fire_centre
 from gateway.config.models import GatewayConfig
 from gateway.console.checks import console_warnings
 from gateway.config.rule_checks import check_rule
@@ -294,6 +295,7 @@ def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
             problems.append((f"{where}.select", "selects no device"))
             continue
         check_rule(rule, where, selected, devices, problems)
+    problems.extend(check_fire_centre(config, devices))
 
 
 def selects(rule: BaseModel, device: DeviceSpec) -> bool:
