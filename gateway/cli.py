@@ -15,7 +15,7 @@ from gateway.config.secrets import find_secrets
 from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
 from gateway.outbox.report import add_outbox_parser
-from simulators.cli_args import add_door_and_camera_parsers
+from simulators.cli_args import add_door_and_camera_parsers, add_fire_centre_parser
 from gateway.operations.log_format import log_formatter
 from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     cab.add_argument("--speed", type=float, default=1.0, help="charging speed-up factor")
     cab.set_defaults(handler=_simulate_cabinet)
     add_door_and_camera_parsers(sim_kinds)
+    add_fire_centre_parser(sim_kinds)
 
     radar = sim_kinds.add_parser(
         "radar", help="fall-detection radar writing real frames on a serial line",

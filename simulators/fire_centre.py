@@ -77,12 +77,14 @@ class FireCentreSimulator:
         if self._server is not None:
             self._server.close()
         for writer in list(self._conns):
-            writer.close()
+            writer.close()  # each connection's task then reads EOF and ends by itself
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.wait(tasks)
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.wait(stuck)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
