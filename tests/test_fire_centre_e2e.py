@@ -216,3 +216,39 @@ def test_check_names_the_bad_fire_centre_key(tmp_path, bad, problem) -> None:
         load_config(write_site(tmp_path, raw))
     assert any(path == problem[0] and problem[1] in msg for path, msg in err.value.problems), \
         err.value.problems
+
+
+async def test_analog_values_and_the_link_in_metrics_and_health(tmp_path, unique_id) -> None:
+    from gateway.operations.liveness import PipelineWatch, health_report
+    from gateway.operations.metrics import metrics_registry, render
+
+    async with FireCentreSimulator() as centre:
+        raw = detector_site(unique_id, centre.port)
+        raw["fire_centre"]["components"][0]["analog"] = {"field": "smoke", "type": "gas",
+                                                         "interval": 0.1}
+        async with running_gateway(write_site(tmp_path, raw)) as gw:
+            await inject(gw, 12.34)
+            analog = await wait_until(lambda: [o for o in centre.objects(TypeFlag.COMPONENT_ANALOG)
+                                               if o.value == 123], 5, "12.3 %LEL at the centre")
+            assert analog[0].analog_type == codec.ANALOG_TYPES["gas"][0]
+            text = render(metrics_registry(gw)).decode()
+            assert "community_gateway_fire_centre_connected 1.0" in text
+            assert "community_gateway_fire_centre_confirmed_total" in text
+            await centre.stop()
+            await wait_until(lambda: not gw.fire_centre.link.connected, 5, "link down")
+            ok, body = health_report(gw, PipelineWatch(gw.pipeline))
+            assert not ok and any(d.startswith("fire centre 127.0.0.1") for d in body["down"])
+            assert "community_gateway_fire_centre_connected 0.0" in render(metrics_registry(gw)).decode()
+
+
+def test_the_example_config_maps_the_charging_room() -> None:
+    from pathlib import Path
+
+    from gateway.config.loader import load_config
+
+    site = load_config(Path(__file__).resolve().parent.parent / "configs" / "fire-centre-site.yaml")
+    fc = site.config.fire_centre
+    assert (fc.source_address, fc.destination_address) == (DEVICE, CENTRE)
+    smoke, heat = fc.components
+    assert smoke.alarms == {"smoke": "fire_alarm", "device_offline": "fault"}
+    assert heat.analog is not None and heat.analog.field == "cabinet_temperature"
