@@ -214,7 +214,12 @@ class FireCentreLink:
                 self.counts["unexpected"] += 1  # a late confirm of a frame already resent
             return
         self.counts["requests"] += 1
-        reply = self._answer(frame)
+        try:
+            reply = self._answer(frame)
+        except Exception:  # a bug answering one request must not take the link down
+            log.exception("fire centre: answering seq %d (command %d) failed; denied",
+                          frame.seq, frame.command)
+            reply = None
         if reply is None:
             reply = frame.answer(Command.DENY, time=time_tag(self._now(), self._offset))
         writer.write(reply.encode())

@@ -63,6 +63,7 @@ class FireCentreService:
         self.link = FireCentreLink(config=config, queue=self.queue, answer=self.answer, clock=clock)
         self._offset = config.utc_offset_hours * 3600
         self._analog_sent: dict[int, float] = {}  # component index -> reading ts last sent
+        self._started = False
         self.write_errors = 0
         self.time_syncs = 0
         self.inspections = 0
@@ -71,6 +72,7 @@ class FireCentreService:
 
     def on_transition(self, t) -> None:
         """Alarm manager listener: queue what this transition changes at the centre."""
+        self._report_start()  # a transition may come before run() (the pipeline starts first)
         view = view_of_transition(t.alarm, t.record)
         before = self.mapping.snapshot()
         if not self.mapping.apply(view, closed=t.event == "closed"):
@@ -103,6 +105,19 @@ class FireCentreService:
 
     async def run(self) -> None:
         """Report the state at start, then keep the link and the analog values going."""
+        self._report_start()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.link.run(), name="fire-centre.link")
+            if any(c.analog is not None for c in self.mapping.components):
+                tg.create_task(self._analog_loop(), name="fire-centre.analog")
+
+    def _report_start(self) -> None:
+        """Once per start, before anything else is reported: take the open alarms (restored
+        from the state file), report every word that differs from the last reported, then
+        the device's state and version."""
+        if self._started:
+            return
+        self._started = True
         now = self.clock.time()
         for view in views_of_alarms(self.alarms.open_alarms()):
             self.mapping.apply(view)
@@ -113,10 +128,6 @@ class FireCentreService:
                           [codec.DeviceState(self.mapping.device_word(), self.mapping.tag(now))]))
         units.append((TypeFlag.DEVICE_VERSION, [codec.Version(*software_version())]))
         self._enqueue(units)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.link.run(), name="fire-centre.link")
-            if any(c.analog is not None for c in self.mapping.components):
-                tg.create_task(self._analog_loop(), name="fire-centre.analog")
 
     def close(self) -> None:
         """Close the queue's file (after the last alarm transitions of a stop)."""
