@@ -252,3 +252,44 @@ def test_the_example_config_maps_the_charging_room() -> None:
     smoke, heat = fc.components
     assert smoke.alarms == {"smoke": "fire_alarm", "device_offline": "fault"}
     assert heat.analog is not None and heat.analog.field == "cabinet_temperature"
+
+
+async def test_simulate_fire_centre_from_the_command_line(free_port) -> None:
+    import asyncio
+    import os
+    import signal
+    import sys
+
+    from test_fire_centre_codec import SMOKE_FIRE
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "simulate", "fire-centre", "--listen", f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        async def connect():
+            try:
+                return await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return None
+
+        deadline = time.monotonic() + 10
+        while (conn := await connect()) is None:
+            assert time.monotonic() < deadline, "the simulator never listened"
+            await asyncio.sleep(0.05)
+        reader, writer = conn
+        writer.write(SMOKE_FIRE)  # the standard's example: a smoke detector's fire alarm
+        frames = codec.FrameReader()
+        async with asyncio.timeout(5):
+            while not (answers := frames.feed(await reader.read(100))):
+                pass
+        writer.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    [confirm] = answers
+    assert (confirm.command, confirm.seq, confirm.destination) == (Command.CONFIRM, 1, DEVICE)
+    assert f"component {SMOKE_ADDRESS} (type 40) of system 1/1" in out.decode()
+    assert "fire_alarm" in out.decode()
