@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -96,6 +97,8 @@ class FireCentreLink:
                     await self._session(reader, writer, backoff)
                 except (LinkDown, OSError) as exc:
                     problem = str(exc) or type(exc).__name__
+                except sqlite3.Error as exc:  # the queue's file: retried, never fatal
+                    problem = f"queue {self.queue.path}: {exc}"
                 finally:
                     self.connected = False
                     writer.close()
@@ -226,9 +229,12 @@ class FireCentreLink:
 
     def stats(self) -> dict[str, float | int | str | None]:
         """Counters and gauges for /metrics and /healthz."""
-        oldest = self.queue.oldest_created()
+        try:
+            queued, oldest = self.queue.depth(), self.queue.oldest_created()
+        except sqlite3.Error:  # the link logs the queue's trouble; a scrape must still work
+            queued, oldest = -1, None
         out: dict[str, float | int | str | None] = {f"{k}_total": v for k, v in self.counts.items()}
-        out.update(connected=1 if self.connected else 0, queued=self.queue.depth(),
+        out.update(connected=1 if self.connected else 0, queued=queued,
                    oldest_queued_age=(self._now() - oldest) if oldest is not None else 0.0,
                    bad_frames_total=sum(self.reader.errors.values()),
                    skipped_bytes_total=self.reader.skipped_bytes,

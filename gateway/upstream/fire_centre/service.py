@@ -121,7 +121,12 @@ class FireCentreService:
         now = self.clock.time()
         for view in views_of_alarms(self.alarms.open_alarms()):
             self.mapping.apply(view)
-        saved = self.queue.load(_WORDS_KEY)
+        try:
+            saved = self.queue.load(_WORDS_KEY)
+        except (sqlite3.Error, OSError) as exc:  # report every word rather than none
+            log.error("fire centre queue %s: cannot read the words last reported: %s",
+                      self.queue.path, exc)
+            saved = None
         units = self.mapping.changes(saved if isinstance(saved, dict) else {}, now)
         if not any(flag == TypeFlag.DEVICE_STATE for flag, _ in units):
             units.append((TypeFlag.DEVICE_STATE,
