@@ -105,3 +105,25 @@ def test_a_change_while_the_gateway_was_down_is_reported_at_the_next_start(tmp_p
     svc3, _, _ = service(tmp_path, clock, alarms2)
     svc3._report_start()
     assert [flag for flag, _ in sent(svc3)] == [TypeFlag.DEVICE_STATE, TypeFlag.DEVICE_VERSION]
+
+
+def test_a_failed_write_is_held_and_retried_in_order(tmp_path, monkeypatch) -> None:
+    import sqlite3
+
+    svc, alarms, clock = service(tmp_path)
+    svc._report_start()
+    sent(svc)
+    real_append = svc.queue.append
+
+    def disk_full(items, now):  # a fault the real file cannot be made to have (tests run as root)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(svc.queue, "append", disk_full)
+    smoke(alarms, clock)
+    assert svc.write_errors == 1 and svc.queue.depth() == 0
+    monkeypatch.setattr(svc.queue, "append", real_append)
+    svc._enqueue([])  # what the retry task does
+    units = sent(svc)
+    assert [flag for flag, _ in units] == [TypeFlag.COMPONENT_STATE, TypeFlag.SYSTEM_STATE,
+                                          TypeFlag.DEVICE_STATE]
+    assert units[0][1][0].state == 1 | FIRE

@@ -35,6 +35,7 @@ from gateway.upstream.fire_centre.queue import FILE_NAME, FrameQueue
 log = logging.getLogger(__name__)
 
 _WORDS_KEY = "reported_words"
+RETRY_WRITE_SECONDS = 5.0  # after the queue's file failed a write (disk full, read-only)
 _KINDS = {TypeFlag.COMPONENT_STATE: "component_state", TypeFlag.SYSTEM_STATE: "system_state",
           TypeFlag.DEVICE_STATE: "device_state", TypeFlag.OPERATION: "operation",
           TypeFlag.COMPONENT_ANALOG: "analog", TypeFlag.DEVICE_VERSION: "version"}
@@ -64,6 +65,7 @@ class FireCentreService:
         self._offset = config.utc_offset_hours * 3600
         self._analog_sent: dict[int, float] = {}  # component index -> reading ts last sent
         self._started = False
+        self._unwritten: list[tuple[str, bytes]] = []  # (kind, data unit) a failed write left
         self.write_errors = 0
         self.time_syncs = 0
         self.inspections = 0
@@ -82,21 +84,34 @@ class FireCentreService:
         self._enqueue(units)
 
     def _enqueue(self, units: list[Unit], *, save_words: bool = True) -> None:
-        if not units:
+        new = [(_KINDS.get(flag, str(flag)), codec.encode_unit(flag, objects)) for flag, objects in units]
+        if not new and not self._unwritten:
             return
-        now = self.clock.time()
-        items = [(_KINDS.get(flag, str(flag)), self._maker(codec.encode_unit(flag, objects)))
-                 for flag, objects in units]
+        # Units a failed write left behind go first, so the centre still sees them in order.
+        pending = self._unwritten + new
         try:
-            self.queue.append(items, now)
+            self.queue.append([(kind, self._maker(data)) for kind, data in pending],
+                              self.clock.time())
             if save_words:
                 self.queue.save(_WORDS_KEY, self.mapping.snapshot())
         except (sqlite3.Error, OSError) as exc:
             self.write_errors += 1
-            log.error("fire centre queue %s: cannot write %d frames: %s", self.queue.path,
-                      len(items), exc)
+            if not self._unwritten:
+                log.error("fire centre queue %s: cannot write (%s); %d units held in memory and "
+                          "retried", self.queue.path, exc, len(pending))
+            self._unwritten = pending
             return
+        if self._unwritten:
+            log.info("fire centre queue %s: written again (%d units held meanwhile)",
+                     self.queue.path, len(self._unwritten))
+            self._unwritten = []
         self.link.wake()
+
+    async def _retry_writes(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_WRITE_SECONDS)
+            if self._unwritten:
+                self._enqueue([])
 
     def _maker(self, data: bytes):
         return lambda seq: self.link.frame(seq, Command.SEND, data)
@@ -108,6 +123,7 @@ class FireCentreService:
         self._report_start()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.link.run(), name="fire-centre.link")
+            tg.create_task(self._retry_writes(), name="fire-centre.retry-writes")
             if any(c.analog is not None for c in self.mapping.components):
                 tg.create_task(self._analog_loop(), name="fire-centre.analog")
 
