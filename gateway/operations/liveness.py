@@ -89,7 +89,8 @@ def health_report(gateway: Gateway, watch: PipelineWatch) -> tuple[bool, dict[st
     fire = getattr(gateway, "fire_centre", None)
     if fire is not None and not fire.link.connected:
         down.append(f"fire centre {fire.config.host}:{fire.config.port}: "
-                    f"{fire.link.last_error or 'not connected'} ({fire.queue.depth()} frames queued)")
+                    f"{fire.link.last_error or 'not connected'} "
+                    f"({fire.link.stats()['queued']} frames queued)")
     for sink in gateway.sinks:
         stats = sink.stats()
         if stats["failing"]:
