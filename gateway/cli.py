@@ -16,8 +16,8 @@ from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
 from gateway.outbox.report import add_outbox_parser
 from simulators.cli_args import (add_alarm_panel_parser, add_door_and_camera_parsers,
-                                 add_io_module_parser, add_smoke_detector_parser,
-                                 add_health_radar_parser)
+                                 add_fire_centre_parser, add_health_radar_parser,
+                                 add_io_module_parser, add_smoke_detector_parser)
 from gateway.operations.log_format import log_formatter
 from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     add_health_radar_parser(sim_kinds)
     add_io_module_parser(sim_kinds)
     add_smoke_detector_parser(sim_kinds)
+    add_fire_centre_parser(sim_kinds)
 
     radar = sim_kinds.add_parser(
         "radar", help="fall-detection radar writing real frames on a serial line",

@@ -188,3 +188,32 @@ def _simulate_smoke_detector(args: argparse.Namespace) -> int:
     return run_until_signal(run_smoke_detector(
         broker=args.broker, detector_id=args.detector_id, scenario=args.scenario,
         incident_after=args.incident_after, fault=args.fault))
+def add_fire_centre_parser(sim_kinds) -> None:
+    """Add ``fire-centre`` (the city fire remote-monitoring centre) to ``simulate``."""
+    f = sim_kinds.add_parser(
+        "fire-centre", help="city fire remote-monitoring centre (GB/T 26875.3): shows what the "
+                            "gateway reports",
+        description="Listens as the centre the gateway's fire_centre section points at, confirms "
+                    "each frame and prints it decoded: component fire alarms and faults with their "
+                    "addresses and descriptions, system and device states, heartbeats.")
+    f.add_argument("--listen", default="127.0.0.1:9000", metavar="HOST:PORT",
+                   help="where to listen (default 127.0.0.1:9000)")
+    f.add_argument("--address", type=lambda v: int(v, 0), default=None,
+                   help="the centre's address (default 0x015B38, the standard's examples)")
+    mode = f.add_mutually_exclusive_group()
+    mode.add_argument("--deny", action="store_true", help="deny every frame (to see resends)")
+    mode.add_argument("--silent", action="store_true", help="answer nothing (to see timeouts)")
+    f.add_argument("--utc-offset", type=float, default=8.0, metavar="HOURS",
+                   help="time zone of the time tags (default 8, China)")
+    f.set_defaults(handler=_simulate_fire_centre)
+
+
+def _simulate_fire_centre(args: argparse.Namespace) -> int:
+    from gateway.cli import _setup_logging, run_until_signal
+    from simulators.fire_centre import CENTRE_ADDRESS, run_fire_centre
+
+    _setup_logging(args.verbose)
+    return run_until_signal(run_fire_centre(
+        listen=args.listen, deny=args.deny, silent=args.silent,
+        address=CENTRE_ADDRESS if args.address is None else args.address,
+        utc_offset_hours=args.utc_offset))

@@ -25,6 +25,7 @@ from drivers.faults import FaultSource
 from drivers.sia_dc09 import contact_id
 from gateway.config.devices import (AlarmHostDevice, ModbusDevice, MqttDevice, SerialFramesDevice,
                                      SyntheticDevice)
+from gateway.config.fire_centre import check_fire_centre
 from gateway.config.models import GatewayConfig
 from gateway.console.checks import console_warnings
 from gateway.config.rule_checks import check_rule
@@ -354,6 +355,7 @@ def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
             problems.append((f"{where}.select", "selects no device"))
             continue
         check_rule(rule, where, selected, devices, problems)
+    problems.extend(check_fire_centre(config, devices))
 
 
 def selects(rule: BaseModel, device: DeviceSpec) -> bool:

@@ -11,6 +11,7 @@ from pydantic import Field, FilePath, field_validator, model_validator
 from gateway.config.base import Id, Secret, Strict
 from gateway.config.secrets import check_private
 from gateway.config.devices import Bus, Device
+from gateway.config.fire_centre import FireCentreConfig
 from gateway.config.rules import Rule
 
 
@@ -295,3 +296,4 @@ class GatewayConfig(Strict):
     buses: list[Bus] = []
     devices: list[Device] = []
     rules: list[Rule] = []
+    fire_centre: FireCentreConfig | None = None  # the city fire remote-monitoring centre (GB/T 26875.3)

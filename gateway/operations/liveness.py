@@ -70,6 +70,9 @@ def status_line(gateway: Gateway) -> str:
     parts = [f"{len(gateway.runners)} devices ({offline} offline)"]
     if gateway.mqtt is not None:
         parts.append("mqtt " + ("connected" if gateway.mqtt.connected else "DOWN"))
+    fire = getattr(gateway, "fire_centre", None)
+    if fire is not None:
+        parts.append("fire centre " + ("connected" if fire.link.connected else "DOWN"))
     parts.append(f"{len(gateway.alarms.open_alarms())} open alarms")
     return ", ".join(parts)
 
@@ -83,6 +86,11 @@ def health_report(gateway: Gateway, watch: PipelineWatch) -> tuple[bool, dict[st
     mqtt = gateway.mqtt
     if mqtt is not None and not mqtt.connected:
         down.append(f"mqtt: not connected to {mqtt.config.host}:{mqtt.config.port}")
+    fire = getattr(gateway, "fire_centre", None)
+    if fire is not None and not fire.link.connected:
+        down.append(f"fire centre {fire.config.host}:{fire.config.port}: "
+                    f"{fire.link.last_error or 'not connected'} "
+                    f"({fire.link.stats()['queued']} frames queued)")
     for sink in gateway.sinks:
         stats = sink.stats()
         if stats["failing"]:

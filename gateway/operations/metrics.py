@@ -63,6 +63,7 @@ class GatewayCollector(Collector):
         yield from self._mqtt(g)
         yield from self._alarms(g)
         yield from self._reloads(g)
+        yield from fire_centre_metrics(getattr(g, "fire_centre", None))
 
     def _devices(self, g: Gateway) -> Iterator[Metric]:
         labels = ["device", "kind"]
@@ -222,12 +223,21 @@ def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         name = prefix + key.removesuffix("_total")
+        what = prefix.rstrip("_").replace("_", " ")
         if key.endswith("_total"):
-            family: Metric = _counter(name, f"outbox stats: {key}", labels)
+            family: Metric = _counter(name, f"{what} stats: {key}", labels)
         else:
-            family = _gauge(name, f"outbox stats: {key}", labels)
+            family = _gauge(name, f"{what} stats: {key}", labels)
         family.add_metric(values, value)
         yield family
+
+
+def fire_centre_metrics(service: Any) -> Iterator[Metric]:
+    """The fire remote-monitoring centre link: every number of its ``stats()``
+    (``fire_centre_connected``, ``fire_centre_queued``, ``fire_centre_denied_total``, ...)."""
+    stats = service.stats() if service is not None else None
+    if isinstance(stats, dict):
+        yield from _numbers_as_metrics("fire_centre_", stats, [], [])
 
 
 def metrics_registry(gateway: Gateway) -> CollectorRegistry:

@@ -112,6 +112,13 @@ class Gateway:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
             self.mqtt = MqttLink(config=cfg.mqtt, site_id=cfg.site.id, alarms=self.alarms,
                                  password=password)
+        self.fire_centre = None  # the city fire remote-monitoring centre, imported only when used
+        if cfg.fire_centre is not None:
+            from gateway.upstream.fire_centre.service import FireCentreService
+            self.fire_centre = FireCentreService(config=cfg.fire_centre, state_dir=cfg.state_dir,
+                                                 clock=self.clock, alarms=self.alarms,
+                                                 latest=self.pipeline.latest)
+            self.alarms.add_listener(self.fire_centre.on_transition)
         self.http = None
         if cfg.http is not None:
             self.http = HttpServer(config=cfg.http, gateway=self,
@@ -161,6 +168,8 @@ class Gateway:
                     tg.create_task(sink.run(), name=f"sink[{sink.sink.name}]")
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run(), name="mqtt")
+                if self.fire_centre is not None:
+                    tg.create_task(self.fire_centre.run(), name="fire-centre")
                 for runner in self.runners:
                     self._start_runner(runner)
                 if self.http is not None:
@@ -270,6 +279,8 @@ class Gateway:
     async def _shutdown(self) -> None:
         self.pipeline.drain()
         await self.alarm_store.close()  # every alarm transition so far is in the state file
+        if self.fire_centre is not None:
+            self.fire_centre.close()  # its frames were committed as they were made
         if self.outbox is not None:
             await self.outbox.flush()  # what the pipeline took is committed: accepted
         with contextlib.suppress(TimeoutError):
