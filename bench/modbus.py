@@ -183,12 +183,12 @@ async def rtu(baudrate: int, opts, tmp: Path) -> list[Figure]:
     polls = w.rate("polls")
     cycle = 1 / polls if polls else math.nan
     wire = wire_seconds(plan, baudrate)
-    gap = site.config.buses[0].frame_gap
+    gap = site.config.buses[0].gap_seconds
     estimate = cycle + wire
     per_poll = w.counts["readings"] / w.counts["polls"] if w.counts["polls"] else math.nan
     return [
         info(NAME, f"RTU {baudrate} baud: poll cycle over the pty", cycle * 1000, "ms",
-             f"{len(plan)} requests, incl. {len(plan)} x {gap * 1000:g} ms frame gap; "
+             f"{len(plan)} requests, incl. {len(plan)} x {gap * 1000:.2f} ms frame gap; "
              f"gateway CPU {w.cpu_share:.0%}, simulator CPU {w.share_of(pid):.0%}, "
              f"{w.counts['errors']} errors"),
         info(NAME, f"RTU {baudrate} baud: wire time per cycle (computed)", wire * 1000, "ms",

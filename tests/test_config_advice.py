@@ -29,12 +29,24 @@ def warnings_of(tmp_path: Path, raw: dict) -> list[str]:
     return load_config(path).warnings
 
 
-def test_a_cabinet_poll_costs_about_a_third_of_a_second_at_9600_baud(tmp_path) -> None:
+def test_a_cabinet_poll_costs_about_a_quarter_of_a_second_at_9600_baud(tmp_path) -> None:
     site = load_config(_write(tmp_path, rtu_site(1)))
     seconds = poll_seconds_on_rtu(site.devices["cab-0"], site.config.buses[0])
     # 7 requests (4 meters, controller inputs, smoke, relays), 10 bits a character,
-    # 3.5 silent characters after each frame, 10 ms gap each
-    assert seconds == pytest.approx(0.31, abs=0.02)
+    # 3.5 silent characters after each frame (the default gap is that silence)
+    assert seconds == pytest.approx(0.24, abs=0.02)
+    slow_adapter = dict(rtu_site(1))
+    slow_adapter["buses"] = [dict(slow_adapter["buses"][0], frame_gap=0.01)]
+    site = load_config(_write(tmp_path, slow_adapter))
+    assert poll_seconds_on_rtu(site.devices["cab-0"], site.config.buses[0]) == pytest.approx(
+        seconds + 7 * (0.01 - 3.5 * 10 / 9600), abs=1e-9)
+
+
+def test_the_default_frame_gap_is_the_rtu_silence_at_the_baud_rate(tmp_path) -> None:
+    for baudrate, gap in ((9600, 3.5 * 10 / 9600), (19200, 3.5 * 10 / 19200),
+                          (38400, 0.00175), (115200, 0.00175)):
+        site = load_config(_write(tmp_path, rtu_site(1, baudrate=baudrate)))
+        assert site.config.buses[0].gap_seconds == pytest.approx(gap)
 
 
 def _write(tmp_path: Path, raw: dict) -> Path:
@@ -44,13 +56,13 @@ def _write(tmp_path: Path, raw: dict) -> Path:
 
 
 def test_bus_load_warnings(tmp_path) -> None:
-    assert not [w for w in warnings_of(tmp_path, rtu_site(2)) if "bus line" in w]  # ~62%
+    assert not [w for w in warnings_of(tmp_path, rtu_site(2)) if "bus line" in w]  # ~48%
     [headroom] = [w for w in warnings_of(tmp_path, rtu_site(3)) if "bus line" in w]
-    assert "about 9" in headroom and "little room" in headroom
-    [overload] = [w for w in warnings_of(tmp_path, rtu_site(4)) if "bus line" in w]
+    assert "about 72%" in headroom and "little room" in headroom
+    [overload] = [w for w in warnings_of(tmp_path, rtu_site(5)) if "bus line" in w]
     assert "fall behind" in overload and "9600 baud" in overload
     slow = warnings_of(tmp_path, rtu_site(1, baudrate=1200))
-    assert any(w.startswith("device cab-0: about 2.") and "exceeds its poll interval 1.0s" in w
+    assert any(w.startswith("device cab-0: about 1.9") and "exceeds its poll interval 1.0s" in w
                for w in slow)
 
 

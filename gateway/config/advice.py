@@ -30,15 +30,14 @@ def advice(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str]:
 def poll_seconds_on_rtu(spec: DeviceSpec, bus: ModbusRtuBus) -> float:
     """Line time one poll of the device takes on an RS-485 bus, when every slave answers.
 
-    Per request: 8 bytes out, 5 + data bytes back, 3.5 silent characters after
-    each frame (the RTU frame delimiter) and the bus's configured gap.
+    Per request: 8 bytes out, 3.5 silent characters (the RTU frame delimiter),
+    5 + data bytes back, then the bus's gap (by default the same 3.5 characters).
     """
-    bits_per_char = 1 + bus.bytesize + (0 if bus.parity == "N" else 1) + bus.stopbits
-    char = bits_per_char / bus.baudrate
+    char = bus.char_seconds
     total = 0.0
     for req in plan_reads(list(spec.points), spec.limits) if spec.limits else []:
         data = math.ceil(req.count / 8) if req.table in BIT_TABLES else 2 * req.count
-        total += (8 + 5 + data + 2 * 3.5) * char + bus.frame_gap
+        total += (8 + 5 + data + 3.5) * char + bus.gap_seconds
     return total
 
 

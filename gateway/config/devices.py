@@ -34,9 +34,23 @@ class ModbusRtuBus(Strict):
     bytesize: Literal[7, 8] = 8
     timeout: float = Field(default=0.5, gt=0, le=60)
     retries: int = Field(default=1, ge=0, le=5)
-    # Quiet time after each transaction; slow RS-485 adapters and some meters
-    # (PZEM-004T among them) need more than the 3.5 characters of the spec.
-    frame_gap: float = Field(default=0.01, ge=0, le=1)
+    # Quiet time after each transaction. Default: the Modbus RTU frame delimiter
+    # (3.5 character times; a fixed 1.75 ms above 19200 baud), the wire's limit.
+    # Slow USB adapters and some meters need more: set it (e.g. 0.01 s).
+    frame_gap: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def char_seconds(self) -> float:
+        """One character on the line: start bit, data bits, parity, stop bits."""
+        bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+        return bits / self.baudrate
+
+    @property
+    def gap_seconds(self) -> float:
+        """The quiet time after each transaction: configured, or 3.5 characters."""
+        if self.frame_gap is not None:
+            return self.frame_gap
+        return 0.00175 if self.baudrate > 19200 else 3.5 * self.char_seconds
 
 
 Bus = Annotated[Union[ModbusTcpBus, ModbusRtuBus], Field(discriminator="type")]

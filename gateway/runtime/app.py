@@ -380,7 +380,7 @@ def _make_bus(bus: ModbusTcpBus | ModbusRtuBus) -> ModbusBus:
                              retries=bus.retries, frame_gap=bus.frame_gap)
     return ModbusBus.rtu(name=bus.id, port=bus.port, baudrate=bus.baudrate, parity=bus.parity,
                          stopbits=bus.stopbits, bytesize=bus.bytesize, timeout=bus.timeout,
-                         retries=bus.retries, frame_gap=bus.frame_gap)
+                         retries=bus.retries, frame_gap=bus.gap_seconds)
 
 
 def _pseudonymiser(site: Site):
