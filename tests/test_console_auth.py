@@ -136,14 +136,12 @@ async def test_sessions_expire_after_idle_time_and_survive_a_restart_without_raw
     assert restarted.get("forged") is None and restarted.get(None) is None
 
 
-async def test_logout_and_user_removal_end_sessions_and_their_number_is_bounded() -> None:
+async def test_logout_ends_a_session_and_their_number_is_bounded() -> None:
     clock = FakeClock()
     store = SessionStore(minutes=10, clock=clock)
     token, _ = await store.create(User("wang", "operator", "h"))
     await store.drop(token)
     assert store.get(token) is None
-    tokens = [(await store.create(User("li", "viewer", "h")))[0] for _ in range(3)]
-    assert await store.drop_user("li") == 3 and all(store.get(t) is None for t in tokens)
     first, _ = await store.create(User("wang", "operator", "h"))
     for _ in range(MAX_SESSIONS):
         clock.advance(0.001)
@@ -151,17 +149,38 @@ async def test_logout_and_user_removal_end_sessions_and_their_number_is_bounded(
     assert len(store) == MAX_SESSIONS and store.get(first) is None  # the oldest went
 
 
-def test_login_throttle_locks_a_name_after_repeated_failures() -> None:
+def test_login_throttle_counts_attempts_before_checking_and_delays_grow() -> None:
     clock = FakeClock()
-    throttle = LoginThrottle(clock=clock, max_failures=3, lock_seconds=60)
-    for _ in range(3):
-        assert throttle.wait_for("user:wang") == 0
-        throttle.failed("user:wang", "addr:1")
-    assert throttle.wait_for("user:wang") == pytest.approx(60)
-    assert throttle.wait_for("user:li", "addr:1") == pytest.approx(60)
-    assert throttle.wait_for("user:li", "addr:2") == 0
-    clock.advance(61)
-    assert throttle.wait_for("user:wang") == 0
+    throttle = LoginThrottle(clock=clock, account_free=3, address_free=10, base_delay=1, max_delay=8)
+    who = {"account": "wang", "address": "10.0.0.1"}
+    for _ in range(3):  # three attempts under way at once: none checked yet, all counted
+        assert throttle.begin(**who) == 0
+    assert throttle.begin(**who) == pytest.approx(1)  # the fourth waits, uncounted
+    assert throttle.begin(account="li", address="10.0.0.1") == 0  # another name is free
+    delays = []
+    for _ in range(5):
+        clock.advance(throttle.wait_for(**who))
+        assert throttle.begin(**who) == 0
+        delays.append(throttle.wait_for(**who))
+    assert delays == [2, 4, 8, 8, 8]  # growing, capped: never a lock
+    throttle.succeeded(**who)
+    assert throttle.wait_for(**who) == 0
+
+
+def test_login_throttle_table_is_bounded_and_never_forgets_the_account_under_attack() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock, account_free=5, max_tracked=1000)
+    for _ in range(8):
+        clock.advance(throttle.wait_for(account="wang", address="a"))
+        throttle.begin(account="wang", address="a")
+    locked = throttle.wait_for(account="wang", address="b")
+    assert locked > 0
+    for i in range(20 * 1000):  # a sweep of made-up names and addresses
+        clock.advance(0.0001)
+        throttle.begin(account=f"guess-{i}", address=f"10.1.{i // 250}.{i % 250}")
+    assert len(throttle.accounts.counts) <= 1000 and len(throttle.addresses.counts) <= 1000
+    assert throttle.accounts.counts["wang"].failures == 8
+    assert throttle.wait_for(account="wang", address="b") == pytest.approx(locked - 2, abs=0.01)
 
 
 # -- over HTTP ------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class Session:
     csrf: str
     created: float
     last_seen: float
+    # The user's ``credential`` at login; sessions from before a password or role
+    # change (or from a file written before this field existed) no longer match.
+    credential: str = ""
 
     @property
     def can_act(self) -> bool:
@@ -83,7 +86,7 @@ class SessionStore:
             del self._sessions[oldest]
         token = secrets.token_urlsafe(32)
         session = Session(user=user.name, role=user.role, csrf=secrets.token_urlsafe(32),
-                          created=now, last_seen=now)
+                          created=now, last_seen=now, credential=user.credential)
         self._sessions[_key(token)] = session
         await self._persist()
         return token, session
@@ -111,15 +114,6 @@ class SessionStore:
         """Log out."""
         if token and self._sessions.pop(_key(token), None) is not None:
             await self._persist()
-
-    async def drop_user(self, name: str) -> int:
-        """End every session of one user (removed from the users file, role changed)."""
-        keys = [k for k, s in self._sessions.items() if s.user == name]
-        for key in keys:
-            del self._sessions[key]
-        if keys:
-            await self._persist()
-        return len(keys)
 
     async def persist(self) -> None:
         """Write the file now (e.g. when the gateway stops)."""

@@ -15,6 +15,7 @@ restart. It holds hashes only and is written with mode 0600.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -72,6 +73,12 @@ class User:
     def can_act(self) -> bool:
         """Operators act on alarms; viewers only look."""
         return self.role == "operator"
+
+    @property
+    def credential(self) -> str:
+        """Changes whenever the password or the role does: a session logged in with an
+        older one has ended (see ``Console.session_of``)."""
+        return hashlib.sha256(f"{self.role}\0{self.password_hash}".encode()).hexdigest()[:32]
 
 
 class UsersFile:
