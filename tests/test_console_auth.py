@@ -156,11 +156,16 @@ def test_login_throttle_counts_attempts_before_checking_and_delays_grow() -> Non
     for _ in range(3):  # three attempts under way at once: none checked yet, all counted
         assert throttle.begin(**who) == 0
     assert throttle.begin(**who) == pytest.approx(1)  # the fourth waits, uncounted
+    clock.advance(5)
+    assert throttle.begin(**who) > 0  # and goes on waiting while those three are checked
     assert throttle.begin(account="li", address="10.0.0.1") == 0  # another name is free
+    for _ in range(3):
+        throttle.failed(**who)
     delays = []
     for _ in range(5):
         clock.advance(throttle.wait_for(**who))
         assert throttle.begin(**who) == 0
+        throttle.failed(**who)
         delays.append(throttle.wait_for(**who))
     assert delays == [2, 4, 8, 8, 8]  # growing, capped: never a lock
     throttle.succeeded(**who)
@@ -173,11 +178,14 @@ def test_login_throttle_table_is_bounded_and_never_forgets_the_account_under_att
     for _ in range(8):
         clock.advance(throttle.wait_for(account="wang", address="a"))
         throttle.begin(account="wang", address="a")
+        throttle.failed(account="wang", address="a")
     locked = throttle.wait_for(account="wang", address="b")
     assert locked > 0
     for i in range(20 * 1000):  # a sweep of made-up names and addresses
         clock.advance(0.0001)
-        throttle.begin(account=f"guess-{i}", address=f"10.1.{i // 250}.{i % 250}")
+        guess = {"account": f"guess-{i}", "address": f"10.1.{i // 250}.{i % 250}"}
+        throttle.begin(**guess)
+        throttle.failed(**guess)
     assert len(throttle.accounts.counts) <= 1000 and len(throttle.addresses.counts) <= 1000
     assert throttle.accounts.counts["wang"].failures == 8
     assert throttle.wait_for(account="wang", address="b") == pytest.approx(locked - 2, abs=0.01)

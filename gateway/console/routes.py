@@ -172,6 +172,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
         console.throttle.not_checked(**who)
         return _error(503, "too many logins at once; try again in a moment", retry_after=1)
     if user is None or not ok:
+        console.throttle.failed(**who)
         # whatever was typed as a name goes to the log: quoted, if it is not a plain name
         shown = body.user if PLAIN_NAME.fullmatch(body.user) else repr(body.user)
         await console.audit.record(operator=shown, action="login", ok=False,

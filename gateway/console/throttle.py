@@ -3,7 +3,8 @@
 Every attempt is counted *before* its password is checked (``begin``), so a burst
 of parallel attempts cannot slip past while the first ones are still being
 hashed: the sixth of 300 simultaneous guesses is refused as surely as the sixth
-of 300 sequential ones. A key's first ``free`` failures cost nothing; after that
+of 300 sequential ones, and while a key's last free tries are still being
+checked, no more are let through. A key's first ``free`` failures cost nothing; after that
 each further attempt must wait ``base_delay * 2**k`` seconds after the last
 failure (capped). There is no hard lock: a guard whose name someone is guessing
 at still gets a try every few minutes, and a reverse proxy's address shared by
@@ -31,8 +32,9 @@ MAX_TRACKED = 10_000
 
 @dataclass(slots=True)
 class _Count:
-    failures: int
+    failures: int  # including attempts still being checked
     last: float
+    checking: int = 0  # attempts counted whose password is still being checked
 
 
 class _Table:
@@ -55,32 +57,43 @@ class _Table:
         entry = self.counts.get(key)
         if entry is None:
             return 0.0
-        if now - entry.last >= FORGET_AFTER:
+        if now - entry.last >= FORGET_AFTER and not entry.checking:
             del self.counts[key]
             return 0.0
-        return max(entry.last + self.delay(entry.failures) - now, 0.0)
+        delay = self.delay(entry.failures)
+        if delay and entry.checking:  # out of free tries: the delay starts when those end
+            return delay
+        return max(entry.last + delay - now, 0.0)
 
-    def add(self, key: str, now: float, n: int = 1) -> None:
+    def begin(self, key: str, now: float) -> None:
         entry = self.counts.get(key)
         if entry is None:
-            if n <= 0:
-                return
             if len(self.counts) >= self.max_tracked:
                 self._make_room(now)
-            self.counts[key] = _Count(n, now)
+            entry = self.counts[key] = _Count(0, now)
+        entry.failures += 1
+        entry.checking += 1
+        entry.last = now
+
+    def end(self, key: str, now: float, *, failed: bool) -> None:
+        entry = self.counts.get(key)
+        if entry is None:
+            return
+        entry.checking = max(entry.checking - 1, 0)
+        if failed:
+            entry.last = now
         else:
-            entry.failures = max(entry.failures + n, 0)
-            if n > 0:
-                entry.last = now
+            entry.failures = max(entry.failures - 1, 0)
 
     def _make_room(self, now: float) -> None:
         # Entries that have nothing left to wait for first; then the least failed tenth.
-        idle = [k for k, c in self.counts.items()
-                if now - c.last >= max(self.delay(c.failures), 1.0) and c.failures < self.free]
+        idle = [k for k, c in self.counts.items() if not c.checking and c.failures < self.free
+                and now - c.last >= max(self.delay(c.failures), 1.0)]
         for key in idle:
             del self.counts[key]
         if len(self.counts) >= self.max_tracked:
-            by_failures = sorted(self.counts, key=lambda k: (self.counts[k].failures, self.counts[k].last))
+            by_failures = sorted((k for k, c in self.counts.items() if not c.checking),
+                                 key=lambda k: (self.counts[k].failures, self.counts[k].last))
             for key in by_failures[:max(1, self.max_tracked // 10)]:
                 del self.counts[key]
 
@@ -103,23 +116,30 @@ class LoginThrottle:
         return max(self.accounts.wait_for(account, now), self.addresses.wait_for(address, now))
 
     def begin(self, *, account: str, address: str) -> float:
-        """Start an attempt: 0 and the attempt counted as a failure until ``succeeded``
-        says otherwise, or the seconds to wait (and nothing counted)."""
+        """Start an attempt: 0, and the attempt counted as a failure until ``failed``,
+        ``succeeded`` or ``not_checked`` ends it; or the seconds to wait (nothing counted)."""
         wait = self.wait_for(account=account, address=address)
         if wait > 0:
             return wait
         now = self._clock.monotonic()
-        self.accounts.add(account, now)
-        self.addresses.add(address, now)
+        self.accounts.begin(account, now)
+        self.addresses.begin(address, now)
         return 0.0
 
+    def failed(self, *, account: str, address: str) -> None:
+        """The password was wrong: the attempt stays counted; the delay runs from now."""
+        now = self._clock.monotonic()
+        self.accounts.end(account, now, failed=True)
+        self.addresses.end(address, now, failed=True)
+
     def succeeded(self, *, account: str, address: str) -> None:
-        """The password was right: forget the account's failures and this attempt's."""
+        """The password was right: the account starts afresh; this attempt is not held
+        against the address."""
         self.accounts.counts.pop(account, None)
-        self.addresses.add(address, self._clock.monotonic(), -1)
+        self.addresses.end(address, self._clock.monotonic(), failed=False)
 
     def not_checked(self, *, account: str, address: str) -> None:
         """The attempt was counted but its password never checked (the server was busy)."""
         now = self._clock.monotonic()
-        self.accounts.add(account, now, -1)
-        self.addresses.add(address, now, -1)
+        self.accounts.end(account, now, failed=False)
+        self.addresses.end(address, now, failed=False)

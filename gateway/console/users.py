@@ -87,7 +87,7 @@ class UsersFile:
     def __init__(self, *, path: str | Path):
         self.path = Path(path)
         self._users: dict[str, User] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._broken = False
 
     def load(self) -> dict[str, User]:
@@ -117,7 +117,9 @@ class UsersFile:
         """
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            # the inode too: `user add --replace` writes a new file of the same size,
+            # possibly within one tick of the file system's clock
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = None
         if stamp != self._stamp:

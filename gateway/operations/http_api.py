@@ -30,11 +30,11 @@ from aiohttp import web
 from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.backoff import Backoff
+from gateway.config.advice import is_loopback
 from gateway.config.models import HttpConfig
 from gateway.console import add_console_routes
 from gateway.operations.connection_limit import LimitedTCPSite, OutOfFilesLogFilter, effective_limit
 from gateway.operations.device_view import devices_view, reading_view
-from gateway.operations.http_trust import is_loopback_host
 from gateway.operations.live_events import event, live_parts, serve_events
 from gateway.operations.liveness import PipelineWatch, health_report
 from gateway.operations.metrics import CONTENT_TYPE, metrics_registry, render
@@ -69,7 +69,7 @@ def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
     app[WRITE_AUTHORIZERS] = [bearer_token]
     app[WATCH] = PipelineWatch(gateway.pipeline)
     http = gateway.site.config.http or HttpConfig()
-    app[READS_NEED_AUTH] = not is_loopback_host(http.host)
+    app[READS_NEED_AUTH] = not is_loopback(http.host)  # reachable from elsewhere
     live_parts(app, gateway)  # the alarm fan-out and stream slots, shared with the console
     for routes in (health_routes, device_routes, alarm_routes, stream_routes):
         app.add_routes(routes(gateway))

@@ -1,9 +1,7 @@
-"""What the HTTP surfaces trust: which listeners are private, and who a client is.
+"""Who an HTTP client is, as far as the gateway can tell.
 
-A listener is *loopback* when its host is ``localhost`` or an address in
-127.0.0.0/8 or ``::1``: nothing from another machine reaches it, so reads under
-``/api/`` may be open there. Anything else (``0.0.0.0``, a LAN address, a host
-name) can be reached from the network and needs the token for reads too.
+(Which listeners are private is ``gateway.config.advice.is_loopback``: 127.0.0.0/8,
+``::1`` and ``localhost``; on any other, ``/api/`` reads need the token too.)
 
 ``X-Forwarded-For`` is believed only from the reverse proxies listed in
 ``http.trusted_proxies``; from anyone else a client could name any address it
@@ -19,16 +17,6 @@ from ipaddress import IPv4Network, IPv6Network
 from aiohttp import web
 
 Network = IPv4Network | IPv6Network
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a listener on ``host`` can only be reached from this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # another host name: it may resolve to anything
-        return False
 
 
 def _is_trusted(address: str | None, trusted: Iterable[Network]) -> bool:
