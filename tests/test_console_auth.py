@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -308,13 +309,63 @@ async def test_viewer_sees_everything_and_changes_nothing(client: TestClient, ga
     assert '"operator": "zhao", "action": "ack", "ok": false' in audit
 
 
-async def test_removing_a_user_or_logging_out_ends_the_session(client: TestClient, gateway, tmp_path) -> None:
-    csrf = await login(client, OPERATOR)
-    assert (await client.get("/console/api/me")).status == 200
-    users = UsersFile(path=tmp_path / "users.yaml")
-    users.remove(OPERATOR[0])
-    assert (await client.get("/console/api/me")).status == 401
-    write_users(tmp_path / "users.yaml")
+def user_cli(monkeypatch, tmp_path: Path, *args: str, password: str | None = None) -> int:
+    """``community-gateway user ...`` on the test site's users file, as an installer runs it."""
+    if password is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        args = (*args, "--password-stdin")
+    return cli_main(["user", *args, "-f", str(tmp_path / "users.yaml")])
+
+
+async def next_event(response) -> tuple[str, dict]:
+    name = None
+    while True:
+        line = (await response.content.readline()).decode()
+        if not line:
+            raise AssertionError("the stream ended")
+        line = line.rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: ") and name:
+            return name, json.loads(line[6:])
+
+
+@pytest.mark.parametrize("change", ["password", "role", "remove"])
+async def test_a_password_or_role_change_through_the_cli_ends_that_users_sessions(
+        client: TestClient, tmp_path, monkeypatch, change: str) -> None:
+    await login(client, OPERATOR)
+    other = TestClient(client.server)  # the viewer, in a browser of their own
+    await other.start_server()
+    try:
+        await login(other, VIEWER)
+        stream = await client.get("/console/events")
+        assert [(await next_event(stream))[0] for _ in range(2)] == ["hello", "snapshot"]
+        if change == "password":
+            rc = user_cli(monkeypatch, tmp_path, "add", OPERATOR[0], "--role", "operator",
+                          "--replace", password="a-new-night-shift")
+        elif change == "role":
+            rc = user_cli(monkeypatch, tmp_path, "add", OPERATOR[0], "--role", "viewer",
+                          "--replace", password=OPERATOR[1])
+        else:
+            rc = user_cli(monkeypatch, tmp_path, "remove", OPERATOR[0])
+        assert rc == 0
+        async with asyncio.timeout(10):
+            while (name_data := await next_event(stream))[0] != "auth":
+                pass
+        assert name_data[1] == {"reason": "session ended"}
+        assert (await client.get("/console/api/me")).status == 401
+        assert (await other.get("/console/api/me")).status == 200  # other users keep theirs
+        if change != "remove":  # a fresh login works with what the file says now
+            password = "a-new-night-shift" if change == "password" else OPERATOR[1]
+            await login(client, (OPERATOR[0], password))
+            me = await (await client.get("/console/api/me")).json()
+            assert me["role"] == ("viewer" if change == "role" else "operator")
+        stream.close()
+    finally:
+        await other.close()
+
+
+async def test_logging_out_ends_the_session(client: TestClient, tmp_path) -> None:
     csrf = await login(client, OPERATOR)
     r = await client.post("/console/api/logout", json={}, headers={"X-CSRF-Token": csrf})
     assert r.status == 200
