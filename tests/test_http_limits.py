@@ -8,7 +8,9 @@ import errno
 import json
 import logging
 import math
+import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -85,6 +87,14 @@ async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path) 
         assert (await c.get("/healthz")).status in (200, 503)  # open: liveness probes
         assert (await c.get("/metrics")).status == 200
 
+        # the terminal tools send the token for reads when they have one
+        url = str(c.make_url("")).rstrip("/")
+        env = {k: v for k, v in os.environ.items() if k != "GATEWAY_API_TOKEN"}
+        rc, _, err = await run_cli("alarms", "list", "--url", url, env=env)
+        assert rc == 1 and "refused the token" in err
+        rc, out, _ = await run_cli("alarms", "list", "--url", url, env={**env, "GATEWAY_API_TOKEN": TOKEN})
+        assert rc == 0 and "no open alarms" in out
+
     raw = site(tmp_path, "0.0.0.0:8080", token=False)
     gateway = Gateway(load_config(write_site(tmp_path, raw)))
     async with TestClient(TestServer(gateway.http.app)) as c:
@@ -95,6 +105,15 @@ async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path) 
         gateway = Gateway(load_config(write_site(tmp_path, site(tmp_path, listen, token=False))))
         async with TestClient(TestServer(gateway.http.app)) as c:
             assert (await c.get("/api/devices")).status == 200, listen
+
+
+async def run_cli(*args: str, env: dict) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
 
 
 # -- finite JSON and one view of a device ------------------------------------------------
