@@ -57,6 +57,12 @@ class LimitedTCPSite(web.TCPSite):
         self._last_warning = -LOG_EVERY
         self._unreported = 0
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now."""
+        server = self._runner.server
+        return len(server.connections) if server is not None else 0
+
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
