@@ -44,14 +44,9 @@ class LiveFeed:
         """``{"devices": ...}`` as JSON text, built at most once per ``max_age`` for all pages."""
         now = time.monotonic()
         if self._devices_cache is None or now - self._devices_cache[0] >= max_age:
-            self._devices_cache = (now, json_text({"devices": self.devices()}))
+            self._devices_cache = (now, json_safe.dumps({"devices": self.devices()}))
         return self._devices_cache[1]
 
     def devices(self) -> list[dict[str, object]]:
         """Every configured device with its location, health and last readings."""
         return devices_view(self.gateway)
-
-
-def json_text(obj: object) -> str:
-    """JSON for the browser: NaN and infinity (which JSON lacks) become null."""
-    return json_safe.dumps(obj)

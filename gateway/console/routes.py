@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.config.models import ConsoleConfig
 from gateway.console.history import query_history
-from gateway.console.live import json_text
 from gateway.console.passwords import ChecksBusy
 from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
@@ -181,7 +181,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
     console.throttle.succeeded(**who)
     token, session = await console.sessions.create(user)
     await console.audit.record(operator=user.name, action="login", remote=console.remote(request))
-    response = web.json_response({"user": user.name, "role": user.role}, headers=SECURITY_HEADERS)
+    response = _json({"user": user.name, "role": user.role})
     response.set_cookie(COOKIE, token, path=PREFIX, httponly=True, samesite="Strict",
                         secure=_secure(request))
     return response
@@ -191,7 +191,7 @@ async def _logout(request: web.Request, session: Session) -> web.StreamResponse:
     console = request.app[CONSOLE]
     await console.sessions.drop(request.cookies.get(COOKIE))
     await console.audit.record(operator=session.user, action="logout", remote=console.remote(request))
-    response = web.json_response({"ok": True}, headers=SECURITY_HEADERS)
+    response = _json({"ok": True})
     response.del_cookie(COOKIE, path=PREFIX)
     return response
 
@@ -297,12 +297,13 @@ async def _json_body(request: web.Request, model: type[BaseModel]):
 
 
 def _json(body: dict[str, object], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, headers=SECURITY_HEADERS, dumps=json_text)
+    return web.json_response(body, status=status, headers=SECURITY_HEADERS, dumps=json_safe.dumps)
 
 
 def _error(status: int, message: str, **extra: object) -> web.Response:
     headers = dict(SECURITY_HEADERS)
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
-    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+    return web.json_response({"error": message, **extra}, status=status, headers=headers,
+                             dumps=json_safe.dumps)
 

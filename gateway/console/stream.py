@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.console.live import json_text
+from gateway import json_safe
 from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, Console
 from gateway.operations.live_events import event, event_text, live_parts, serve_events
@@ -48,7 +48,7 @@ class ConsoleStream:
     def _snapshot(self) -> bytes:
         feed = self.console.feed
         device_list = feed.devices()
-        self.devices = json_text({"devices": device_list})
+        self.devices = json_safe.dumps({"devices": device_list})
         return event("snapshot", {"alarms": feed.alarms(), "devices": device_list})
 
     async def opening(self) -> list[bytes]:
