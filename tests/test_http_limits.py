@@ -71,9 +71,10 @@ def test_loopback_is_127_slash_8_ipv6_loopback_and_localhost() -> None:
         assert not is_loopback(host), host
 
 
-async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path) -> None:
+async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path, caplog) -> None:
     # The config says a LAN address; the test serves the same app on loopback.
     gateway = Gateway(load_config(write_site(tmp_path, site(tmp_path, "192.0.2.10:8080"))))
+    caplog.set_level(logging.WARNING, logger="gateway.operations.http_api")
     async with TestClient(TestServer(gateway.http.app)) as c:
         for path in ("/api/devices", "/api/alarms", "/api/alarms/x/history", "/api/stream"):
             r = await c.get(path)
@@ -81,6 +82,8 @@ async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path) 
             assert "Bearer" in r.headers["WWW-Authenticate"]
             r = await c.get(path, headers={"Authorization": "Bearer wrong"})
             assert r.status == 401, path
+        refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 1  # then one line a minute: a scanner cannot flood the log
         assert (await c.get("/api/devices", headers=AUTH)).status == 200
         async with c.get("/api/stream", headers=AUTH) as r:
             assert r.status == 200

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway import json_safe
 from gateway.console.users import ROLES, User
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class SessionStore:
         if self.path is None:
             return
         self._persisted_at = self._clock.time()
-        body = json.dumps({k: asdict(s) for k, s in self._sessions.items()})
+        body = json_safe.dumps({k: asdict(s) for k, s in self._sessions.items()})
         async with self._write_lock:
             try:
                 await asyncio.to_thread(_write_private, self.path, body)

@@ -9,7 +9,7 @@ Every write under ``/api/`` (any method but GET/HEAD/OPTIONS) must pass one of
 the app's write authorizers; the built-in one wants ``Authorization: Bearer
 <http.token>``. Without a configured token, API writes are refused. Reads under
 ``/api/`` (the stream included) are open on a loopback listener and need the same
-authorization on any other (see ``http_trust``). ``/healthz`` and ``/metrics``
+authorization on any other (``gateway.config.advice.is_loopback``). ``/healthz`` and ``/metrics``
 stay open. Other areas (the console with its sessions) guard their own routes.
 
 Limits: at most ``http.max_connections`` connections (more are closed as they
@@ -52,6 +52,7 @@ TOKEN = web.AppKey("token", object)
 WRITE_AUTHORIZERS = web.AppKey("write_authorizers", list)
 WATCH = web.AppKey("pipeline_watch", PipelineWatch)
 READS_NEED_AUTH = web.AppKey("reads_need_auth", bool)
+REFUSALS = web.AppKey("refusals", object)
 ACTOR = web.RequestKey("actor", str)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -70,6 +71,7 @@ def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
     app[WATCH] = PipelineWatch(gateway.pipeline)
     http = gateway.site.config.http or HttpConfig()
     app[READS_NEED_AUTH] = not is_loopback(http.host)  # reachable from elsewhere
+    app[REFUSALS] = _RefusalLog()
     live_parts(app, gateway)  # the alarm fan-out and stream slots, shared with the console
     for routes in (health_routes, device_routes, alarm_routes, stream_routes):
         app.add_routes(routes(gateway))
@@ -108,10 +110,30 @@ async def _guard_api(request: web.Request, handler):
     what = "writes" if write else "reads on a listener that is not loopback"
     if not request.app[TOKEN] and len(request.app[WRITE_AUTHORIZERS]) == 1:
         return _error(403, f"{what} through the API are disabled: no http.token is configured")
-    log.warning("HTTP %s %s from %s refused: missing or wrong token", request.method,
-                request.path, request.remote)
+    request.app[REFUSALS].note(request)
     return _error(401, f"{'a write' if write else 'a read here'} needs 'Authorization: Bearer <token>'",
                   headers={"WWW-Authenticate": 'Bearer realm="community-gateway"'})
+
+
+class _RefusalLog:
+    """Requests refused for a missing or wrong token: the first logged at once, then at
+    most one line a minute with the count, so a scanner cannot flood the journal."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._last = -self.EVERY
+        self._count = 0
+
+    def note(self, request: web.Request) -> None:
+        self._count += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last >= self.EVERY:
+            log.warning("HTTP %s %s from %s refused: missing or wrong token (%d refused since "
+                        "the last such line)", request.method, request.path, request.remote,
+                        self._count)
+            self._last, self._count = now, 0
+
 
 
 @web.middleware
