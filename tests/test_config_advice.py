@@ -73,7 +73,8 @@ def test_exposure_warnings(tmp_path, capsys) -> None:
            "mqtt": {"host": "10.0.0.5", "username": "s", "password": {"env": "NOT_SET_X"}}}
     assert main(["check", str(_write(tmp_path, raw))]) == 0
     out = capsys.readouterr().out
-    assert "http.listen 0.0.0.0:8080: /metrics and /api can be read from the network" in out
+    assert ("http.listen 0.0.0.0:8080 is not loopback and no http.token is set: every /api "
+            "request (reads too) is refused") in out
     assert "mqtt: the password goes to 10.0.0.5 in clear text" in out
     assert "mqtt.password (env NOT_SET_X): environment variable NOT_SET_X is not set" in out
     raw["mqtt"]["tls"] = {"insecure": True}
@@ -82,3 +83,11 @@ def test_exposure_warnings(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "clear text" not in out and "http.listen" not in out
     assert "mqtt.tls.insecure" in out
+    raw["http"] = {"listen": "192.168.1.20:8080", "token": {"env": "NOT_SET_Y"}}
+    assert main(["check", str(_write(tmp_path, raw))]) == 0
+    out = capsys.readouterr().out
+    assert "/api needs the token for reads too, but /healthz and /metrics are open" in out
+    for loopback in ("127.0.0.2:8080", "[::1]:8080", "localhost:8080"):
+        raw["http"] = {"listen": loopback}
+        assert main(["check", str(_write(tmp_path, raw))]) == 0
+        assert "http.listen" not in capsys.readouterr().out

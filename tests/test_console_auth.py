@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -136,14 +137,12 @@ async def test_sessions_expire_after_idle_time_and_survive_a_restart_without_raw
     assert restarted.get("forged") is None and restarted.get(None) is None
 
 
-async def test_logout_and_user_removal_end_sessions_and_their_number_is_bounded() -> None:
+async def test_logout_ends_a_session_and_their_number_is_bounded() -> None:
     clock = FakeClock()
     store = SessionStore(minutes=10, clock=clock)
     token, _ = await store.create(User("wang", "operator", "h"))
     await store.drop(token)
     assert store.get(token) is None
-    tokens = [(await store.create(User("li", "viewer", "h")))[0] for _ in range(3)]
-    assert await store.drop_user("li") == 3 and all(store.get(t) is None for t in tokens)
     first, _ = await store.create(User("wang", "operator", "h"))
     for _ in range(MAX_SESSIONS):
         clock.advance(0.001)
@@ -151,17 +150,46 @@ async def test_logout_and_user_removal_end_sessions_and_their_number_is_bounded(
     assert len(store) == MAX_SESSIONS and store.get(first) is None  # the oldest went
 
 
-def test_login_throttle_locks_a_name_after_repeated_failures() -> None:
+def test_login_throttle_counts_attempts_before_checking_and_delays_grow() -> None:
     clock = FakeClock()
-    throttle = LoginThrottle(clock=clock, max_failures=3, lock_seconds=60)
+    throttle = LoginThrottle(clock=clock, account_free=3, address_free=10, base_delay=1, max_delay=8)
+    who = {"account": "wang", "address": "10.0.0.1"}
+    for _ in range(3):  # three attempts under way at once: none checked yet, all counted
+        assert throttle.begin(**who) == 0
+    assert throttle.begin(**who) == pytest.approx(1)  # the fourth waits, uncounted
+    clock.advance(5)
+    assert throttle.begin(**who) > 0  # and goes on waiting while those three are checked
+    assert throttle.begin(account="li", address="10.0.0.1") == 0  # another name is free
     for _ in range(3):
-        assert throttle.wait_for("user:wang") == 0
-        throttle.failed("user:wang", "addr:1")
-    assert throttle.wait_for("user:wang") == pytest.approx(60)
-    assert throttle.wait_for("user:li", "addr:1") == pytest.approx(60)
-    assert throttle.wait_for("user:li", "addr:2") == 0
-    clock.advance(61)
-    assert throttle.wait_for("user:wang") == 0
+        throttle.failed(**who)
+    delays = []
+    for _ in range(5):
+        clock.advance(throttle.wait_for(**who))
+        assert throttle.begin(**who) == 0
+        throttle.failed(**who)
+        delays.append(throttle.wait_for(**who))
+    assert delays == [2, 4, 8, 8, 8]  # growing, capped: never a lock
+    throttle.succeeded(**who)
+    assert throttle.wait_for(**who) == 0
+
+
+def test_login_throttle_table_is_bounded_and_never_forgets_the_account_under_attack() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock, account_free=5, max_tracked=1000)
+    for _ in range(8):
+        clock.advance(throttle.wait_for(account="wang", address="a"))
+        throttle.begin(account="wang", address="a")
+        throttle.failed(account="wang", address="a")
+    locked = throttle.wait_for(account="wang", address="b")
+    assert locked > 0
+    for i in range(20 * 1000):  # a sweep of made-up names and addresses
+        clock.advance(0.0001)
+        guess = {"account": f"guess-{i}", "address": f"10.1.{i // 250}.{i % 250}"}
+        throttle.begin(**guess)
+        throttle.failed(**guess)
+    assert len(throttle.accounts.counts) <= 1000 and len(throttle.addresses.counts) <= 1000
+    assert throttle.accounts.counts["wang"].failures == 8
+    assert throttle.wait_for(account="wang", address="b") == pytest.approx(locked - 2, abs=0.01)
 
 
 # -- over HTTP ------------------------------------------------------------------------------
@@ -281,13 +309,63 @@ async def test_viewer_sees_everything_and_changes_nothing(client: TestClient, ga
     assert '"operator": "zhao", "action": "ack", "ok": false' in audit
 
 
-async def test_removing_a_user_or_logging_out_ends_the_session(client: TestClient, gateway, tmp_path) -> None:
-    csrf = await login(client, OPERATOR)
-    assert (await client.get("/console/api/me")).status == 200
-    users = UsersFile(path=tmp_path / "users.yaml")
-    users.remove(OPERATOR[0])
-    assert (await client.get("/console/api/me")).status == 401
-    write_users(tmp_path / "users.yaml")
+def user_cli(monkeypatch, tmp_path: Path, *args: str, password: str | None = None) -> int:
+    """``community-gateway user ...`` on the test site's users file, as an installer runs it."""
+    if password is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+        args = (*args, "--password-stdin")
+    return cli_main(["user", *args, "-f", str(tmp_path / "users.yaml")])
+
+
+async def next_event(response) -> tuple[str, dict]:
+    name = None
+    while True:
+        line = (await response.content.readline()).decode()
+        if not line:
+            raise AssertionError("the stream ended")
+        line = line.rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: ") and name:
+            return name, json.loads(line[6:])
+
+
+@pytest.mark.parametrize("change", ["password", "role", "remove"])
+async def test_a_password_or_role_change_through_the_cli_ends_that_users_sessions(
+        client: TestClient, tmp_path, monkeypatch, change: str) -> None:
+    await login(client, OPERATOR)
+    other = TestClient(client.server)  # the viewer, in a browser of their own
+    await other.start_server()
+    try:
+        await login(other, VIEWER)
+        stream = await client.get("/console/events")
+        assert [(await next_event(stream))[0] for _ in range(2)] == ["hello", "snapshot"]
+        if change == "password":
+            rc = user_cli(monkeypatch, tmp_path, "add", OPERATOR[0], "--role", "operator",
+                          "--replace", password="a-new-night-shift")
+        elif change == "role":
+            rc = user_cli(monkeypatch, tmp_path, "add", OPERATOR[0], "--role", "viewer",
+                          "--replace", password=OPERATOR[1])
+        else:
+            rc = user_cli(monkeypatch, tmp_path, "remove", OPERATOR[0])
+        assert rc == 0
+        async with asyncio.timeout(10):
+            while (name_data := await next_event(stream))[0] != "auth":
+                pass
+        assert name_data[1] == {"reason": "session ended"}
+        assert (await client.get("/console/api/me")).status == 401
+        assert (await other.get("/console/api/me")).status == 200  # other users keep theirs
+        if change != "remove":  # a fresh login works with what the file says now
+            password = "a-new-night-shift" if change == "password" else OPERATOR[1]
+            await login(client, (OPERATOR[0], password))
+            me = await (await client.get("/console/api/me")).json()
+            assert me["role"] == ("viewer" if change == "role" else "operator")
+        stream.close()
+    finally:
+        await other.close()
+
+
+async def test_logging_out_ends_the_session(client: TestClient, tmp_path) -> None:
     csrf = await login(client, OPERATOR)
     r = await client.post("/console/api/logout", json={}, headers={"X-CSRF-Token": csrf})
     assert r.status == 200

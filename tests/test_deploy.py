@@ -74,6 +74,10 @@ def test_unit_says_what_the_issue_asks() -> None:
     assert s["ProtectSystem"] == ["strict"] and s["NoNewPrivileges"] == ["yes"]
     assert s["CapabilityBoundingSet"] == [""] and s["ProtectHome"] == ["yes"]
     assert s["ExecStart"][0].startswith(EXEC + " run /etc/community-gateway/")
+    # room for the HTTP connection cap twice over (the cap stays under half the limit)
+    from gateway.config.models import HttpConfig
+
+    assert int(s["LimitNOFILE"][0]) >= 4 * HttpConfig().max_connections
 
 
 def test_install_script_matches_the_unit() -> None:

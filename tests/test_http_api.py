@@ -84,8 +84,8 @@ async def test_healthz_metrics_and_devices(tmp_path, free_port, unique_id) -> No
         devices = {d["id"]: d for d in body["devices"]}
         assert devices["meter-a"]["online"] is True and devices["meter-a"]["kind"] == "meter"
         assert devices["meter-a"]["location"] == {"building": "3"}
-        assert set(devices["meter-b"]["latest"]) == {"1", "2"}
-        assert set(devices["meter-b"]["latest"]["1"]["values"]) == {"power", "temp"}
+        assert [r["channel"] for r in devices["meter-b"]["readings"]] == [1, 2]
+        assert set(devices["meter-b"]["readings"][0]["values"]) == {"power", "temp"}
 
 
 async def test_healthz_names_what_is_down(tmp_path, free_port, unique_id) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 # Under this share of the line's time there is room left for writes, retries and a
 # slave that stops answering (which costs timeout x tries per request).
 BUS_HEADROOM = 0.7
-LOOPBACK_HOSTS = ("localhost", "::1")
 
 
 def advice(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str]:
@@ -73,9 +73,16 @@ def bus_load_warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> 
 def exposure_warnings(config: GatewayConfig) -> list[str]:
     """Secrets or APIs more exposed than they should be."""
     out = []
-    if config.http is not None and not is_loopback(config.http.host):
-        out.append(f"http.listen {config.http.listen}: /metrics and /api can be read from the "
-                   f"network; keep it on 127.0.0.1 unless a firewall limits who reaches it")
+    http = config.http
+    if http is not None and not is_loopback(http.host):
+        if http.token is None:
+            out.append(f"http.listen {http.listen} is not loopback and no http.token is set: "
+                       "every /api request (reads too) is refused; set http.token, or listen "
+                       "on 127.0.0.1")
+        else:
+            out.append(f"http.listen {http.listen} is not loopback: /api needs the token for "
+                       "reads too, but /healthz and /metrics are open to whoever reaches it; "
+                       "keep a firewall in front, or listen on 127.0.0.1")
     mqtt = config.mqtt
     if mqtt is not None:
         if mqtt.password is not None and mqtt.tls is None and not is_loopback(mqtt.host):
@@ -87,5 +94,10 @@ def exposure_warnings(config: GatewayConfig) -> list[str]:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether a host name or address stays on this machine."""
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Whether a host name or address stays on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another host name: it may resolve to anything
+        return False

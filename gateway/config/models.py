@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, FilePath, field_validator, model_validator
+from pydantic import Field, FilePath, IPvAnyNetwork, field_validator, model_validator
 
 from gateway.config.base import Id, Secret, Strict
 from gateway.config.secrets import check_private
@@ -168,14 +168,27 @@ class ConsoleConfig(Strict):
 class HttpConfig(Strict):
     """The local HTTP API: /healthz, /metrics, /api/... (loopback unless told otherwise).
 
-    Reads are open to whoever can reach ``listen``; writes (acknowledging an alarm)
-    need ``Authorization: Bearer <token>``, and are refused when no token is set.
+    Writes (acknowledging an alarm) need ``Authorization: Bearer <token>`` and are
+    refused when no token is set. Reads under ``/api/`` are open on a loopback
+    listener and need the same token on any other (``check`` warns). ``/healthz``
+    and ``/metrics`` stay open: keep them behind a firewall.
     """
 
     listen: str = Field(default="127.0.0.1:8080",
                         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
                         description="HOST:PORT, [IPv6]:PORT")
     token: Secret | None = None
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default=[], description="reverse proxies (addresses or networks) whose X-Forwarded-For "
+                                "names the client; from anyone else the header is ignored")
+    max_connections: int = Field(default=256, ge=8, le=65536,
+                                 description="open connections at most; more are closed at once "
+                                             "(also kept under half the process's file limit)")
+    max_streams: int = Field(default=32, ge=1, le=4096,
+                             description="live streams (/api/stream, /console/events) at most; "
+                                         "more are answered 503")
+    idle_timeout: float = Field(default=30.0, gt=0, le=3600,
+                                description="seconds a connection may stay open without a request")
 
     @field_validator("listen")
     @classmethod

@@ -8,11 +8,11 @@ alarm's own transitions (``by`` and ``note``), which reach MQTT and the history.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from pathlib import Path
 
+from gateway import json_safe
 from gateway.alarms.alarm import iso
 
 log = logging.getLogger("gateway.console.audit")
@@ -44,7 +44,7 @@ class AuditLog:
                 f" on {target}" if target else "", f" ({note})" if note else "",
                 "" if ok else f" refused: {detail}")
         if self.path is not None:
-            line = json.dumps(entry, ensure_ascii=False) + "\n"
+            line = json_safe.dumps(entry, compact=False) + "\n"
             async with self._lock:
                 try:
                     await asyncio.to_thread(_append, self.path, line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.config.advice import is_loopback
 from gateway.config.models import GatewayConfig
 from gateway.errors import ConfigError
 
@@ -19,7 +20,7 @@ def console_warnings(config: GatewayConfig, base_dir: Path) -> list[str]:
     if config.http is None:
         out.append("console: no 'http' section, so nothing serves the console; add "
                    "http: {listen: 127.0.0.1:8080}")
-    elif not config.http.host.startswith("127.") and config.http.host not in ("localhost", "::1"):
+    elif not is_loopback(config.http.host):
         out.append(f"console on http.listen {config.http.listen}: passwords and session cookies "
                    "cross the network unencrypted; serve it through a TLS reverse proxy")
     path = console.users_file if console.users_file.is_absolute() else base_dir / console.users_file

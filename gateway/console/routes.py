@@ -13,9 +13,9 @@ operator role; the viewer role sees everything and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,14 +24,15 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.config.models import ConsoleConfig
 from gateway.console.history import query_history
-from gateway.console.live import json_text
-from gateway.console.passwords import verify_password
+from gateway.console.passwords import ChecksBusy
 from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
 from gateway.console.stream import events
+from gateway.operations.live_events import live_parts
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def add_console_routes(app: web.Application, gateway, config: ConsoleConfig | No
                     console.users.path)
     console.sessions.load()
     app[CONSOLE] = console
+    live_parts(app, gateway)  # the stream slots and alarm fan-out, shared with /api/stream
     app.on_shutdown.append(console.on_shutdown)
 
     r = app.router
@@ -95,7 +97,7 @@ def guarded(handler: Handler, *, act: bool = False) -> Callable[[web.Request], A
 
     async def wrapper(request: web.Request) -> web.StreamResponse:
         console = request.app[CONSOLE]
-        session = console.session_of(request)
+        session = await console.session_of(request)
         if session is None:
             return _error(401, "login required")
         if request.method == "POST":
@@ -107,7 +109,7 @@ def guarded(handler: Handler, *, act: bool = False) -> Callable[[web.Request], A
         if act and not session.can_act:
             await console.audit.record(operator=session.user, action=request.match_info.get("action", "?"),
                                        target=request.match_info.get("alarm_id"), ok=False,
-                                       detail="read-only user", remote=request.remote)
+                                       detail="read-only user", remote=console.remote(request))
             return _error(403, "your role is read-only")
         return await handler(request, session)
 
@@ -124,14 +126,14 @@ async def _to_index(request: web.Request) -> web.StreamResponse:
 
 async def _index(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    if console.session_of(request) is None:
+    if await console.session_of(request) is None:
         raise web.HTTPFound(PREFIX + "/login")
     return _page("index.html", console.version)
 
 
 async def _login_page(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    if console.session_of(request) is not None:
+    if await console.session_of(request) is not None:
         raise web.HTTPFound(PREFIX + "/")
     return _page("login.html", console.version)
 
@@ -157,24 +159,29 @@ async def _login(request: web.Request) -> web.StreamResponse:
     body = await _json_body(request, LoginBody)
     if isinstance(body, web.Response):
         return body
-    keys = (f"user:{body.user}", f"addr:{request.remote}")
-    wait = console.throttle.wait_for(*keys)
+    # Counted before the password is checked: parallel guesses cannot slip past.
+    who = {"account": body.user, "address": console.remote(request)}
+    wait = console.throttle.begin(**who)
     if wait > 0:
-        return _error(429, "too many failed logins; try again later", retry_after=int(wait) + 1)
+        return _error(429, "too many failed logins; try again later", retry_after=math.ceil(wait))
     user = console.users.get(body.user)
-    ok = await asyncio.to_thread(verify_password, body.password,
-                                 user.password_hash if user else console.decoy_hash)
+    try:
+        ok = await console.checker.verify(body.password,
+                                          user.password_hash if user else console.decoy_hash)
+    except ChecksBusy:
+        console.throttle.not_checked(**who)
+        return _error(503, "too many logins at once; try again in a moment", retry_after=1)
     if user is None or not ok:
-        console.throttle.failed(*keys)
+        console.throttle.failed(**who)
         # whatever was typed as a name goes to the log: quoted, if it is not a plain name
         shown = body.user if PLAIN_NAME.fullmatch(body.user) else repr(body.user)
         await console.audit.record(operator=shown, action="login", ok=False,
-                                   detail="wrong user name or password", remote=request.remote)
+                                   detail="wrong user name or password", remote=who["address"])
         return _error(401, "wrong user name or password")
-    console.throttle.succeeded(*keys)
+    console.throttle.succeeded(**who)
     token, session = await console.sessions.create(user)
-    await console.audit.record(operator=user.name, action="login", remote=request.remote)
-    response = web.json_response({"user": user.name, "role": user.role}, headers=SECURITY_HEADERS)
+    await console.audit.record(operator=user.name, action="login", remote=console.remote(request))
+    response = _json({"user": user.name, "role": user.role})
     response.set_cookie(COOKIE, token, path=PREFIX, httponly=True, samesite="Strict",
                         secure=_secure(request))
     return response
@@ -183,8 +190,8 @@ async def _login(request: web.Request) -> web.StreamResponse:
 async def _logout(request: web.Request, session: Session) -> web.StreamResponse:
     console = request.app[CONSOLE]
     await console.sessions.drop(request.cookies.get(COOKIE))
-    await console.audit.record(operator=session.user, action="logout", remote=request.remote)
-    response = web.json_response({"ok": True}, headers=SECURITY_HEADERS)
+    await console.audit.record(operator=session.user, action="logout", remote=console.remote(request))
+    response = _json({"ok": True})
     response.del_cookie(COOKIE, path=PREFIX)
     return response
 
@@ -243,10 +250,10 @@ async def _action(request: web.Request, session: Session) -> web.StreamResponse:
         alarm = apply_command(console.gateway.alarms, alarm_id, action, command)
     except CommandError as exc:
         await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
-                                   ok=False, detail=exc.detail, remote=request.remote)
+                                   ok=False, detail=exc.detail, remote=console.remote(request))
         return _error(exc.status, exc.detail)
     await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
-                               remote=request.remote)
+                               remote=console.remote(request))
     return _json({"alarm": alarm.to_json()})
 
 
@@ -290,12 +297,13 @@ async def _json_body(request: web.Request, model: type[BaseModel]):
 
 
 def _json(body: dict[str, object], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, headers=SECURITY_HEADERS, dumps=json_text)
+    return web.json_response(body, status=status, headers=SECURITY_HEADERS, dumps=json_safe.dumps)
 
 
 def _error(status: int, message: str, **extra: object) -> web.Response:
     headers = dict(SECURITY_HEADERS)
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
-    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+    return web.json_response({"error": message, **extra}, status=status, headers=headers,
+                             dumps=json_safe.dumps)
 

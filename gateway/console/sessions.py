@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway import json_safe
 from gateway.console.users import ROLES, User
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class Session:
     csrf: str
     created: float
     last_seen: float
+    # The user's ``credential`` at login; sessions from before a password or role
+    # change (or from a file written before this field existed) no longer match.
+    credential: str = ""
 
     @property
     def can_act(self) -> bool:
@@ -83,7 +87,7 @@ class SessionStore:
             del self._sessions[oldest]
         token = secrets.token_urlsafe(32)
         session = Session(user=user.name, role=user.role, csrf=secrets.token_urlsafe(32),
-                          created=now, last_seen=now)
+                          created=now, last_seen=now, credential=user.credential)
         self._sessions[_key(token)] = session
         await self._persist()
         return token, session
@@ -112,15 +116,6 @@ class SessionStore:
         if token and self._sessions.pop(_key(token), None) is not None:
             await self._persist()
 
-    async def drop_user(self, name: str) -> int:
-        """End every session of one user (removed from the users file, role changed)."""
-        keys = [k for k, s in self._sessions.items() if s.user == name]
-        for key in keys:
-            del self._sessions[key]
-        if keys:
-            await self._persist()
-        return len(keys)
-
     async def persist(self) -> None:
         """Write the file now (e.g. when the gateway stops)."""
         await self._persist()
@@ -133,7 +128,7 @@ class SessionStore:
         if self.path is None:
             return
         self._persisted_at = self._clock.time()
-        body = json.dumps({k: asdict(s) for k, s in self._sessions.items()})
+        body = json_safe.dumps({k: asdict(s) for k, s in self._sessions.items()})
         async with self._write_lock:
             try:
                 await asyncio.to_thread(_write_private, self.path, body)

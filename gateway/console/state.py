@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from importlib import resources
 from pathlib import Path
 
@@ -12,10 +13,11 @@ from gateway.alarms.alarm import iso
 from gateway.config.models import ConsoleConfig
 from gateway.console.audit import AuditLog
 from gateway.console.live import LiveFeed
-from gateway.console.passwords import hash_password
+from gateway.console.passwords import PasswordChecker, hash_password
 from gateway.console.sessions import Session, SessionStore
 from gateway.console.throttle import LoginThrottle
 from gateway.console.users import UsersFile
+from gateway.operations.http_trust import client_address
 
 COOKIE = "cg_session"
 # How many stored transitions the history looks through (newest first) when filtering.
@@ -39,21 +41,33 @@ class Console:
                                      path=sessions_file)
         self.audit = AuditLog(clock=gateway.clock, path=place(config.audit_file))
         self.throttle = LoginThrottle(clock=gateway.clock)
+        self.checker = PasswordChecker()
+        http = gateway.site.config.http
+        self.trusted_proxies = list(http.trusted_proxies) if http is not None else []
         self.feed = LiveFeed(gateway=gateway)
         self.version = _static_version()
         # Checked against when a name is unknown, so a wrong name costs as long as a wrong password.
         self.decoy_hash = hash_password("not-a-real-password-" + self.feed.instance)
 
-    def session_of(self, request: web.Request) -> Session | None:
-        """The request's live session, its role as the users file says now."""
-        session = self.sessions.get(request.cookies.get(COOKIE))
+    async def session_of(self, request: web.Request) -> Session | None:
+        """The request's live session; None (and the session ended) if its user was
+        removed from the users file or their password or role changed since login."""
+        return await self.session_for(request.cookies.get(COOKIE))
+
+    async def session_for(self, token: str | None) -> Session | None:
+        """The live session of a token, checked against the users file as it is now."""
+        session = self.sessions.get(token)
         if session is None:
             return None
         user = self.users.get(session.user)
-        if user is None:  # removed from the users file: logged out at once
+        if user is None or not hmac.compare_digest(user.credential, session.credential):
+            await self.sessions.drop(token)
             return None
-        session.role = user.role
         return session
+
+    def remote(self, request: web.Request) -> str:
+        """The client's address (from X-Forwarded-For only behind a trusted proxy)."""
+        return client_address(request, self.trusted_proxies)
 
     async def transitions(self) -> list[dict[str, object]]:
         """Alarm transitions for the history, oldest first: the state file's from before
@@ -72,8 +86,8 @@ class Console:
         return older + [item for _, item in recent]
 
     async def on_shutdown(self, _app: web.Application) -> None:
-        """End the event streams so the server can stop, and keep the sessions."""
-        self.feed.close()
+        """Stop the password checks and keep the sessions (the streams end with the fan-out)."""
+        self.checker.close()
         await self.sessions.persist()
 
 

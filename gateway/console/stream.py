@@ -9,89 +9,71 @@ Events, each a JSON ``data`` line:
 - ``alarm``: one alarm transition, as published on MQTT ``alarm_events``;
 - ``devices``: ``{devices}``, health and last readings, when they changed (at most
   once a second);
-- ``auth``: the session ended (logged out, expired, user removed); the stream ends.
+- ``auth``: the session ended (logged out, expired, user removed, password or role
+  changed); the stream ends.
 
 A comment line every ``PING_SECONDS`` keeps proxies and the page's watchdog content.
+The loop itself is the HTTP server's one (``gateway.operations.live_events``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from aiohttp import web
 
-from gateway.console.live import json_text
-from gateway.console.state import CONSOLE, COOKIE
+from gateway import json_safe
 from gateway.console.sessions import Session
+from gateway.console.state import CONSOLE, COOKIE, Console
+from gateway.operations.live_events import event, event_text, live_parts, serve_events
 
 TICK_SECONDS = 1.0
 PING_SECONDS = 10.0
-RETRY_MS = 1000
 
 
 async def events(request: web.Request, session: Session) -> web.StreamResponse:
     """Stream alarm transitions and device health to one page until it goes or the server stops."""
     console = request.app[CONSOLE]
-    feed = console.feed
-    token = request.cookies.get(COOKIE)
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no",  # a reverse proxy must not hold events back
-    })
-    await response.prepare(request)
-    try:
-        with feed.subscribe() as sub:
-            await response.write(f"retry: {RETRY_MS}\n\n".encode())
-            await _send(response, "hello", {"instance": feed.instance, "version": console.version,
-                                            "server_time": console.gateway.clock.time()})
-            device_list = feed.devices()
-            devices = json_text({"devices": device_list})
-            await _send_text(response, "snapshot",
-                             json_text({"alarms": feed.alarms(), "devices": device_list}))
-            next_devices = next_ping = time.monotonic()
-            next_ping += PING_SECONDS
-            next_devices += TICK_SECONDS
-            while not feed.closing.is_set():
-                try:
-                    async with asyncio.timeout(TICK_SECONDS):
-                        await sub.wake.wait()
-                except TimeoutError:
-                    pass
-                sub.wake.clear()
-                if feed.closing.is_set():
-                    break
-                if sub.lagged:
-                    sub.lagged = False
-                    sub.items.clear()
-                    await _send_text(response, "snapshot",
-                                     json_text({"alarms": feed.alarms(), "devices": feed.devices()}))
-                while sub.items:
-                    await _send(response, "alarm", sub.items.popleft())
-                now = time.monotonic()
-                if now >= next_devices:
-                    next_devices = now + TICK_SECONDS
-                    latest = feed.devices_text()
-                    if latest != devices:
-                        devices = latest
-                        await _send_text(response, "devices", latest)
-                if now >= next_ping:
-                    next_ping = now + PING_SECONDS
-                    if console.sessions.get(token) is None or console.users.get(session.user) is None:
-                        await _send(response, "auth", {"reason": "session ended"})
-                        break
-                    if console.sessions.persist_soon():
-                        await console.sessions.persist()
-                    await response.write(b": ping\n\n")
-    except ConnectionResetError:  # the page went away; aiohttp's reset errors derive from it
-        return response
-    return response
+    fanout, slots = live_parts(request.app, console.gateway)
+    return await serve_events(request, ConsoleStream(console, request.cookies.get(COOKIE)),
+                              fanout=fanout, slots=slots, tick=TICK_SECONDS, keepalive=PING_SECONDS)
 
 
-async def _send(response: web.StreamResponse, event: str, data: object) -> None:
-    await _send_text(response, event, json_text(data))
+class ConsoleStream:
+    """What a console page is sent (an ``EventSource`` for ``serve_events``)."""
 
+    def __init__(self, console: Console, token: str | None):
+        self.console = console
+        self.token = token
+        self.devices = ""
 
-async def _send_text(response: web.StreamResponse, event: str, text: str) -> None:
-    # json_text never emits a raw newline, so one data line carries the whole event
-    await response.write(f"event: {event}\ndata: {text}\n\n".encode())
+    def _snapshot(self) -> bytes:
+        feed = self.console.feed
+        device_list = feed.devices()
+        self.devices = json_safe.dumps({"devices": device_list})
+        return event("snapshot", {"alarms": feed.alarms(), "devices": device_list})
+
+    async def opening(self) -> list[bytes]:
+        feed = self.console.feed
+        hello = event("hello", {"instance": feed.instance, "version": self.console.version,
+                                "server_time": self.console.gateway.clock.time()})
+        return [hello, self._snapshot()]
+
+    def alarm(self, item: dict[str, object]) -> bytes:
+        return event("alarm", item)
+
+    async def lagged(self) -> tuple[list[bytes], bool]:
+        return [self._snapshot()], False
+
+    def tick(self) -> list[bytes]:
+        latest = self.console.feed.devices_text()
+        if latest == self.devices:
+            return []
+        self.devices = latest
+        return [event_text("devices", latest)]
+
+    async def still_allowed(self) -> list[bytes] | None:
+        # Checked every tick: a password or role change ends the page's stream at once.
+        if await self.console.session_for(self.token) is None:
+            return [event("auth", {"reason": "session ended"})]
+        if self.console.sessions.persist_soon():
+            await self.console.sessions.persist()
+        return None

@@ -15,6 +15,7 @@ restart. It holds hashes only and is written with mode 0600.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -73,6 +74,12 @@ class User:
         """Operators act on alarms; viewers only look."""
         return self.role == "operator"
 
+    @property
+    def credential(self) -> str:
+        """Changes whenever the password or the role does: a session logged in with an
+        older one has ended (see ``Console.session_of``)."""
+        return hashlib.sha256(f"{self.role}\0{self.password_hash}".encode()).hexdigest()[:32]
+
 
 class UsersFile:
     """Reads (and, for the CLI, writes) one users file."""
@@ -80,7 +87,7 @@ class UsersFile:
     def __init__(self, *, path: str | Path):
         self.path = Path(path)
         self._users: dict[str, User] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._broken = False
 
     def load(self) -> dict[str, User]:
@@ -110,7 +117,9 @@ class UsersFile:
         """
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            # the inode too: `user add --replace` writes a new file of the same size,
+            # possibly within one tick of the file system's clock
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             stamp = None
         if stamp != self._stamp:

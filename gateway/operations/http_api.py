@@ -5,33 +5,40 @@ routes function per area (``health_routes``, ``device_routes``, ...); a new area
 (the web console) adds its own. It listens on loopback unless the config says
 otherwise (``http.listen``).
 
-Reads are open. Every write under ``/api/`` (any method but GET/HEAD/OPTIONS)
-must pass one of the app's write authorizers; the built-in one wants
-``Authorization: Bearer <http.token>``. Without a configured token, API writes
-are refused. Other areas (the console with its sessions) guard their own routes.
+Every write under ``/api/`` (any method but GET/HEAD/OPTIONS) must pass one of
+the app's write authorizers; the built-in one wants ``Authorization: Bearer
+<http.token>``. Without a configured token, API writes are refused. Reads under
+``/api/`` (the stream included) are open on a loopback listener and need the same
+authorization on any other (``gateway.config.advice.is_loopback``). ``/healthz`` and ``/metrics``
+stay open. Other areas (the console with its sessions) guard their own routes.
+
+Limits: at most ``http.max_connections`` connections (more are closed as they
+arrive), ``http.max_streams`` live streams, and a connection with no request for
+``http.idle_timeout`` seconds is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
-from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
+from gateway.config.advice import is_loopback
 from gateway.config.models import HttpConfig
 from gateway.console import add_console_routes
+from gateway.operations.connection_limit import LimitedTCPSite, OutOfFilesLogFilter, effective_limit
+from gateway.operations.device_view import devices_view, reading_view
+from gateway.operations.live_events import event, live_parts, serve_events
 from gateway.operations.protection_api import protection_routes
 from gateway.operations.liveness import PipelineWatch, health_report
 from gateway.operations.metrics import CONTENT_TYPE, metrics_registry, render
-from gateway.readings import Reading
 
 if TYPE_CHECKING:
     from gateway.runtime.app import Gateway
@@ -45,8 +52,8 @@ GATEWAY = web.AppKey("gateway", object)
 TOKEN = web.AppKey("token", object)
 WRITE_AUTHORIZERS = web.AppKey("write_authorizers", list)
 WATCH = web.AppKey("pipeline_watch", PipelineWatch)
-ALARM_FEED = web.AppKey("alarm_feed", object)
-CLOSING = web.AppKey("closing", asyncio.Event)
+READS_NEED_AUTH = web.AppKey("reads_need_auth", bool)
+REFUSALS = web.AppKey("refusals", object)
 ACTOR = web.RequestKey("actor", str)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,23 +61,19 @@ MAX_BODY = 64 * 1024
 # The live stream looks at the latest readings this often (a person is watching).
 STREAM_PERIOD = 0.25
 STREAM_KEEPALIVE = 15.0
-STREAM_QUEUE = 1000
 
 
 def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
     """The application with every area's routes; no socket is opened here."""
-    app = web.Application(middlewares=[_errors_as_json, _guard_writes], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[_errors_as_json, _guard_api], client_max_size=MAX_BODY)
     app[GATEWAY] = gateway
     app[TOKEN] = token
     app[WRITE_AUTHORIZERS] = [bearer_token]
     app[WATCH] = PipelineWatch(gateway.pipeline)
-    app[ALARM_FEED] = AlarmFeed(gateway)
-    app[CLOSING] = asyncio.Event()  # set at shutdown: live streams end at once
-
-    async def closing(app: web.Application) -> None:
-        app[CLOSING].set()
-
-    app.on_shutdown.append(closing)
+    http = gateway.site.config.http or HttpConfig()
+    app[READS_NEED_AUTH] = not is_loopback(http.host)  # reachable from elsewhere
+    app[REFUSALS] = _RefusalLog()
+    live_parts(app, gateway)  # the alarm fan-out and stream slots, shared with the console
     for routes in (health_routes, device_routes, alarm_routes, stream_routes):
         app.add_routes(routes(gateway))
     app.add_routes(protection_routes(gateway.protections, gateway.site.devices, gateway.clock,
@@ -97,20 +100,44 @@ async def bearer_token(request: web.Request) -> str | None:
 
 
 @web.middleware
-async def _guard_writes(request: web.Request, handler):
-    if request.method in SAFE_METHODS or not request.path.startswith("/api/"):
+async def _guard_api(request: web.Request, handler):
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    write = request.method not in SAFE_METHODS
+    if not write and not request.app[READS_NEED_AUTH]:
         return await handler(request)
     for authorize in request.app[WRITE_AUTHORIZERS]:
         who = await authorize(request)
         if who is not None:
             request[ACTOR] = who
             return await handler(request)
+    what = "writes" if write else "reads on a listener that is not loopback"
     if not request.app[TOKEN] and len(request.app[WRITE_AUTHORIZERS]) == 1:
-        return _error(403, "writes through the API are disabled: no http.token is configured")
-    log.warning("HTTP %s %s from %s refused: missing or wrong token", request.method,
-                request.path, request.remote)
-    return _error(401, "a write needs 'Authorization: Bearer <token>'",
+        return _error(403, f"{what} through the API are disabled: no http.token is configured")
+    request.app[REFUSALS].note(request)
+    return _error(401, f"{'a write' if write else 'a read here'} needs 'Authorization: Bearer <token>'",
                   headers={"WWW-Authenticate": 'Bearer realm="community-gateway"'})
+
+
+class _RefusalLog:
+    """Requests refused for a missing or wrong token: the first logged at once, then at
+    most one line a minute with the count, so a scanner cannot flood the journal."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._last = -self.EVERY
+        self._count = 0
+
+    def note(self, request: web.Request) -> None:
+        self._count += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last >= self.EVERY:
+            log.warning("HTTP %s %s from %s refused: missing or wrong token (%d refused since "
+                        "the last such line)", request.method, request.path, request.remote,
+                        self._count)
+            self._last, self._count = now, 0
+
 
 
 @web.middleware
@@ -125,7 +152,12 @@ async def _errors_as_json(request: web.Request, handler):
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": message}, status=status, **extra)
+    return _json({"error": message}, status=status, **extra)
+
+
+def _json(body: object, **kwargs: Any) -> web.Response:
+    """A JSON answer; NaN and infinity become null (see gateway.json_safe)."""
+    return web.json_response(body, dumps=json_safe.dumps, **kwargs)
 
 
 # -- health and metrics --------------------------------------------------------------
@@ -137,7 +169,7 @@ def health_routes(gateway: Gateway) -> list[web.RouteDef]:
 
     async def healthz(request: web.Request) -> web.Response:
         ok, body = health_report(gateway, request.app[WATCH])
-        return web.json_response(body, status=200 if ok else 503)
+        return _json(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE})
@@ -152,30 +184,9 @@ def device_routes(gateway: Gateway) -> list[web.RouteDef]:
     """``/api/devices``: every device with its health and latest readings."""
 
     async def devices(request: web.Request) -> web.Response:
-        return web.json_response({"devices": devices_json(gateway)})
+        return _json({"devices": devices_view(gateway)})
 
     return [web.get("/api/devices", devices)]
-
-
-def devices_json(gateway: Gateway) -> list[dict[str, Any]]:
-    """Each configured device: what it is, where, how it is doing, what it read last."""
-    latest: dict[str, dict[str, Any]] = {}
-    for (device, channel), reading in list(gateway.pipeline.latest.items()):
-        latest.setdefault(device, {})["" if channel is None else str(channel)] = {
-            "values": reading.values, "ts": reading.ts}
-    out = []
-    for runner in gateway.runners:
-        spec = gateway.site.devices.get(runner.device_id)
-        item: dict[str, Any] = {"id": runner.device_id}
-        if spec is not None:
-            item.update(kind=spec.kind, type=spec.config.type, location=spec.location(),
-                        channel_name=spec.channel_name, channels=spec.channel_count)
-            if getattr(spec.config, "bus", None):
-                item["bus"] = spec.config.bus
-        item.update(runner.health.to_json())
-        item["latest"] = latest.get(runner.device_id, {})
-        out.append(item)
-    return sorted(out, key=lambda d: d["id"])
 
 
 # -- alarms ---------------------------------------------------------------------------
@@ -192,7 +203,7 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
             limit = max(0, min(int(request.query.get("history", "100")), 10_000))
         except ValueError:
             return _error(400, "'history' must be a whole number")
-        return web.json_response({
+        return _json({
             "alarms": [a.to_json() for a in gateway.alarms.open_alarms()],
             "closed": gateway.alarms.recently_closed(),
             "history": await gateway.alarm_store.history(limit=limit) if limit else [],
@@ -200,8 +211,8 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
 
     async def alarm_history(request: web.Request) -> web.Response:
         alarm_id = request.match_info["alarm_id"]
-        return web.json_response({"alarm": alarm_id,
-                                  "history": await gateway.alarm_store.history(alarm_id=alarm_id)})
+        return _json({"alarm": alarm_id,
+                       "history": await gateway.alarm_store.history(alarm_id=alarm_id)})
 
     async def command(request: web.Request) -> web.Response:
         alarm_id, name = request.match_info["alarm_id"], request.match_info["command"]
@@ -209,9 +220,9 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
         try:
             alarm = apply_command(gateway.alarms, alarm_id, name, body)
         except CommandError as exc:
-            return web.json_response(exc.to_json(), status=exc.status)
+            return _json(exc.to_json(), status=exc.status)
         log.info("alarm %s: %s through the API (%s)", alarm_id, name, request.get(ACTOR))
-        return web.json_response(alarm.to_json())
+        return _json(alarm.to_json())
 
     return [web.get("/api/alarms", list_alarms),
             web.get("/api/alarms/{alarm_id}/history", alarm_history),
@@ -221,129 +232,68 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
 # -- live stream ------------------------------------------------------------------------
 
 
-class AlarmFeed:
-    """Fans alarm transitions out to live-stream clients, each with a bounded queue.
-
-    A client that falls so far behind that its queue fills is cut off (it can
-    reconnect) instead of holding memory or slowing the alarm manager.
-    """
-
-    def __init__(self, gateway: Gateway):
-        self._subscribers: set[AlarmSubscriber] = set()
-        gateway.alarms.add_listener(self._on_transition)
-
-    def subscribe(self) -> AlarmSubscriber:
-        """A new client's queue of transitions."""
-        sub = AlarmSubscriber(queue=asyncio.Queue(maxsize=STREAM_QUEUE))
-        self._subscribers.add(sub)
-        return sub
-
-    def unsubscribe(self, sub: AlarmSubscriber) -> None:
-        """Forget a client."""
-        self._subscribers.discard(sub)
-
-    def _on_transition(self, t: Transition) -> None:
-        for sub in list(self._subscribers):
-            try:
-                sub.queue.put_nowait(t)
-            except asyncio.QueueFull:
-                sub.overflowed = True
-                self._subscribers.discard(sub)
-
-
-@dataclass(slots=True, eq=False)
-class AlarmSubscriber:
-    """One live-stream client's transitions; ``overflowed`` once it fell too far behind."""
-
-    queue: asyncio.Queue[Transition]
-    overflowed: bool = False
-
-
 def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
     """``/api/stream``: server-sent events, ``reading`` and ``alarm``, as they happen.
 
     Query: ``device=ID`` and ``kind=KIND`` filter (repeatable), ``alarms=0`` or
     ``readings=0`` leave one out. Readings are the latest per device and channel,
     looked at four times a second (a faster device shows its most recent value).
+    A client that falls too far behind gets ``overflow`` and the stream ends (it
+    reconnects and starts afresh).
     """
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        devices = set(request.query.getall("device", []))
-        kinds = set(request.query.getall("kind", []))
-        want_alarms = request.query.get("alarms", "1") != "0"
-        want_readings = request.query.get("readings", "1") != "0"
-
-        def selected(device: str, kind: str) -> bool:
-            return (not devices or device in devices) and (not kinds or kind in kinds)
-
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
-        await response.prepare(request)
-        feed: AlarmFeed = request.app[ALARM_FEED]  # type: ignore[assignment]
-        sub = feed.subscribe()
-        closing = request.app[CLOSING]
-        loop = asyncio.get_running_loop()
-        sent: dict[tuple[str, int | None], float] = {}
-        last_write = loop.time()
-        arrived: list[Transition] = []
-        try:
-            while not closing.is_set():
-                chunks = []
-                while not sub.queue.empty():
-                    arrived.append(sub.queue.get_nowait())
-                for t in arrived:
-                    a = t.alarm
-                    if want_alarms and selected(str(a["device"]), str(a["kind"])):
-                        chunks.append(_sse("alarm", t.to_json()))
-                arrived.clear()
-                if sub.overflowed:
-                    chunks.append(b"event: overflow\ndata: {}\n\n")
-                elif want_readings:
-                    chunks.extend(_new_readings(gateway, sent, selected))
-                if not chunks and loop.time() - last_write > STREAM_KEEPALIVE:
-                    chunks.append(b": keepalive\n\n")
-                if chunks:
-                    await response.write(b"".join(chunks))
-                    last_write = loop.time()
-                if sub.overflowed:
-                    return response  # the client reconnects and starts afresh
-                try:
-                    async with asyncio.timeout(STREAM_PERIOD):
-                        arrived.append(await sub.queue.get())
-                except TimeoutError:
-                    pass
-        except ConnectionResetError:
-            pass  # the client went away
-        finally:
-            feed.unsubscribe(sub)
-        return response
+        fanout, slots = live_parts(request.app, gateway)
+        return await serve_events(request, ApiStream(gateway, request.query), fanout=fanout,
+                                  slots=slots, tick=STREAM_PERIOD, keepalive=STREAM_KEEPALIVE)
 
     return [web.get("/api/stream", stream)]
 
 
-def _new_readings(gateway: Gateway, sent: dict[tuple[str, int | None], float],
-                  selected: Callable[[str, str], bool]) -> list[bytes]:
-    out = []
-    specs = gateway.site.devices
-    for key, reading in list(gateway.pipeline.latest.items()):
-        if sent.get(key) == reading.ts:
-            continue
-        spec = specs.get(reading.device)
-        kind = spec.kind if spec else "unknown"
-        if not selected(reading.device, kind):
-            continue
-        sent[key] = reading.ts
-        out.append(_sse("reading", _reading_json(reading, kind)))
-    return out
+class ApiStream:
+    """What ``/api/stream`` sends (an ``EventSource`` for ``serve_events``)."""
 
+    def __init__(self, gateway: Gateway, query: Any):
+        self.gateway = gateway
+        self.devices = set(query.getall("device", []))
+        self.kinds = set(query.getall("kind", []))
+        self.want_alarms = query.get("alarms", "1") != "0"
+        self.want_readings = query.get("readings", "1") != "0"
+        self.sent: dict[tuple[str, int | None], float] = {}
 
-def _reading_json(reading: Reading, kind: str) -> dict[str, Any]:
-    return {"device": reading.device, "kind": kind, "channel": reading.channel,
-            "values": reading.values, "ts": reading.ts}
+    def selected(self, device: str, kind: str) -> bool:
+        return (not self.devices or device in self.devices) and (not self.kinds or kind in self.kinds)
 
+    async def opening(self) -> list[bytes]:
+        return []
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    def alarm(self, item: dict[str, Any]) -> bytes | None:
+        a = item["alarm"]
+        if self.want_alarms and self.selected(str(a["device"]), str(a["kind"])):
+            return event("alarm", item)
+        return None
+
+    async def lagged(self) -> tuple[list[bytes], bool]:
+        return [b"event: overflow\ndata: {}\n\n"], True
+
+    def tick(self) -> list[bytes]:
+        if not self.want_readings:
+            return []
+        out = []
+        specs = self.gateway.site.devices
+        for key, reading in list(self.gateway.pipeline.latest.items()):
+            if self.sent.get(key) == reading.ts:
+                continue
+            spec = specs.get(reading.device)
+            kind = spec.kind if spec else "unknown"
+            if not self.selected(reading.device, kind):
+                continue
+            self.sent[key] = reading.ts
+            out.append(event("reading", reading_view(reading, kind)))
+        return out
+
+    async def still_allowed(self) -> list[bytes] | None:
+        return None
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -360,17 +310,24 @@ class HttpServer:
         self.config = config
         self.app = build_app(gateway, token=token)
         self.listening = False
+        self.site: LimitedTCPSite | None = None
 
     async def run(self) -> None:
         """Serve until cancelled."""
+        # keepalive_timeout also closes a connection that never sends a request
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
+                               shutdown_timeout=1.0, keepalive_timeout=self.config.idle_timeout)
         await runner.setup()
+        files_filter = OutOfFilesLogFilter()
+        logging.getLogger("asyncio").addFilter(files_filter)  # accept() failing every second
         try:
             backoff = Backoff(initial=1.0, cap=30.0)
             failing = False
+            max_connections = effective_limit(self.config.max_connections)
             while True:
-                site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+                site = LimitedTCPSite(runner, self.config.host, self.config.port, reuse_address=True,
+                                      max_connections=max_connections)
+                self.site = site
                 try:
                     await site.start()
                     break
@@ -385,6 +342,7 @@ class HttpServer:
             await asyncio.Future()  # serve until cancelled
         finally:
             self.listening = False
+            logging.getLogger("asyncio").removeFilter(files_filter)
             # In a task of its own: aiohttp's graceful shutdown gives up at once
             # inside a task that is being cancelled, and would leave handlers behind.
             await asyncio.shield(runner.cleanup())

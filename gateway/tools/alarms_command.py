@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.tools.api_client import add_api_arguments, api_token, base_url
+from gateway.tools.api_client import add_api_arguments, api_token, base_url, read_headers
 
 EXIT_FAILED = 1
 TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="alarms_action", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="print the open alarms, most severe first",
                             description="Print the open alarms, most severe first.")
-    add_api_arguments(ls, token=False)
+    add_api_arguments(ls)
     ls.add_argument("--json", action="store_true", help="print the API's JSON as it is")
     ls.set_defaults(handler=run_list)
     ack = actions.add_parser(
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ack.add_argument("alarm_id", metavar="ID", help="the alarm's id")
     ack.add_argument("--by", required=True, help="who acknowledges (recorded with the alarm)")
     ack.add_argument("--note", help="what was done (recorded with the alarm)")
-    add_api_arguments(ack, token=True)
+    add_api_arguments(ack)
     ack.set_defaults(handler=run_ack)
 
 
@@ -61,7 +61,7 @@ def run_ack(args: argparse.Namespace) -> int:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    status, body = await _request("GET", f"{base_url(args)}/api/alarms")
+    status, body = await _request("GET", f"{base_url(args)}/api/alarms", headers=read_headers(args))
     if status != 200:
         return _failed(args, status, body)
     if args.json:

@@ -18,7 +18,7 @@ import time
 
 import aiohttp
 
-from gateway.tools.api_client import add_api_arguments, base_url
+from gateway.tools.api_client import add_api_arguments, base_url, read_headers
 
 EXIT_UNREACHABLE = 1
 RETRY_SECONDS = 2.0
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                "  community-gateway tail\n"
                "  community-gateway tail --device charger-b3 --alarms-only\n"
                "  community-gateway tail --kind ev_charging --url http://127.0.0.1:8080")
-    add_api_arguments(p, token=False)
+    add_api_arguments(p)
     p.add_argument("--device", action="append", default=[], metavar="ID",
                    help="only this device (repeatable)")
     p.add_argument("--kind", action="append", default=[], metavar="KIND",
@@ -78,7 +78,7 @@ async def tail(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                async with session.get(url) as response:
+                async with session.get(url, headers=read_headers(args)) as response:
                     if response.status != 200:
                         print(f"error: {url}: HTTP {response.status}", file=sys.stderr)
                         return EXIT_UNREACHABLE
