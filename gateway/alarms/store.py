@@ -206,9 +206,10 @@ class AlarmStore:
         """The file cannot be written now: take back what can be read, write later."""
         self.unwritable = str(exc)
         records: list[dict[str, object]] = []
-        if readable and self.path.exists():
-            # Without a WAL file nobody has it open: immutable needs no -shm (a full disk).
-            immutable = "" if os.path.exists(f"{self.path}-wal") else "&immutable=1"
+        if readable and self.path.exists() and self.path.stat().st_size:
+            # A missing or empty WAL holds nothing: immutable needs no -shm (a full disk).
+            wal = f"{self.path}-wal"
+            immutable = "" if os.path.exists(wal) and os.path.getsize(wal) else "&immutable=1"
             try:
                 with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro{immutable}",
                                                         uri=True)) as db:

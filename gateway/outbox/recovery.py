@@ -63,15 +63,19 @@ class Salvage:
 
 def open_damaged(path: Path) -> sqlite3.Connection:
     """A read-only connection to a moved-aside file (its WAL if it can, else without)."""
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        return con
-    except sqlite3.Error:
-        with contextlib.suppress(UnboundLocalError, sqlite3.Error):
+    for uri in (f"file:{path}?mode=ro",
+                f"file:{path}?mode=ro&immutable=1"):  # the WAL or its index may be what broke
+        con = sqlite3.connect(uri, uri=True)
+        # A file cut short says in its header it is longer than it is: SQLite calls that
+        # corrupt at once unless the schema is "writable" (nothing is written: read-only).
+        con.execute("PRAGMA writable_schema=ON")
+        con.execute("PRAGMA cell_size_check=ON")  # a damaged cell is an error, not garbage
+        try:
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return con
+        except sqlite3.Error:
             con.close()
-    # The WAL or its index is what is broken: read the main file alone.
-    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    raise sqlite3.DatabaseError(f"{path.name}: no schema can be read")
 
 
 def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[str],
@@ -149,9 +153,7 @@ def _readable_rows(src: sqlite3.Connection, table: str, columns: str, head: int 
                 yield chunk
             nxt = _next_readable(src, table, last, bound)
             if nxt is not None and resumed_at == last:  # seeks reach it, a scan does not
-                nxt = _next_readable(src, table, last + 1, bound)
-                report.unreadable += 1
-                last += 1
+                nxt = _next_readable(src, table, nxt, bound)
             resumed_at = None if nxt is None else nxt - 1
             if nxt is None:  # nothing readable after the hole
                 if head is not None and head > last:
@@ -212,14 +214,11 @@ def _first_int(con: sqlite3.Connection, queries: list[str]) -> int | None:
 
 def _insert(dst: sqlite3.Connection, query: str, chunk: list[tuple]) -> int:
     """Insert a chunk; a row the new file refuses (garbage from a damaged page) is skipped."""
-    try:  # inside the caller's transaction: a failed statement alone is undone
+    before = dst.total_changes
+    try:  # inside the caller's transaction: a failed row alone is undone
         dst.executemany(query, chunk)
-        return len(chunk)
     except sqlite3.Error:
-        pass
-    n = 0
-    for row in chunk:
-        with contextlib.suppress(sqlite3.Error):
-            dst.execute(query, row)
-            n += 1
-    return n
+        for row in chunk:  # the rows before the refused one are in already: refused again
+            with contextlib.suppress(sqlite3.Error):
+                dst.execute(query, row)
+    return dst.total_changes - before
