@@ -18,12 +18,13 @@ from aiohttp import web
 from alarm_support import Bench
 from gateway.alarms.manager import AlarmManager
 from gateway.alarms.store import FILE_NAME
-from gateway.alarms.webhook import MAX_PENDING, WebhookSender
+from gateway.alarms.webhook import WebhookSender
 from gateway.clock import FakeClock
 from gateway.config.models import WebhookConfig
 from gateway.operations.metrics import metrics_registry, render
 from harness import wait_until
 
+MAX_PENDING = 1000  # the webhook queue's bound (gateway.alarms.webhook.MAX_PENDING)
 EMERGENCY = {"id": "emergency", "type": "event", "select": {"devices": ["doors"]},
              "event": "emergency", "severity": 1, "latch": True}
 

@@ -21,13 +21,14 @@ import pytest
 import yaml
 
 from gateway.alarms.manager import AlarmManager
-from gateway.alarms.store import FILE_NAME, STORE_WRITE_FAILED, AlarmStore
+from gateway.alarms.store import FILE_NAME, AlarmStore
 from gateway.clock import FakeClock
 from gateway.outbox import READING, OutboxWriter, SqliteOutbox
 from harness import wait_until
 from state_damage import damage, fill, tiny_disk
 
 ROWS = 20_000
+STORE_WRITE_FAILED = "alarm_store_write_failed"  # the alarm while the file cannot be written
 
 
 def outbox_rows(n: int, start: int = 0) -> list[tuple]:
