@@ -52,6 +52,7 @@ FILE_NAME = "alarms.sqlite3"
 PRUNE_EVERY = 3600.0  # seconds between removals of transitions past history_days
 SCHEMA_VERSION = 2  # 2: webhook_pending
 MAX_TRANSITIONS = 100_000  # rows of history kept at most (a row is 0.5-2 kB)
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 MAX_PENDING = 10_000  # transitions waiting in memory at most while the file fails
 # The history cap is enforced once it is passed by this share: not a DELETE per batch.
 PRUNE_SLACK = 0.05
@@ -167,6 +168,7 @@ class AlarmStore:
                     raise sqlite3.DatabaseError("quick_check: " + "; ".join(problems))
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, fast
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")  # the WAL shrinks back
             db.executescript(_SCHEMA)
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
