@@ -116,7 +116,8 @@ class SinkRunner:
     async def run(self) -> None:
         """Write batches until cancelled."""
         while True:
-            if self.lag < self.batch_size and not self.failing:  # a retry waits its backoff only
+            retrying = self.failing and self.lag  # a retry waits its backoff only
+            if self.lag < self.batch_size and not retrying:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.flush_interval):
                         await self._ready.wait()
@@ -190,14 +191,14 @@ class SinkRunner:
             refused = await self._write(ids, items)
             if refused:
                 await self._quarantine(refused, len(items))
+            if self.failing:  # the one-row try got through: full batches from now on
+                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
+                self.failing = False
+            self._backoff.reset()
         # Confirmed: the cursor moves now, its copy on disk just after. Should that copy
         # lag (a crash in between), the rows go out again, which the upstream absorbs.
         self.cursor = rows[-1][0]
         self.last_success = self._clock.time()
-        if self.failing:  # the probe got through: full batches from now on
-            log.info("%s: writing again, %d rows waiting", self.name, self.lag)
-            self.failing = False
-        self._backoff.reset()
         await self.outbox.advance(self.name, self.cursor)
         return len(rows)
 
