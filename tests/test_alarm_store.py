@@ -95,11 +95,11 @@ async def test_a_failing_state_file_keeps_transitions_and_catches_up(tmp_path) -
         real_write = store._write
         calls = {"n": 0}
 
-        def flaky(batch):
+        def flaky(*batch):
             calls["n"] += 1
             if calls["n"] <= 2:
                 raise sqlite3.OperationalError("disk I/O error")
-            real_write(batch)
+            real_write(*batch)
 
         store._write = flaky  # a disk fault a real file cannot be told to produce
         alarm = manager.activate(rule="r", severity=2, device="d", kind="k", channel=None,

@@ -130,8 +130,9 @@ async def test_retryable_failures_are_retried_until_the_rows_go_out(outbox) -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert runner.errors == 2 and sink.attempts == 3 and not runner.failing
-    assert len(sink.lines) == 5
+    assert runner.errors == 2 and sink.attempts == 4 and not runner.failing
+    # while failing, an attempt carries one row; once it is taken, the rest goes in a batch
+    assert [len(b) for b in sink.batches] == [1, 4] and len(sink.lines) == 5
 
 
 def test_a_backlog_drains_at_a_multiple_of_the_live_rate() -> None:
@@ -183,3 +184,80 @@ async def test_rows_found_in_the_file_at_start_are_a_backlog(outbox) -> None:
     await again.open()
     assert runner.lag == 500 and runner.draining
     await again.close()
+
+
+class MaxRandom:
+    """The longest delay full jitter can pick, every time (the worst case)."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
+
+
+def test_retries_are_at_most_5_s_apart_however_long_the_outage() -> None:
+    # Resuming within 5 s of the upstream's return: no wait between attempts is longer.
+    from gateway.outbox import MemoryOutbox
+
+    w = OutboxWriter(store=MemoryOutbox(max_rows=10), commit_interval=1.0, commit_rows=10,
+                     max_staged=10, clock=FakeClock())
+    runner = SinkRunner(RecordingSink(), outbox=w, batch_size=10, flush_interval=30.0,
+                        clock=FakeClock())
+    runner._backoff._rng = MaxRandom()
+    delays = [runner.retry_delay(SinkRetryable("influxdb", "refused")) for _ in range(40)]
+    assert max(delays) == 5.0 and delays[:4] == [0.5, 1.0, 2.0, 4.0]
+
+
+async def test_a_down_upstream_gets_one_row_per_try_and_full_batches_once_back(
+        outbox, free_port) -> None:
+    """A real InfluxDB client against a loopback receiver that is down, then up."""
+    from aiohttp import web
+
+    from gateway.config.models import InfluxConfig
+    from gateway.upstream.influx import InfluxSink
+
+    port = free_port()
+    sink = InfluxSink(InfluxConfig(url=f"http://127.0.0.1:{port}", org="o", bucket="b",
+                                   token={"env": "UNUSED"}, timeout=2), token="t")
+    tried: list[int] = []
+    real_write = sink.write
+
+    async def counted(items):
+        tried.append(len(items))
+        await real_write(items)
+
+    sink.write = counted
+    runner = SinkRunner(sink, outbox=outbox, batch_size=50, flush_interval=0.05, clock=FakeClock())
+    runner._backoff.initial = 0.01
+    await outbox.open()
+    outbox.add(lines(120))
+    await outbox.commit()
+    got: list[str] = []
+
+    async def write(request: web.Request) -> web.Response:
+        got.extend((await request.text()).splitlines())
+        return web.Response(status=204)
+
+    task = asyncio.create_task(runner.run())
+    server = None
+    try:
+        async with asyncio.timeout(10):
+            while len(tried) < 4:  # the upstream is down: a few failed tries
+                await asyncio.sleep(0.01)
+        assert tried[0] == 50 and set(tried[1:]) == {1} and not runner.written
+        app = web.Application()
+        app.router.add_post("/api/v2/write", write)
+        server = web.AppRunner(app)
+        await server.setup()
+        await web.TCPSite(server, "127.0.0.1", port).start()
+        async with asyncio.timeout(15):
+            while runner.written < 120:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await sink.close()
+        if server is not None:
+            await server.cleanup()
+    assert got == [f"m,device=d v={float(i)} {i}" for i in range(120)]
+    # the one-row try that got through, then full batches again
+    assert tried[-4:] == [1, 50, 50, 19] and set(tried[1:-3]) == {1} and not runner.failing

@@ -37,7 +37,12 @@ from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
-HISTORY_IN_MEMORY = 50  # per alarm; the state file keeps all of it
+# Each open alarm carries its recent history (the console shows it, the state file
+# rewrites it with every transition): bounded in entries and in note length, so a
+# flood of operator commands with long notes keeps each alarm's record small. The
+# state file's transitions keep every note whole.
+HISTORY_IN_MEMORY = 20  # entries per alarm
+HISTORY_NOTE_CHARS = 200  # of each note, in the in-memory history
 RECENTLY_CLOSED = 200
 
 
@@ -316,9 +321,11 @@ class AlarmManager:
     def _emit(self, event: str, alarm: Alarm, ts: float, by: str | None = None,
               note: str | None = None) -> None:
         self.transitions += 1
-        alarm.history.append({"event": event, "ts": iso(ts), "by": by, "note": note})
+        short = note if note is None or len(note) <= HISTORY_NOTE_CHARS \
+            else note[:HISTORY_NOTE_CHARS - 1] + "\u2026"
+        alarm.history.append({"event": event, "ts": iso(ts), "by": by, "note": short})
         if len(alarm.history) > HISTORY_IN_MEMORY:
-            del alarm.history[0]
+            del alarm.history[:-HISTORY_IN_MEMORY]
         transition = Transition(event, alarm.to_json(), ts, by, note, alarm.to_record())
         for listener in self._listeners:
             try:

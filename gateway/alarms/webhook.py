@@ -8,20 +8,30 @@ jittered backoff until the receiver answers; nothing is dropped for being late.
 A 4xx other than 408/429 means the receiver will never take that body: it is
 logged and counted (``rejected``) and the next one goes.
 
-The queue is bounded by the alarms, not by time: while the receiver is down,
-a transition that repeats the one queued last for the same alarm (``repeated``
-after ``repeated``, ``escalated`` after ``escalated``) replaces it, since the
-alarm JSON it carries has the newer count and severity. What stays queued is
-then a few lifecycle steps per open alarm plus the operators' actions.
+While the receiver is down, a transition that repeats the one queued last for
+the same alarm (``repeated`` after ``repeated``, ``escalated`` after
+``escalated``) replaces it, since the alarm JSON it carries has the newer count
+and severity. The queue also has an explicit bound, ``max_pending`` (a flood of
+operator commands, shelve/unshelve over and over, is not coalesced): past it one
+entry is dropped and counted (``dropped``): the oldest one whose alarm has a
+newer entry queued (that newer one carries the alarm's current state), else the
+oldest. The webhook is a side channel: the alarms themselves are never dropped
+(the manager, the state file, MQTT and the console have them all).
+
+With a ``journal`` (the alarm state file), every queued entry is saved there and
+deleted once delivered, refused or dropped, so a restart resends what the
+receiver had not taken (``restore``), in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,6 +44,16 @@ log = logging.getLogger(__name__)
 
 _HELD_WHILE_SHELVED = frozenset({"repeated", "cleared", "condition_cleared"})
 _COALESCED = frozenset({"repeated", "escalated"})
+MAX_PENDING = 1000  # entries queued per endpoint at most
+
+
+class Journal(Protocol):
+    """Where queued entries are kept across a restart (the alarm state file)."""
+
+    def webhook_saved(self, endpoint: str, seq: int, alarm_id: str, event: str, body: bytes,
+                      *, new: bool) -> None: ...
+
+    def webhook_done(self, endpoint: str, seq: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -41,14 +61,21 @@ class _Entry:
     alarm_id: str
     event: str
     body: bytes
+    seq: int
 
 
 class WebhookSender:
     """One webhook endpoint: its filter, its queue and its delivery task."""
 
-    def __init__(self, *, config: WebhookConfig, token: str | None = None):
+    def __init__(self, *, config: WebhookConfig, token: str | None = None,
+                 journal: Journal | None = None, key: str | None = None,
+                 max_pending: int = MAX_PENDING):
         self.config = config
         self.url = config.url
+        # The endpoint's name in the journal: a hash, since the URL may hold a secret.
+        self.key = key or endpoint_key(config.url)
+        self.journal = journal
+        self.max_pending = max(1, max_pending)
         # Messaging bots (WeCom ?key=, DingTalk ?access_token=) carry their secret in the
         # URL: logs name the endpoint without its query or user info.
         self.shown_url = shown_url(config.url)
@@ -60,10 +87,14 @@ class WebhookSender:
         self._last: dict[str, _Entry] = {}  # alarm id -> its latest queued entry
         self._sending: _Entry | None = None
         self._wake = asyncio.Event()
+        self._seq = 0
+        self._overflowing = False
         self.sent = 0
         self.failures = 0
         self.rejected = 0
         self.coalesced = 0
+        self.dropped = 0  # entries dropped for max_pending
+        self.restored = 0  # entries taken back from the journal at the start
 
     @property
     def pending(self) -> int:
@@ -86,11 +117,63 @@ class WebhookSender:
                 and t.event in _COALESCED):
             last.body = body
             self.coalesced += 1
+            if self.journal is not None:
+                self.journal.webhook_saved(self.key, last.seq, alarm_id, last.event, body, new=False)
             return
-        entry = _Entry(alarm_id, t.event, body)
+        self._seq += 1
+        entry = _Entry(alarm_id, t.event, body, self._seq)
         self._queue.append(entry)
         self._last[alarm_id] = entry
+        if self.journal is not None:
+            self.journal.webhook_saved(self.key, entry.seq, alarm_id, t.event, body, new=True)
+        if len(self._queue) > self.max_pending:
+            self._drop_one()
         self._wake.set()
+
+    def restore(self, entries: list[tuple[int, str, str, bytes]]) -> None:
+        """Take back the entries the journal held at the start, ``(seq, alarm_id, event,
+        body)`` in order, ahead of anything new."""
+        for seq, alarm_id, event, body in entries:
+            entry = _Entry(alarm_id, event, body, seq)
+            self._queue.append(entry)
+            self._last[alarm_id] = entry
+            self._seq = max(self._seq, seq)
+        self.restored += len(entries)
+        while len(self._queue) > self.max_pending:
+            self._drop_one()
+        if entries:
+            log.info("webhook %s: %d transitions from before the restart still to deliver",
+                     self.shown_url, len(entries))
+            self._wake.set()
+
+    def _drop_one(self) -> None:
+        """Past ``max_pending``: drop the oldest entry whose alarm has a newer one queued
+        (that one carries the alarm's state), else the oldest; never the one being sent."""
+        victim = None
+        for entry in self._queue:
+            if entry is self._sending:
+                continue
+            if victim is None:
+                victim = entry  # the oldest, if no superseded one comes
+            if self._last.get(entry.alarm_id) is not entry:
+                victim = entry
+                break
+        if victim is None:
+            return
+        self._queue.remove(victim)
+        if self._last.get(victim.alarm_id) is victim:
+            del self._last[victim.alarm_id]
+        self._forget(victim)
+        self.dropped += 1
+        if not self._overflowing:
+            log.error("webhook %s: more than %d transitions queued; dropping the oldest "
+                      "(counted; the alarms themselves are kept)", self.shown_url,
+                      self.max_pending)
+            self._overflowing = True
+
+    def _forget(self, entry: _Entry) -> None:
+        if self.journal is not None:
+            self.journal.webhook_done(self.key, entry.seq)
 
     async def run(self) -> None:
         """Deliver in order until cancelled."""
@@ -118,6 +201,9 @@ class WebhookSender:
                 self._queue.popleft()
                 if self._last.get(entry.alarm_id) is entry:
                     del self._last[entry.alarm_id]
+                self._forget(entry)
+                if len(self._queue) < self.max_pending // 2:
+                    self._overflowing = False
                 if problem is None:
                     self.sent += 1
                 else:
@@ -150,6 +236,11 @@ class WebhookSender:
         if 400 <= status < 500 and status not in (408, 429):
             return f"rejected (HTTP {status})"
         return f"HTTP {status}"
+
+
+def endpoint_key(url: str) -> str:
+    """A webhook's name in the state file: stable for one URL, and not the URL itself."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def shown_url(url: str) -> str:

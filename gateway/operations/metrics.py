@@ -159,6 +159,15 @@ class GatewayCollector(Collector):
         transitions = _counter("alarm_transitions", "Alarm transitions (raised, cleared, ...)")
         transitions.add_metric([], g.alarms.transitions)
         yield from (alarms, transitions)
+        # The side channels: bounded, and what their bounds cost is counted.
+        pending = _gauge("webhook_pending", "Transitions waiting for the webhook", ["webhook"])
+        dropped = _counter("webhook_dropped", "Transitions dropped from a full webhook queue",
+                           ["webhook"])
+        for webhook in g.webhooks:
+            pending.add_metric([webhook.shown_url], webhook.pending)
+            dropped.add_metric([webhook.shown_url], webhook.dropped)
+        yield from (pending, dropped)
+        yield from _numbers_as_metrics("alarm_store_", g.alarm_store.stats(), [], [])
 
     def _reloads(self, g: Gateway) -> Iterator[Metric]:
         reloads = _counter("config_reloads", "Config reloads (SIGHUP) by result", ["result"])

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from gateway.errors import OutboxError
+from gateway.outbox.recovery import Salvage, move_aside, open_damaged, salvage_into
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class SqliteOutbox:
         self._lock = threading.Lock()
         self._lock_file: int | None = None
         self._page_size = 4096
+        self._sinks: list[str] = []
+        self._deferred: str | None = None  # why the file could not be opened yet
+        self.salvage: Salvage | None = None  # what the salvage of a damaged file found
 
     # -- opening and closing ----------------------------------------------------------
 
@@ -102,29 +106,99 @@ class SqliteOutbox:
 
         A sink new to this file starts at the newest row (it gets what comes from
         now on); cursors of sinks no longer configured are removed, since they
-        would keep every row forever. A file that is not a database any more is
-        moved aside and a new one started.
+        would keep every row forever.
+
+        A damaged file (not a database, or a page that fails to read while every
+        table is scanned here) is moved aside (``<name>.corrupt-<time>``, kept),
+        and the rows that can still be read are copied into a new file
+        (``salvage`` tells how many, and how many could not be read). A file the
+        system will not let us open now (disk full, I/O error, read-only) is not
+        damaged: its cursors are read if they can be, and the open is done again
+        at the next use, so commits fail (the writer keeps rows staged, raises
+        its alarm and retries) until the disk takes writes again.
         """
         with self._lock, self._errors("open"):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._take_lock_file()
             try:
-                con = self._connect()
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if not _is_disk_full(exc):
+                    raise
+            self._take_lock_file()
+            self._sinks = list(sinks)
+            try:
+                return self._open_now()
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError):
-                    raise
-                aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-                log.error("outbox %s is damaged (%s): moved to %s, starting a new one",
-                          self.path, exc, aside)
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-                con = self._connect()
-            self._con = con
+                    return self._defer_open(exc)
+                self._salvage(exc)
+                return self._open_now()
+
+    def _open_now(self) -> dict[str, int]:
+        con = self._connect()
+        try:
+            # Every table is read whole here (count(*) walks each b-tree): a damaged
+            # page shows now, at the start, not in the middle of an outage.
             self.rows = con.execute("SELECT count(*) FROM rows").fetchone()[0]
+            con.execute("SELECT count(*) FROM quarantine").fetchone()
             self.head = _head(con)
             self.dropped = _meta(con, "dropped")
-            return self._register(list(sinks))
+            self._con = con
+            self._deferred = None
+            return self._register(self._sinks)
+        except BaseException:
+            self._con = None
+            con.close()
+            raise
+
+    def _salvage(self, exc: BaseException) -> None:
+        """Move the damaged file aside and copy what can be read into a new one."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        move_aside(self.path, aside)
+        log.error("outbox %s is damaged (%s): moved to %s; salvaging what can be read",
+                  self.path, exc, aside)
+        report = Salvage(moved_to=aside, damage=str(exc))
+        con = self._connect()
+        try:
+            with contextlib.closing(open_damaged(aside)) as src:
+                con.execute("BEGIN IMMEDIATE")
+                salvage_into(src, con, self._sinks, report)
+                con.execute("COMMIT")
+        except sqlite3.DatabaseError as again:  # the damaged file cannot be read at all
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            report.tail_lost = True
+            log.error("outbox %s: nothing could be read from %s (%s)", self.path, aside, again)
+        finally:
+            con.close()
+        self.salvage = report
+        (log.warning if not report.unreadable and not report.tail_lost else log.error)(
+            "outbox %s: %s", self.path, report.summary())
+
+    def _defer_open(self, exc: sqlite3.OperationalError) -> dict[str, int]:
+        """The system refuses the file now: say where each sink is, open it later."""
+        self._deferred = str(exc)
+        cursors: dict[str, int] = {}
+        if self.path.exists() and self.path.stat().st_size:
+            wal = f"{self.path}-wal"
+            # An empty or missing WAL holds nothing: immutable needs no -shm (a full disk).
+            immutable = "" if os.path.exists(wal) and os.path.getsize(wal) else "&immutable=1"
+            try:
+                with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro{immutable}",
+                                                        uri=True)) as ro:
+                    cursors = dict(ro.execute("SELECT sink, last_id FROM cursors").fetchall())
+                    self.head = _head(ro)
+                    self.rows = ro.execute("SELECT count(*) FROM rows").fetchone()[0]
+                    self.dropped = _meta(ro, "dropped")
+            except sqlite3.Error as read_exc:
+                log.error("outbox %s cannot be read either (%s)", self.path, read_exc)
+        log.error("outbox %s cannot be opened now (%s); opened again at the next commit",
+                  self.path, exc)
+        return {sink: cursors.get(sink, self.head) for sink in self._sinks}
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -177,6 +251,7 @@ class SqliteOutbox:
         """Checkpoint, close the file and release it."""
         with self._lock:
             con, self._con = self._con, None
+            self._deferred = None
             if con is not None:
                 with contextlib.suppress(sqlite3.Error):
                     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -310,7 +385,11 @@ class SqliteOutbox:
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
-            raise OutboxError(str(self.path), "not open")
+            if self._deferred is None:
+                raise OutboxError(str(self.path), "not open")
+            self._open_now()  # raises (a disk still full) as the operation's own error
+            log.info("outbox %s: open again", self.path)
+        assert self._con is not None
         return self._con
 
     def _used(self, con: sqlite3.Connection) -> int:

@@ -25,7 +25,8 @@ from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections, Schedule
 from gateway.alarms.store import AlarmStore, StateFileError
-from gateway.alarms.webhook import WebhookSender
+from gateway.outbox.recovery import SALVAGE_LOST
+from gateway.alarms.webhook import WebhookSender, endpoint_key
 from gateway.clock import SystemClock
 from gateway.config.devices import AlarmHostDevice as AlarmHostDeviceConfig
 from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 DEVICE_OFFLINE = "device_offline"
 SHUTDOWN_FLUSH_SECONDS = 3.0
 OUTBOX_DEVICE = "outbox"  # the "device" of the outbox's own alarms
+ALARM_STORE_DEVICE = "alarm-store"  # ... and of the alarm state file's
+HISTORY_LOST = "alarm_history_lost"
 
 
 class Gateway:
@@ -75,9 +78,15 @@ class Gateway:
                                    max_shelve=cfg.alarms.max_shelve_minutes * 60)
         # Open alarms and their history survive a restart (loaded in run()).
         self.alarm_store = AlarmStore(state_dir=cfg.state_dir, history_days=cfg.alarms.history_days,
-                                      clock=self.clock)
+                                      clock=self.clock, on_alarm=self._state_alarm)
         self.alarms.add_listener(self.alarm_store.on_transition)
-        self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token", site))
+        # Deliveries still owed to a webhook are journalled in the state file (the same
+        # URL twice gets its place in the list in its key).
+        urls = [w.url for w in cfg.webhooks]
+        self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token", site),
+                                       journal=self.alarm_store,
+                                       key=endpoint_key(w.url) + (f"#{i}" if urls.count(w.url) > 1
+                                                                  else ""))
                          for i, w in enumerate(cfg.webhooks)]
         for webhook in self.webhooks:
             self.alarms.add_listener(webhook.on_transition)
@@ -152,6 +161,7 @@ class Gateway:
             await self._restore_alarms()  # before anything raises or publishes an alarm
             if self.outbox is not None:
                 await self.outbox.open()
+                self._report_salvage(getattr(self.outbox.store, "salvage", None))
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self.pipeline.run(), name="pipeline")
@@ -243,6 +253,20 @@ class Gateway:
         except StateFileError as exc:
             raise ConfigError(str(self.site.path), [("state_dir", str(exc))]) from None
         restored = self.alarms.restore(records)
+        store = self.alarm_store
+        for webhook in self.webhooks:  # owed from before, ahead of anything new
+            webhook.restore(store.webhook_backlog.pop(webhook.key, []))
+        if store.webhook_backlog:
+            log.warning("%d webhook deliveries owed to endpoints no longer configured are "
+                        "dropped", sum(map(len, store.webhook_backlog.values())))
+            store.forget_webhooks(list(store.webhook_backlog))
+        if store.moved_aside is not None:
+            self.alarms.activate(
+                rule=HISTORY_LOST, severity=2, device=ALARM_STORE_DEVICE, kind="gateway",
+                channel=None, location={}, value=None, ts=self.clock.time(), momentary=True,
+                message=f"alarm state file was damaged ({store.damage}); moved to "
+                        f"{store.moved_aside.name}: the alarms open before this start and "
+                        "their history are lost", details={"moved_to": str(store.moved_aside)})
         runners = {r.device_id: r for r in self.runners}
         for alarm in restored:
             if not alarm.condition:
@@ -308,6 +332,25 @@ class Gateway:
         else:
             self.alarms.deactivate(rule=rule, device=OUTBOX_DEVICE, channel=None, value=None,
                                    ts=self.clock.time())
+
+    def _state_alarm(self, rule: str, active: bool, message: str) -> None:
+        # alarm_store_write_failed: alarm history kept in memory only
+        if active:
+            self.alarms.activate(rule=rule, severity=2, device=ALARM_STORE_DEVICE, kind="gateway",
+                                 channel=None, location={}, message=message, value=None,
+                                 ts=self.clock.time())
+        else:
+            self.alarms.deactivate(rule=rule, device=ALARM_STORE_DEVICE, channel=None, value=None,
+                                   ts=self.clock.time())
+
+    def _report_salvage(self, salvage) -> None:
+        # A damaged outbox was moved aside and what could be read copied into a new one.
+        if salvage is None:
+            return
+        self.alarms.activate(rule=SALVAGE_LOST, severity=2, device=OUTBOX_DEVICE, kind="gateway",
+                             channel=None, location={}, value=float(salvage.unreadable),
+                             ts=self.clock.time(), momentary=True, message=salvage.summary(),
+                             details=salvage.details())
 
     def _offline(self, device: str, detail: str) -> None:
         spec = self.site.devices.get(device)

@@ -6,8 +6,15 @@ durable outbox, in id order, a batch at a time; writes them; and moves the
 cursor once the upstream confirmed them (HTTP 2xx, PUBACK). So each sink goes at
 its own pace, and what one sink has not confirmed stays on disk for it.
 
-- Retryable failures (network, 5xx, 429): capped exponential backoff with full
-  jitter; a ``Retry-After`` from the upstream is waited out (up to 5 minutes).
+- Retryable failures (network, 5xx, 429): exponential backoff with full jitter,
+  capped at ``RETRY_CAP`` (5 s), so the sink is writing again within 5 s of its
+  upstream's return. What keeps that from hammering a server that is down is the
+  size of the retry, not its spacing: while failing, each attempt carries one row
+  (the write is its own liveness probe: same path, same auth, a few hundred
+  bytes), and full batches resume once it is taken. A separate health probe was
+  not chosen: sinks would each need one (InfluxDB /health, an MQTT connect), and
+  a probe that passes while the write path fails would only mislead. A
+  ``Retry-After`` from the upstream is waited out (up to 5 minutes).
 - Refusals (400, 413, 422): the batch is split in halves until the refused rows
   are alone; those go to the outbox's quarantine (counted and logged) and the
   rest is written, so one bad row neither blocks the queue nor takes its
@@ -32,6 +39,11 @@ from gateway.errors import OutboxError, SinkRejected, SinkRetryable
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 300.0
+# The longest wait between attempts while the upstream fails (full jitter below it:
+# on average one one-row attempt per 2.5 s).
+RETRY_CAP = 5.0
+# Rows in an attempt while the upstream is failing.
+PROBE_ROWS = 1
 # Unsent rows committed longer ago than this many flush intervals are a backlog.
 BACKLOG_FLUSHES = 5
 
@@ -62,7 +74,7 @@ class SinkRunner:
         self.drain_min_rate = drain_min_rate
         self._clock = clock
         self._ready = asyncio.Event()
-        self._backoff = Backoff(initial=0.5, cap=30.0)
+        self._backoff = Backoff(initial=0.5, cap=RETRY_CAP)
         self.cursor = 0  # the last row id the sink confirmed (persisted in the outbox)
         self.oldest_ts: float | None = None  # of the first row after the cursor (the writer keeps it)
         self.written = 0
@@ -104,7 +116,8 @@ class SinkRunner:
     async def run(self) -> None:
         """Write batches until cancelled."""
         while True:
-            if self.lag < self.batch_size:
+            retrying = self.failing and self.lag  # a retry waits its backoff only
+            if self.lag < self.batch_size and not retrying:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.flush_interval):
                         await self._ready.wait()
@@ -122,10 +135,6 @@ class SinkRunner:
                 self._failed(f"internal error: {exc!r}", bug=True)
                 await asyncio.sleep(self.retry_delay(exc))
                 continue
-            if self.failing:
-                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
-                self.failing = False
-            self._backoff.reset()
             await self._pace(rows, self._clock.monotonic() - started)
 
     def _failed(self, error: str, *, bug: bool = False) -> None:
@@ -165,8 +174,10 @@ class SinkRunner:
             await asyncio.sleep(wait)
 
     async def send_batch(self) -> int:
-        """Write the rows after the cursor, one batch; return how many rows it consumed."""
-        rows = await self.outbox.read(self.cursor, self.batch_size, self.payload)
+        """Write the rows after the cursor, one batch (one row while the upstream is
+        failing); return how many rows it consumed."""
+        limit = PROBE_ROWS if self.failing else self.batch_size
+        rows = await self.outbox.read(self.cursor, limit, self.payload)
         if not rows:
             return 0
         if self.payload == "line":
@@ -180,6 +191,10 @@ class SinkRunner:
             refused = await self._write(ids, items)
             if refused:
                 await self._quarantine(refused, len(items))
+            if self.failing:  # the one-row try got through: full batches from now on
+                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
+                self.failing = False
+            self._backoff.reset()
         # Confirmed: the cursor moves now, its copy on disk just after. Should that copy
         # lag (a crash in between), the rows go out again, which the upstream absorbs.
         self.cursor = rows[-1][0]
