@@ -59,3 +59,50 @@ def test_the_next_digest_time_is_today_or_tomorrow_at_the_local_hour():
     now = time.mktime((2026, 12, 1, 7, 0, 0, 0, 0, -1))
     assert _seconds_until("08:00", now) == 3600
     assert _seconds_until("06:00", now) == 23 * 3600
+
+
+async def test_the_digest_goes_to_webhooks_in_order_with_transitions(tmp_path, free_port):
+    """A real receiver on loopback gets the digest as JSON, unless its filter leaves it out."""
+    import asyncio
+
+    from aiohttp import web
+
+    from gateway.alarms.webhook import WebhookSender
+    from gateway.config.models import WebhookConfig
+
+    got: list[dict] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"http://127.0.0.1:{port}/hook"
+        everything = WebhookSender(config=WebhookConfig(url=url))
+        alarms_only = WebhookSender(config=WebhookConfig(url=url, events=["raised"]))
+        clock = FakeClock(start=1_800_000_000)
+        alarms = AlarmManager(clock=clock)
+        digest = DeviceDigest(alarms=alarms, clock=clock, site="s",
+                              on_digest=lambda d: [w.on_document("device_digest", d)
+                                                   for w in (everything, alarms_only)])
+        alarms.add_listener(digest.on_transition)
+        offline(alarms, "cab-1", clock.time())
+        digest._on_digest(digest.build())  # what run() does at digest time
+        tasks = [asyncio.create_task(w.run()) for w in (everything, alarms_only)]
+        async with asyncio.timeout(5):
+            while everything.pending or alarms_only.pending:
+                await asyncio.sleep(0.02)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+    assert alarms_only.sent == 0 and everything.sent == 1  # its filter names no device_digest
+    [doc] = got
+    assert doc["type"] == "device_digest" and doc["devices"][0]["device"] == "cab-1"

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from gateway import json_safe
 from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.config.models import WebhookConfig
@@ -126,6 +127,21 @@ class WebhookSender:
         self._last[alarm_id] = entry
         if self.journal is not None:
             self.journal.webhook_saved(self.key, entry.seq, alarm_id, t.event, body, new=True)
+        if len(self._queue) > self.max_pending:
+            self._drop_one()
+        self._wake.set()
+
+    def on_document(self, event: str, doc: dict) -> None:
+        """Queue a document that is not an alarm transition (the daily device digest),
+        delivered in order with the transitions, unless the filter leaves ``event`` out."""
+        if self._events is not None and event not in self._events:
+            return
+        body = json_safe.dumps_bytes(doc)
+        self._seq += 1
+        entry = _Entry(event, event, body, self._seq)
+        self._queue.append(entry)
+        if self.journal is not None:
+            self.journal.webhook_saved(self.key, entry.seq, event, event, body, new=True)
         if len(self._queue) > self.max_pending:
             self._drop_one()
         self._wake.set()

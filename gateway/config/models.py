@@ -237,8 +237,10 @@ class WebhookConfig(Strict):
                               description="send alarms at this level or more urgent "
                                           "(severity number <= min_severity)")
     events: list[Literal["raised", "repeated", "cleared", "condition_cleared", "acked",
-                         "reset", "shelved", "unshelved", "escalated", "closed"]] | None = Field(
-        default=None, description="transitions to send; default all")
+                         "reset", "shelved", "unshelved", "escalated", "closed",
+                         "device_digest"]] | None = Field(
+        default=None, description="transitions to send (and device_digest, the daily list of "
+                                  "devices offline or faulty); default all")
     token: Secret | None = Field(default=None, description="sent as Authorization: Bearer")
     max_retry_interval: float = Field(default=30.0, gt=0, le=3600)
 

@@ -91,7 +91,8 @@ class Gateway:
         for webhook in self.webhooks:
             self.alarms.add_listener(webhook.on_transition)
         # The morning handover: devices offline or faulty since the last digest.
-        self.digest = DeviceDigest(alarms=self.alarms, clock=self.clock, site=cfg.site.id)
+        self.digest = DeviceDigest(alarms=self.alarms, clock=self.clock, site=cfg.site.id,
+                                   on_digest=self._send_digest)
         self.alarms.add_listener(self.digest.on_transition)
         self.buses = {b.id: _make_bus(b) for b in cfg.buses}
         self.receivers: dict[str, object] = {}  # alarm-host receivers by listen address
@@ -322,6 +323,10 @@ class Gateway:
         for bus in self.buses.values():
             await bus.close()
         log.info("gateway %s stopped", self.site.config.site.id)
+
+    def _send_digest(self, digest: dict) -> None:
+        for webhook in self.webhooks:
+            webhook.on_document("device_digest", digest)
 
     def _outbox_alarm(self, rule: str, active: bool, message: str) -> None:
         # buffer_overflow (readings dropped) and outbox_write_failed (disk trouble)
