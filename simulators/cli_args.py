@@ -1,8 +1,15 @@
-"""``community-gateway simulate door|camera``: the sub-commands of the MQTT-speaking simulators."""
+"""``community-gateway simulate door|camera``: the sub-commands of the MQTT-speaking simulators.
+
+Each sub-command sets ``simulation``: a function from the parsed arguments to the
+simulator's coroutine. The CLI sets up logging and runs it until a signal; the
+simulators know nothing of the CLI (the CLI imports them, never the reverse).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Coroutine
+from typing import Any
 
 from simulators import camera, door
 from simulators.mqtt_publisher import FAULTS
@@ -31,7 +38,7 @@ def add_door_and_camera_parsers(sim_kinds) -> None:
     d.add_argument("--fault", choices=FAULTS, default=None,
                    help="silence: module and terminal go quiet; malformed: broken JSON as well")
     d.add_argument("--seed", type=int)
-    d.set_defaults(handler=_simulate_door)
+    d.set_defaults(simulation=_door)
 
     c = sim_kinds.add_parser(
         "camera", help="thrown-object camera analytics events on MQTT",
@@ -48,25 +55,19 @@ def add_door_and_camera_parsers(sim_kinds) -> None:
     c.add_argument("--pulse", type=float, default=3.0, metavar="SECONDS",
                    help="time from a throw's start pulse to its stop pulse")
     c.add_argument("--fault", choices=FAULTS, default=None)
-    c.set_defaults(handler=_simulate_camera)
+    c.set_defaults(simulation=_camera)
 
 
-def _simulate_door(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
-
-    _setup_logging(args.verbose)
-    return run_until_signal(door.run_door(
+def _door(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    return door.run_door(
         broker=args.broker, tcp=args.tcp or None, serial=args.serial, baudrate=args.baudrate,
         scenario=args.scenario, terminal_id=args.terminal_id, doors=args.doors,
         incident_door=args.incident_door, incident_after=args.incident_after, held_s=args.held_s,
-        fault=args.fault, seed=args.seed))
+        fault=args.fault, seed=args.seed)
 
 
-def _simulate_camera(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
-
-    _setup_logging(args.verbose)
-    return run_until_signal(camera.run_camera(
+def _camera(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    return camera.run_camera(
         broker=args.broker, scenario=args.scenario, camera_id=args.camera_id,
         building=args.building, facade=args.facade, floor=args.floor,
-        incident_after=args.incident_after, pulse_s=args.pulse, fault=args.fault))
+        incident_after=args.incident_after, pulse_s=args.pulse, fault=args.fault)
