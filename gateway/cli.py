@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.config.secrets import find_secrets
 from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        site = load_config(args.config)
+        site = load_site(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     from gateway.runtime.app import Gateway
 
     try:
-        site = load_config(args.config)
+        site = load_site(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG

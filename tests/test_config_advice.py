@@ -9,7 +9,7 @@ import yaml
 
 from gateway.cli import main
 from gateway.config.advice import poll_seconds_on_rtu
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 
 
 def rtu_site(cabinets: int, *, baudrate: int = 9600, poll_interval: float = 1.0) -> dict:
@@ -26,11 +26,11 @@ def rtu_site(cabinets: int, *, baudrate: int = 9600, poll_interval: float = 1.0)
 def warnings_of(tmp_path: Path, raw: dict) -> list[str]:
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return load_config(path).warnings
+    return load_site(path).warnings
 
 
 def test_a_cabinet_poll_costs_about_a_third_of_a_second_at_9600_baud(tmp_path) -> None:
-    site = load_config(_write(tmp_path, rtu_site(1)))
+    site = load_site(_write(tmp_path, rtu_site(1)))
     seconds = poll_seconds_on_rtu(site.devices["cab-0"], site.config.buses[0])
     # 7 requests (4 meters, controller inputs, smoke, relays), 10 bits a character,
     # 3.5 silent characters after each frame, 10 ms gap each

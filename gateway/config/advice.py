@@ -5,11 +5,8 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-from drivers.modbus.register_map import BIT_TABLES
-from drivers.modbus.request_plan import plan_reads
 from gateway.config.devices import ModbusDevice, ModbusRtuBus
 from gateway.config.models import GatewayConfig
 
@@ -36,8 +33,7 @@ def poll_seconds_on_rtu(spec: DeviceSpec, bus: ModbusRtuBus) -> float:
     bits_per_char = 1 + bus.bytesize + (0 if bus.parity == "N" else 1) + bus.stopbits
     char = bits_per_char / bus.baudrate
     total = 0.0
-    for req in plan_reads(list(spec.points), spec.limits) if spec.limits else []:
-        data = math.ceil(req.count / 8) if req.table in BIT_TABLES else 2 * req.count
+    for data in spec.read_sizes:  # worked out by the Modbus spec builder
         total += (8 + 5 + data + 2 * 3.5) * char + bus.frame_gap
     return total
 

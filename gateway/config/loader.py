@@ -3,6 +3,12 @@
 Every problem found is reported at once, each with the key path and what was
 expected, so an installer fixes a file in one pass. Nothing starts from a file
 with any problem.
+
+This module knows the config's own shape only. What a device type means (its
+profile, what its driver can read and set) is checked by that type's spec
+builder, handed in by the caller: the config layer imports no driver. The
+builders for the gateway's device types and the one-call ``load_site`` are in
+``gateway.runtime.device_types`` and ``gateway.runtime.site``.
 """
 
 from __future__ import annotations
@@ -11,19 +17,15 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from drivers.modbus.register_map import ModbusProfile, Point, RequestLimits, expand, overlaps
 from gateway.config.advice import advice
-from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
-from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
-from gateway.config.devices import ModbusDevice, MqttDevice, SerialFramesDevice, SyntheticDevice
+from gateway.config.devices import ModbusDevice
 from gateway.config.models import GatewayConfig
-from gateway.console.checks import console_warnings
 from gateway.config.rule_checks import check_rule
 from gateway.errors import ConfigError
 
@@ -32,17 +34,22 @@ from gateway.errors import ConfigError
 class DeviceSpec:
     """A device with its profile resolved: what it reads and what can be written."""
 
-    config: ModbusDevice | SyntheticDevice
+    config: Any  # one of gateway.config.devices' device models
     kind: str
     channel_name: str
     channel_count: int
     fields: frozenset[str]
     writable: frozenset[str]
-    points: tuple[Point, ...] = ()
-    limits: RequestLimits | None = None
+    # Modbus only: drivers.modbus.register_map's Points and RequestLimits (typed
+    # loosely: the config layer does not import drivers).
+    points: tuple[Any, ...] = ()
+    limits: Any = None
     # Event names the device can emit (DeviceEvent.name); None: its type does not
     # declare them, so rules naming events on it are not checked against a list.
     events: frozenset[str] | None = None
+    # Modbus only: data bytes in the answer to each read request of one poll
+    # (for the bus-load advice).
+    read_sizes: tuple[int, ...] = ()
 
     @property
     def id(self) -> str:
@@ -63,21 +70,28 @@ class Site:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_config(path: str | Path) -> Site:
-    """Read, validate and resolve a site config; raise ConfigError listing every problem."""
+def load_config(path: str | Path, spec_builders: Mapping[type, SpecBuilder]) -> Site:
+    """Read, validate and resolve a site config, each device by its type's entry in
+    ``spec_builders``; raise ConfigError listing every problem."""
     path = Path(path)
-    raw = _read_yaml(path, path)
-    try:
-        config = GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(str(path), pydantic_problems(exc, raw)) from None
+    config = read_config(path)
     problems: list[tuple[str, str]] = []
-    devices = _resolve_devices(path, config, problems)
+    devices = _resolve_devices(path, config, spec_builders, problems)
     _check_references(config, devices, problems)
     if problems:
         raise ConfigError(str(path), problems)
-    warnings = _warnings(config, devices) + console_warnings(config, path.resolve().parent)
-    return Site(path=path, config=config, devices=devices, warnings=warnings)
+    return Site(path=path, config=config, devices=devices, warnings=_warnings(config, devices))
+
+
+def read_config(path: str | Path) -> GatewayConfig:
+    """Read a site file and check its types and keys, without resolving devices (for
+    commands that need one section only: the users file, the outbox)."""
+    path = Path(path)
+    raw = _read_yaml(path, path)
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), pydantic_problems(exc, raw)) from None
 
 
 def _read_yaml(path: Path, shown: Path) -> Any:
@@ -155,7 +169,7 @@ def _key_path(loc: tuple, raw: Any) -> str:
     return "".join(parts)
 
 
-def _resolve_devices(path: Path, config: GatewayConfig,
+def _resolve_devices(path: Path, config: GatewayConfig, spec_builders: Mapping[type, SpecBuilder],
                      problems: list[tuple[str, str]]) -> dict[str, DeviceSpec]:
     devices: dict[str, DeviceSpec] = {}
     bus_ids = _unique_ids("buses", [b.id for b in config.buses], problems)
@@ -164,7 +178,7 @@ def _resolve_devices(path: Path, config: GatewayConfig,
     context = ResolveContext(config_dir=path.parent, bus_ids=bus_ids, problems=problems,
                              config=config)
     for i, dev in enumerate(config.devices):
-        spec = SPEC_BUILDERS[type(dev)](dev, f"devices[{i}]", context)
+        spec = spec_builders[type(dev)](dev, f"devices[{i}]", context)
         if spec is not None:
             devices.setdefault(dev.id, spec)
     return devices
@@ -180,75 +194,10 @@ class ResolveContext:
     config: GatewayConfig | None = None
 
 
-def _synthetic_spec(dev: SyntheticDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
-    return DeviceSpec(dev, dev.kind, "channel", dev.channels or 0, frozenset(dev.fields), frozenset(),
-                      events=None if dev.events is None else frozenset(dev.events))
-
-
-def _modbus_device_spec(dev: ModbusDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
-    if dev.bus not in ctx.bus_ids:
-        ctx.problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}; buses: {sorted(ctx.bus_ids)}"))
-    try:
-        profile = load_profile(dev.profile, ctx.config_dir)
-    except ConfigError as exc:
-        ctx.problems.extend((f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
-                            for p, m in exc.problems)
-        return None
-    return _modbus_spec(dev, profile, where, ctx.problems)
-
-
-def _modbus_spec(dev: ModbusDevice, profile: ModbusProfile, where: str,
-                 problems: list[tuple[str, str]]) -> DeviceSpec:
-    if dev.channels is not None and profile.channels is None:
-        problems.append((f"{where}.channels", f"profile {dev.profile!r} has no channels"))
-    points = expand(profile, dev.channels, dev.slave_base)
-    for a, b in overlaps(points):
-        problems.append((f"{where}.profile", f"fields {a.name!r} and {b.name!r} overlap at "
-                                             f"slave {a.slave} {a.table} {b.address}"))
-    for p in points:
-        if not 1 <= p.slave <= 247:
-            problems.append((f"{where}.slave_base", f"field {p.name!r} lands on slave {p.slave}, "
-                                                    "outside 1..247"))
-            break
-    count = 0
-    if profile.channels is not None:
-        count = dev.channels if dev.channels is not None else profile.channels.count
-    return DeviceSpec(
-        config=dev, kind=dev.kind or profile.kind,
-        channel_name=profile.channels.name if profile.channels else "channel",
-        channel_count=count,
-        fields=frozenset(p.name for p in points),
-        writable=frozenset(p.name for p in points if p.writable),
-        points=tuple(points), limits=profile.requests,
-    )
-
-
-def _mqtt_device_spec(dev: MqttDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
-    try:
-        profile = load_profile(dev.profile, ctx.config_dir, MqttProfile)
-    except ConfigError as exc:
-        ctx.problems.extend((f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
-                            for p, m in exc.problems)
-        return None
-    ctx.problems.extend((f"{where}.{key}", msg) for key, msg in check_mqtt_device(dev, profile, ctx.config))
-    channels = profile.channels
-    return DeviceSpec(dev, dev.kind or profile.kind, channels.name if channels else "channel",
-                      (dev.channels or channels.count) if channels else 0,
-                      frozenset(profile.fields), frozenset(), events=profile.event_names)
-
-
-def _serial_frames_spec(dev: SerialFramesDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
-    settable = radar_settings.SETTABLE[dev.codec]
-    for name, value in dev.setup.values().items():
-        limit = radar_settings.LIMITS.get((dev.codec, name))
-        if name not in settable:
-            ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar cannot set "
-                                                          f"{name}; it can set {sorted(settable)}"))
-        elif limit is not None and value > limit:
-            ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar takes at most "
-                                                          f"{limit:g} (got {value:g})"))
-    return DeviceSpec(dev, dev.kind, "channel", 0, radar_vocabulary.FIELDS[dev.codec], frozenset(),
-                      events=radar_vocabulary.EVENTS[dev.codec])
+def profile_problems(exc: ConfigError, where: str) -> list[tuple[str, str]]:
+    """A profile's own problems, reported under the device's ``profile`` key."""
+    return [(f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
+            for p, m in exc.problems]
 
 
 def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
@@ -260,7 +209,7 @@ def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -
     return seen
 
 
-def load_profile(name: str, config_dir: Path, model: type[BaseModel] = ModbusProfile) -> Any:
+def load_profile(name: str, config_dir: Path, model: type[BaseModel]) -> Any:
     """Find a profile by name (``<config dir>/profiles/<name>.yaml``, then the
     profiles shipped with the gateway) or by path, and validate it as ``model``."""
     candidates = [config_dir / name] if name.endswith((".yaml", ".yml")) else [
@@ -325,11 +274,6 @@ def _warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str
     return out
 
 
-# One entry per device config type: how to resolve it into a DeviceSpec (or None
-# after recording problems). A new device type adds its builder here.
-SPEC_BUILDERS: dict[type, Callable[[Any, str, ResolveContext], DeviceSpec | None]] = {
-    SyntheticDevice: _synthetic_spec,
-    ModbusDevice: _modbus_device_spec,
-    MqttDevice: _mqtt_device_spec,
-    SerialFramesDevice: _serial_frames_spec,
-}
+# How a device type's config becomes a DeviceSpec: (device config, its key path,
+# context) -> the spec, or None after recording its problems in the context.
+SpecBuilder = Callable[[Any, str, ResolveContext], "DeviceSpec | None"]

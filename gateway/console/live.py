@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from gateway import json_safe
 from gateway.alarms.alarm import iso
 from gateway.alarms.manager import Transition
+from gateway.clock import Clock
+from gateway.views import AlarmsView, DevicesView
 
 CLIENT_QUEUE = 500
 HISTORY = 5000
@@ -46,18 +48,19 @@ class Subscriber:
 class LiveFeed:
     """Fans the gateway's alarm transitions out to console pages."""
 
-    def __init__(self, *, gateway):
-        self.gateway = gateway
+    def __init__(self, *, alarms: AlarmsView, devices: DevicesView, clock: Clock):
+        self._alarms = alarms
+        self._devices = devices
         # Changes whenever the gateway process (or its console) starts again.
         self.instance = secrets.token_hex(6)
-        self.started = gateway.clock.time()
+        self.started = clock.time()
         # (epoch seconds, transition JSON) since this console started, oldest first
         self.history: deque[tuple[float, dict[str, object]]] = deque(maxlen=HISTORY)
         self.closing = asyncio.Event()
         self._subscribers: set[Subscriber] = set()
         self.lagged_pages = 0
         self._devices_cache: tuple[float, str] | None = None
-        gateway.alarms.add_listener(self._on_transition)
+        alarms.add_listener(self._on_transition)
 
     @property
     def pages(self) -> int:
@@ -91,7 +94,7 @@ class LiveFeed:
 
     def alarms(self) -> list[dict[str, object]]:
         """Open alarms as published, most urgent and newest first."""
-        return [a.to_json() for a in self.gateway.alarms.open_alarms()]
+        return [a.to_json() for a in self._alarms.open_alarms()]
 
     def devices_text(self, max_age: float = 0.5) -> str:
         """``{"devices": ...}`` as JSON text, built at most once per ``max_age`` for all pages."""
@@ -102,14 +105,13 @@ class LiveFeed:
 
     def devices(self) -> list[dict[str, object]]:
         """Every configured device with its location, health and last readings."""
-        gw = self.gateway
-        health = {r.device_id: r.health for r in gw.runners}
+        health = self._devices.health()
         readings: dict[str, list[dict[str, object]]] = {}
-        for (device, channel), reading in list(gw.pipeline.latest.items()):
+        for (device, channel), reading in list(self._devices.latest().items()):
             readings.setdefault(device, []).append(
                 {"channel": channel, "ts": iso(reading.ts), "values": finite(reading.values)})
         out = []
-        for device_id, spec in gw.site.devices.items():
+        for device_id, spec in self._devices.specs().items():
             h = health.get(device_id)
             rows = sorted(readings.get(device_id, []), key=lambda r: -1 if r["channel"] is None else r["channel"])
             out.append({

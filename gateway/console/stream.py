@@ -44,7 +44,7 @@ async def events(request: web.Request, session: Session) -> web.StreamResponse:
         with feed.subscribe() as sub:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
             await _send(response, "hello", {"instance": feed.instance, "version": console.version,
-                                            "server_time": console.gateway.clock.time()})
+                                            "server_time": console.clock.time()})
             device_list = feed.devices()
             devices = json_text({"devices": device_list})
             await _send_text(response, "snapshot",

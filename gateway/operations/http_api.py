@@ -23,27 +23,29 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from gateway.alarms.commands import COMMANDS, CommandError, apply_command
+from gateway.alarms.commands import COMMANDS, CommandError
 from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.config.models import HttpConfig
 from gateway.console import add_console_routes
-from gateway.operations.liveness import PipelineWatch, health_report
-from gateway.operations.metrics import CONTENT_TYPE, metrics_registry, render
+from gateway.operations.metrics import CONTENT_TYPE, render
 from gateway.readings import Reading
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway
+    from prometheus_client import CollectorRegistry
+
+    from gateway.views import AlarmsView, DevicesView, Views
 
 log = logging.getLogger(__name__)
 
 # Who may write: returns a name for the log and the alarm history, or None.
 WriteAuthorizer = Callable[[web.Request], Awaitable[str | None]]
+# ``/healthz``: (healthy, body naming what is down); see gateway.operations.liveness.
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
-GATEWAY = web.AppKey("gateway", object)
+VIEWS = web.AppKey("views", object)
 TOKEN = web.AppKey("token", object)
 WRITE_AUTHORIZERS = web.AppKey("write_authorizers", list)
-WATCH = web.AppKey("pipeline_watch", PipelineWatch)
 ALARM_FEED = web.AppKey("alarm_feed", object)
 CLOSING = web.AppKey("closing", asyncio.Event)
 ACTOR = web.RequestKey("actor", str)
@@ -56,24 +58,25 @@ STREAM_KEEPALIVE = 15.0
 STREAM_QUEUE = 1000
 
 
-def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
+def build_app(views: Views, *, token: str | None, health: HealthCheck,
+              metrics: CollectorRegistry) -> web.Application:
     """The application with every area's routes; no socket is opened here."""
     app = web.Application(middlewares=[_errors_as_json, _guard_writes], client_max_size=MAX_BODY)
-    app[GATEWAY] = gateway
+    app[VIEWS] = views
     app[TOKEN] = token
     app[WRITE_AUTHORIZERS] = [bearer_token]
-    app[WATCH] = PipelineWatch(gateway.pipeline)
-    app[ALARM_FEED] = AlarmFeed(gateway)
+    app[ALARM_FEED] = AlarmFeed(views.alarms)
     app[CLOSING] = asyncio.Event()  # set at shutdown: live streams end at once
 
     async def closing(app: web.Application) -> None:
         app[CLOSING].set()
 
     app.on_shutdown.append(closing)
-    for routes in (health_routes, device_routes, alarm_routes, stream_routes):
-        app.add_routes(routes(gateway))
-    if gateway.site.config.console is not None:
-        add_console_routes(app, gateway)  # /console: the security room's page, session-guarded
+    app.add_routes(health_routes(health, metrics))
+    for routes in (device_routes, alarm_routes, stream_routes):
+        app.add_routes(routes(views))
+    if views.console is not None:
+        add_console_routes(app, views)  # /console: the security room's page, session-guarded
     return app
 
 
@@ -127,12 +130,11 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 # -- health and metrics --------------------------------------------------------------
 
 
-def health_routes(gateway: Gateway) -> list[web.RouteDef]:
+def health_routes(health: HealthCheck, registry: CollectorRegistry) -> list[web.RouteDef]:
     """``/healthz`` (200 or 503 naming what is down) and ``/metrics`` (Prometheus text)."""
-    registry = metrics_registry(gateway)
 
     async def healthz(request: web.Request) -> web.Response:
-        ok, body = health_report(gateway, request.app[WATCH])
+        ok, body = health()
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -144,32 +146,33 @@ def health_routes(gateway: Gateway) -> list[web.RouteDef]:
 # -- devices ---------------------------------------------------------------------------
 
 
-def device_routes(gateway: Gateway) -> list[web.RouteDef]:
+def device_routes(views: Views) -> list[web.RouteDef]:
     """``/api/devices``: every device with its health and latest readings."""
 
     async def devices(request: web.Request) -> web.Response:
-        return web.json_response({"devices": devices_json(gateway)})
+        return web.json_response({"devices": devices_json(views.devices)})
 
     return [web.get("/api/devices", devices)]
 
 
-def devices_json(gateway: Gateway) -> list[dict[str, Any]]:
-    """Each configured device: what it is, where, how it is doing, what it read last."""
+def devices_json(devices: DevicesView) -> list[dict[str, Any]]:
+    """Each running device: what it is, where, how it is doing, what it read last."""
     latest: dict[str, dict[str, Any]] = {}
-    for (device, channel), reading in list(gateway.pipeline.latest.items()):
+    for (device, channel), reading in list(devices.latest().items()):
         latest.setdefault(device, {})["" if channel is None else str(channel)] = {
             "values": reading.values, "ts": reading.ts}
+    specs = devices.specs()
     out = []
-    for runner in gateway.runners:
-        spec = gateway.site.devices.get(runner.device_id)
-        item: dict[str, Any] = {"id": runner.device_id}
+    for device_id, health in devices.health().items():
+        spec = specs.get(device_id)
+        item: dict[str, Any] = {"id": device_id}
         if spec is not None:
             item.update(kind=spec.kind, type=spec.config.type, location=spec.location(),
                         channel_name=spec.channel_name, channels=spec.channel_count)
             if getattr(spec.config, "bus", None):
                 item["bus"] = spec.config.bus
-        item.update(runner.health.to_json())
-        item["latest"] = latest.get(runner.device_id, {})
+        item.update(health.to_json())
+        item["latest"] = latest.get(device_id, {})
         out.append(item)
     return sorted(out, key=lambda d: d["id"])
 
@@ -177,11 +180,12 @@ def devices_json(gateway: Gateway) -> list[dict[str, Any]]:
 # -- alarms ---------------------------------------------------------------------------
 
 
-def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
+def alarm_routes(views: Views) -> list[web.RouteDef]:
     """``GET /api/alarms`` (open alarms, recently closed ones, recent transitions;
     ``?history=N``), ``GET /api/alarms/{id}/history`` and
     ``POST /api/alarms/{id}/{ack|reset|shelve|unshelve}`` with
     ``{"by", "note", "minutes"}`` (token required; see gateway.alarms.commands)."""
+    alarms = views.alarms
 
     async def list_alarms(request: web.Request) -> web.Response:
         try:
@@ -189,21 +193,21 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
         except ValueError:
             return _error(400, "'history' must be a whole number")
         return web.json_response({
-            "alarms": [a.to_json() for a in gateway.alarms.open_alarms()],
-            "closed": gateway.alarms.recently_closed(),
-            "history": await gateway.alarm_store.history(limit=limit) if limit else [],
+            "alarms": [a.to_json() for a in alarms.open_alarms()],
+            "closed": alarms.recently_closed(),
+            "history": await alarms.history(limit=limit) if limit else [],
         })
 
     async def alarm_history(request: web.Request) -> web.Response:
         alarm_id = request.match_info["alarm_id"]
         return web.json_response({"alarm": alarm_id,
-                                  "history": await gateway.alarm_store.history(alarm_id=alarm_id)})
+                                  "history": await alarms.history(alarm_id=alarm_id)})
 
     async def command(request: web.Request) -> web.Response:
         alarm_id, name = request.match_info["alarm_id"], request.match_info["command"]
         body = await request.read()
         try:
-            alarm = apply_command(gateway.alarms, alarm_id, name, body)
+            alarm = alarms.apply_command(alarm_id, name, body)
         except CommandError as exc:
             return web.json_response(exc.to_json(), status=exc.status)
         log.info("alarm %s: %s through the API (%s)", alarm_id, name, request.get(ACTOR))
@@ -224,9 +228,9 @@ class AlarmFeed:
     reconnect) instead of holding memory or slowing the alarm manager.
     """
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, alarms: AlarmsView):
         self._subscribers: set[AlarmSubscriber] = set()
-        gateway.alarms.add_listener(self._on_transition)
+        alarms.add_listener(self._on_transition)
 
     def subscribe(self) -> AlarmSubscriber:
         """A new client's queue of transitions."""
@@ -255,7 +259,7 @@ class AlarmSubscriber:
     overflowed: bool = False
 
 
-def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
+def stream_routes(views: Views) -> list[web.RouteDef]:
     """``/api/stream``: server-sent events, ``reading`` and ``alarm``, as they happen.
 
     Query: ``device=ID`` and ``kind=KIND`` filter (repeatable), ``alarms=0`` or
@@ -295,7 +299,7 @@ def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
                 if sub.overflowed:
                     chunks.append(b"event: overflow\ndata: {}\n\n")
                 elif want_readings:
-                    chunks.extend(_new_readings(gateway, sent, selected))
+                    chunks.extend(_new_readings(views.devices, sent, selected))
                 if not chunks and loop.time() - last_write > STREAM_KEEPALIVE:
                     chunks.append(b": keepalive\n\n")
                 if chunks:
@@ -317,11 +321,11 @@ def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
     return [web.get("/api/stream", stream)]
 
 
-def _new_readings(gateway: Gateway, sent: dict[tuple[str, int | None], float],
+def _new_readings(devices: DevicesView, sent: dict[tuple[str, int | None], float],
                   selected: Callable[[str, str], bool]) -> list[bytes]:
     out = []
-    specs = gateway.site.devices
-    for key, reading in list(gateway.pipeline.latest.items()):
+    specs = devices.specs()
+    for key, reading in list(devices.latest().items()):
         if sent.get(key) == reading.ts:
             continue
         spec = specs.get(reading.device)
@@ -352,9 +356,10 @@ class HttpServer:
     keeps running, logs it once, and retries with backoff.
     """
 
-    def __init__(self, *, config: HttpConfig, gateway: Gateway, token: str | None):
+    def __init__(self, *, config: HttpConfig, views: Views, token: str | None,
+                 health: HealthCheck, metrics: CollectorRegistry):
         self.config = config
-        self.app = build_app(gateway, token=token)
+        self.app = build_app(views, token=token, health=health, metrics=metrics)
         self.listening = False
 
     async def run(self) -> None:

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway
+    from gateway.views import RunningParts
 
 PREFIX = "community_gateway_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -47,7 +47,7 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 class GatewayCollector(Collector):
     """Every metric of one gateway, computed when scraped."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: RunningParts):
         self._gateway = gateway
         self._version = _version()
 
@@ -64,7 +64,7 @@ class GatewayCollector(Collector):
         yield from self._alarms(g)
         yield from self._reloads(g)
 
-    def _devices(self, g: Gateway) -> Iterator[Metric]:
+    def _devices(self, g: RunningParts) -> Iterator[Metric]:
         labels = ["device", "kind"]
         polls = _counter("device_polls", "Polls (or stream deliveries) per device", labels)
         errors = _counter("device_errors", "Failed polls (or broken streams) per device", labels)
@@ -90,7 +90,7 @@ class GatewayCollector(Collector):
             requests.add_metric([bus_id], getattr(bus, "requests", 0))
         yield requests
 
-    def _pipeline(self, g: Gateway) -> Iterator[Metric]:
+    def _pipeline(self, g: RunningParts) -> Iterator[Metric]:
         p = g.pipeline
         depth = _gauge("pipeline_queue_batches", "Polls waiting for the rule engine")
         depth.add_metric([], p.queue.qsize())
@@ -109,7 +109,7 @@ class GatewayCollector(Collector):
         actions.add_metric(["failed"], g.actions.failed)
         yield from (depth, capacity, full, readings, events, failed, actions)
 
-    def _upstream(self, g: Gateway) -> Iterator[Metric]:
+    def _upstream(self, g: RunningParts) -> Iterator[Metric]:
         counters = {attr: _counter(name, doc, ["sink"]) for attr, name, doc in SINK_COUNTERS}
         buffered = _gauge("upstream_buffered_lines", "Lines waiting for the upstream", ["sink"])
         last = _gauge("upstream_last_success_timestamp_seconds", "Last accepted write", ["sink"])
@@ -129,7 +129,7 @@ class GatewayCollector(Collector):
         yield from (buffered, last, up)
         yield from outbox_metrics(getattr(g, "outbox", None))
 
-    def _mqtt(self, g: Gateway) -> Iterator[Metric]:
+    def _mqtt(self, g: RunningParts) -> Iterator[Metric]:
         if g.mqtt is None:
             return
         m = g.mqtt
@@ -146,7 +146,7 @@ class GatewayCollector(Collector):
         dropped.add_metric([], m.events_dropped)
         yield from (connected, pending, published, rejected, dropped)
 
-    def _alarms(self, g: Gateway) -> Iterator[Metric]:
+    def _alarms(self, g: RunningParts) -> Iterator[Metric]:
         by_state: Counter[tuple[str, str]] = Counter(
             (str(a.state), "true" if a.acked else "false") for a in g.alarms.open_alarms())
         alarms = _gauge("alarms", "Open alarms by state and acknowledgement", ["state", "acked"])
@@ -159,7 +159,7 @@ class GatewayCollector(Collector):
         transitions.add_metric([], g.alarms.transitions)
         yield from (alarms, transitions)
 
-    def _reloads(self, g: Gateway) -> Iterator[Metric]:
+    def _reloads(self, g: RunningParts) -> Iterator[Metric]:
         reloads = _counter("config_reloads", "Config reloads (SIGHUP) by result", ["result"])
         for result in ("applied", "refused", "failed"):
             reloads.add_metric([result], g.reloads.get(result, 0))
@@ -230,7 +230,7 @@ def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
         yield family
 
 
-def metrics_registry(gateway: Gateway) -> CollectorRegistry:
+def metrics_registry(gateway: RunningParts) -> CollectorRegistry:
     """A registry holding this gateway's collector (and nothing global)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway))

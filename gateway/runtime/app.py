@@ -13,37 +13,31 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from pathlib import Path
 
-from drivers.modbus.bus import ModbusBus
-from drivers.modbus.device import ModbusDevice
-from drivers.mqtt.factory import build_mqtt_device
-from drivers.serial_frames.driver import SerialFrameDevice
-from drivers.synthetic import SyntheticDevice
-from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
-from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
-from gateway.config.devices import ModbusRtuBus, ModbusTcpBus
-from gateway.config.devices import MqttDevice as MqttDeviceConfig
-from gateway.config.devices import SerialFramesDevice as SerialFramesDeviceConfig
-from gateway.config.devices import SyntheticDevice as SyntheticDeviceConfig
-from gateway.config.loader import DeviceSpec, Site
-from gateway.runtime.device_runner import DeviceRunner
+from gateway.config.loader import Site
 from gateway.errors import ConfigError
 from gateway.operations.http_api import HttpServer
-from gateway.operations.liveness import PipelineWatch, status_line, watchdog_problem
-from gateway.runtime.reload import reload_config
+from gateway.operations.liveness import PipelineWatch, health_report, status_line, watchdog_problem
+from gateway.operations.metrics import metrics_registry
+from gateway.operations.systemd import SystemdNotifier, keep_alive
+from gateway.rules.engine import RuleEngine
+from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
+from gateway.runtime.device_runner import DeviceRunner
+from gateway.runtime.device_types import DriverContext, build_bus, build_driver
 from gateway.runtime.messages import alarm_location
 from gateway.runtime.mqtt_link import MqttLink
 from gateway.runtime.pipeline import Pipeline
-from gateway.rules.engine import RuleEngine
+from gateway.runtime.reload import ReloadPlan, hand_over_alarms, reload_config
 from gateway.runtime.stream_runner import StreamRunner
-from gateway.operations.systemd import SystemdNotifier, keep_alive
-from gateway.upstream.line_protocol import LineEncoder
+from gateway.runtime.views import SiteAlarms, SiteDevices
 from gateway.upstream.factory import build_upstream
+from gateway.upstream.line_protocol import LineEncoder
+from gateway.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +70,7 @@ class Gateway:
                          for i, w in enumerate(cfg.webhooks)]
         for webhook in self.webhooks:
             self.alarms.add_listener(webhook.on_transition)
-        self.buses = {b.id: _make_bus(b) for b in cfg.buses}
+        self.buses = {b.id: build_bus(b) for b in cfg.buses}
         self.drivers = {d.id: self._make_driver(d.id) for d in cfg.devices}
         self.actions = ActionRunner(drivers=self.drivers, on_failure=self._actuation_failed)
         # The durable outbox (None without sinks) and a runner per upstream sink.
@@ -95,14 +89,25 @@ class Gateway:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
             self.mqtt = MqttLink(config=cfg.mqtt, site_id=cfg.site.id, alarms=self.alarms,
                                  password=password)
+        # What the HTTP API and the console see: views, not this object (gateway.views).
+        self.views = Views(
+            site=cfg.site, config_dir=Path(site.path).resolve().parent, console=cfg.console,
+            alarms=SiteAlarms(self.alarms, self.alarm_store),
+            devices=SiteDevices(specs=lambda: self.site.devices,
+                                health=lambda: {r.device_id: r.health for r in self.runners},
+                                latest=lambda: self.pipeline.latest),
+            clock=self.clock)
         self.http = None
         if cfg.http is not None:
-            self.http = HttpServer(config=cfg.http, gateway=self,
-                                   token=_reveal(cfg.http.token, "http.token", site))
+            watch = PipelineWatch(self.pipeline)
+            self.http = HttpServer(config=cfg.http, views=self.views,
+                                   token=_reveal(cfg.http.token, "http.token", site),
+                                   health=lambda: health_report(self, watch),
+                                   metrics=metrics_registry(self))
 
     def _make_driver(self, device_id: str):
-        spec = self.site.devices[device_id]
-        return DRIVER_FACTORIES[type(spec.config)](spec, self)
+        return build_driver(self.site.devices[device_id],
+                            DriverContext(site=self.site, buses=self.buses, clock=self.clock))
 
     def _make_runner(self, dev) -> DeviceRunner | StreamRunner:
         driver = self.drivers[dev.id]
@@ -185,6 +190,41 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await driver.close()  # type: ignore[attr-defined]
         return runner
+
+    async def apply_reload(self, site: Site, plan: ReloadPlan) -> None:
+        """Stop, swap and start what a reload's plan says (gateway.runtime.reload); the
+        rest keeps running. A restarted device keeps its health record."""
+        carried = {}
+        for device in plan.removed + plan.restarted:
+            runner = await self.stop_device(device)
+            if runner is not None:
+                carried[device] = runner.health
+        for bus_id in plan.buses_closed:
+            bus = self.buses.pop(bus_id, None)
+            if bus is not None:
+                await bus.close()
+        self.site = site
+        for bus_config in site.config.buses:
+            if bus_config.id not in self.buses:
+                self.buses[bus_config.id] = build_bus(bus_config)
+        rules = None
+        if plan.rules_changed:  # rule state starts afresh; open alarms are handed over
+            rules = RuleEngine(list(site.config.rules), site.devices, clock=self.clock)
+            hand_over_alarms(self.alarms, rules, site, plan, self.clock.time())
+        self.pipeline.reconfigure(site.devices, rules=rules, removed=plan.removed)
+        for device in plan.added + plan.restarted:
+            try:
+                runner = self.start_device(device)
+            except Exception:  # checked before; whatever is left must not stop the gateway
+                log.exception("reload: device %s could not be started", device)
+                continue
+            if device in carried:
+                runner.health = carried[device]
+
+    def reload_finished(self) -> None:
+        """Tell systemd the reload is over (applied or not)."""
+        if self.notifier is not None:
+            self.notifier.ready(status_line(self))
 
     def request_reload(self) -> None:
         """Re-read the config file in the background (SIGHUP); see gateway.runtime.reload."""
@@ -294,45 +334,6 @@ class Gateway:
                              location=alarm_location(spec, channel),
                              message=f"{device}: writing {field} failed: {error}", value=None,
                              ts=self.clock.time(), momentary=True)
-
-
-def _modbus_driver(spec: DeviceSpec, gateway: Gateway) -> ModbusDevice:
-    dev = spec.config
-    return ModbusDevice(device_id=dev.id, bus=gateway.buses[dev.bus], points=list(spec.points),
-                        limits=spec.limits, clock=gateway.clock)
-
-
-def _synthetic_driver(spec: DeviceSpec, gateway: Gateway) -> SyntheticDevice:
-    dev = spec.config
-    return SyntheticDevice(device_id=dev.id, fields=dev.fields, channels=dev.channels,
-                           clock=gateway.clock)
-
-
-def _serial_frames_driver(spec: DeviceSpec, gateway: Gateway) -> SerialFrameDevice:
-    dev = spec.config
-    return SerialFrameDevice(device_id=dev.id, port=dev.port, protocol=dev.codec,
-                             baudrate=dev.baudrate, quiet_gap=dev.quiet_gap,
-                             command_timeout=dev.command_timeout, setup=dev.setup.values(),
-                             clock=gateway.clock)
-
-
-# One entry per device config type: how to build its driver. A new device type
-# adds its factory here (and its spec builder in gateway.config.loader).
-DRIVER_FACTORIES: dict[type, Callable[[DeviceSpec, Gateway], object]] = {
-    ModbusDeviceConfig: _modbus_driver,
-    SyntheticDeviceConfig: _synthetic_driver,
-    MqttDeviceConfig: build_mqtt_device,
-    SerialFramesDeviceConfig: _serial_frames_driver,
-}
-
-
-def _make_bus(bus: ModbusTcpBus | ModbusRtuBus) -> ModbusBus:
-    if isinstance(bus, ModbusTcpBus):
-        return ModbusBus.tcp(name=bus.id, host=bus.host, port=bus.port, timeout=bus.timeout,
-                             retries=bus.retries, frame_gap=bus.frame_gap)
-    return ModbusBus.rtu(name=bus.id, port=bus.port, baudrate=bus.baudrate, parity=bus.parity,
-                         stopbits=bus.stopbits, bytesize=bus.bytesize, timeout=bus.timeout,
-                         retries=bus.retries, frame_gap=bus.frame_gap)
 
 
 def _reveal(secret, key: str, site: Site) -> str | None:

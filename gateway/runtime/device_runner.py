@@ -16,7 +16,7 @@ from typing import Protocol
 from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError, DriverTimeout
-from gateway.runtime.health import DeviceHealth
+from gateway.device_health import DeviceHealth
 from gateway.readings import Reading
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Protocol
 from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError
-from gateway.runtime.health import DeviceHealth
+from gateway.device_health import DeviceHealth
 from gateway.readings import DeviceEvent, Reading
 
 log = logging.getLogger(__name__)
