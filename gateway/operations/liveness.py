@@ -83,9 +83,8 @@ def health_report(gateway: RunningParts, watch: PipelineWatch) -> tuple[bool, di
     if mqtt is not None and not mqtt.connected:
         down.append(f"mqtt: not connected to {mqtt.config.host}:{mqtt.config.port}")
     for sink in gateway.sinks:
-        stats = sink.stats()
-        if stats["failing"]:
-            down.append(f"sink {sink.name}: {stats['last_error'] or 'failing'}")
+        if sink.failing:
+            down.append(f"sink {sink.name}: {sink.last_error or 'failing'}")
     offline = sorted(r.device_id for r in gateway.runners if r.health.online is False)
     down.extend(f"device {d}: offline" for d in offline)
     body: dict[str, Any] = {

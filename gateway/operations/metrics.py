@@ -4,6 +4,27 @@ Nothing on the hot path updates a metric: the runners, pipeline, sinks and
 alarm manager keep plain counters anyway, and this collector turns them into
 metric families when ``/metrics`` is scraped. Each gateway has its own
 registry, so several gateways in one process (tests) do not mix.
+
+How counters are named, in the parts and here (one scheme for all):
+
+- A count is named after what it counts, the same in the attribute, in the
+  part's numbers and in the metric: ``written``, ``dropped``, ``quarantined``
+  (rows refused for good and set aside; never "rejected"), ``errors`` (failed
+  attempts), ``frames_ok``. Outbound data is counted in rows (an outbox row is
+  one line of line protocol or one JSON document), never "lines".
+- Drivers hand out ``counters()``: only counts, which only grow, so their keys
+  carry no suffix; each key becomes the ``counter`` label of one family,
+  ``driver_events_total{device, counter}``.
+- Sink runners and the outbox hand out ``stats()``: counts and gauges mixed, so
+  the key says which: a count that only grows ends in ``_total``, a gauge ends
+  in its unit (``_rows``, ``_bytes``, ``_seconds``, ``_timestamp_seconds``), a
+  flag is 0 or 1 (``up``, ``draining``, ``degraded``). Every number becomes
+  ``community_gateway_outbox_<key>`` or ``community_gateway_sink_<key>{sink}``
+  as it is, so a part that starts counting something new shows up here without
+  a change, and the same thing has the same name in both.
+- Metric names are ``community_gateway_<part>_<what>[_<unit>]``, with ``_total``
+  for counters (added by the exposition); labels name the instance (``device``,
+  ``sink``, ``bus``) or split one count (``result``, ``state``).
 """
 
 from __future__ import annotations
@@ -23,10 +44,28 @@ if TYPE_CHECKING:
 
 PREFIX = "community_gateway_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SINK_COUNTERS = (("written", "upstream_written_lines", "Lines the upstream accepted"),
-                 ("dropped", "upstream_dropped_lines", "Lines dropped because the buffer was full"),
-                 ("rejected", "upstream_rejected_lines", "Lines the upstream refused for good"),
-                 ("errors", "upstream_errors", "Failed write attempts"))
+# What each sink and outbox number means (the HELP text); a key not listed gets a generic one.
+HELP = {
+    "written_total": "Rows the upstream accepted",
+    "dropped_total": "Rows dropped for the outbox's budget before they were sent",
+    "quarantined_total": "Rows the upstream refused for good, set aside in the quarantine",
+    "errors_total": "Failed attempts (writes to the upstream; commits to the outbox file)",
+    "committed_total": "Rows committed to the outbox",
+    "lag_rows": "Rows committed but not yet confirmed by the upstream",
+    "rows": "Rows in the outbox",
+    "staged_rows": "Rows taken from the pipeline, not yet committed",
+    "cursor": "Id of the last row the upstream confirmed",
+    "committed_id": "Id of the last committed row",
+    "oldest_unsent_age_seconds": "Age of the oldest row not yet sent",
+    "last_success_timestamp_seconds": "When the upstream last accepted a write",
+    "up": "0 while writes to the upstream fail",
+    "draining": "1 while a backlog drains (paced)",
+    "used_bytes": "Size of the outbox file",
+    "budget_bytes": "The outbox's size budget (outbox.max_mb)",
+    "live_rate_rows_per_second": "Rows committed per second lately",
+    "degraded": "1 while the outbox cannot use its file",
+    "overflow": "1 while readings are dropped for the budget",
+}
 
 
 def _version() -> str:
@@ -110,24 +149,8 @@ class GatewayCollector(Collector):
         yield from (depth, capacity, full, readings, events, failed, actions)
 
     def _upstream(self, g: RunningParts) -> Iterator[Metric]:
-        counters = {attr: _counter(name, doc, ["sink"]) for attr, name, doc in SINK_COUNTERS}
-        buffered = _gauge("upstream_buffered_lines", "Lines waiting for the upstream", ["sink"])
-        last = _gauge("upstream_last_success_timestamp_seconds", "Last accepted write", ["sink"])
-        up = _gauge("upstream_up", "0 while the upstream is failing", ["sink"])
-        for sink in g.sinks:
-            name = sink.name
-            stats = sink.stats()
-            for attr, family in counters.items():
-                if isinstance(stats.get(attr), (int, float)):
-                    family.add_metric([name], stats[attr])
-            if isinstance(stats.get("buffered"), (int, float)):
-                buffered.add_metric([name], stats["buffered"])
-            if stats.get("last_success") is not None:
-                last.add_metric([name], stats["last_success"])
-            up.add_metric([name], 0 if stats["failing"] else 1)
-        yield from counters.values()
-        yield from (buffered, last, up)
-        yield from outbox_metrics(getattr(g, "outbox", None))
+        yield from sink_metrics(g.sinks)
+        yield from outbox_metrics(g.outbox)
 
     def _mqtt(self, g: RunningParts) -> Iterator[Metric]:
         if g.mqtt is None:
@@ -192,40 +215,36 @@ def driver_metrics(drivers: dict[str, Any]) -> Iterator[Metric]:
     yield failing
 
 
-def outbox_metrics(outbox: Any) -> Iterator[Metric]:
-    """Adapter for the durable outbox: every number in its ``stats()`` as a metric.
+def sink_metrics(sinks: list[Any]) -> Iterator[Metric]:
+    """Every number in each sink runner's ``stats()`` as ``sink_<key>{sink}``."""
+    families: dict[str, Metric] = {}
+    for sink in sinks:
+        for metric in _numbers_as_metrics("sink_", sink.stats(), ["sink"], [sink.name]):
+            family = families.setdefault(metric.name, metric)
+            if family is not metric:
+                family.samples.extend(metric.samples)
+    yield from families.values()
 
-    Keys ending in ``_total`` (they only grow) become counters, other numbers
-    gauges; a nested ``sinks: {name: {...}}`` becomes the same per sink, labelled
-    ``sink``. New keys the outbox adds show up without a change here.
-    """
-    stats = outbox.stats() if callable(getattr(outbox, "stats", None)) else None
-    if not isinstance(stats, dict):
-        return
-    yield from _numbers_as_metrics("outbox_", stats, [], [])
-    sinks = stats.get("sinks")
-    if isinstance(sinks, dict):
-        families: dict[str, Metric] = {}
-        for name, per_sink in sorted(sinks.items()):
-            if not isinstance(per_sink, dict):
-                continue
-            for metric in _numbers_as_metrics("outbox_sink_", per_sink, ["sink"], [str(name)]):
-                family = families.setdefault(metric.name, metric)
-                if family is not metric:
-                    family.samples.extend(metric.samples)
-        yield from families.values()
+
+def outbox_metrics(outbox: Any) -> Iterator[Metric]:
+    """Every number in the durable outbox's ``stats()`` as ``outbox_<key>`` (none without
+    sinks, when there is no outbox)."""
+    if outbox is not None:
+        yield from _numbers_as_metrics("outbox_", outbox.stats(), [], [])
 
 
 def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
                         values: list[str]) -> Iterator[Metric]:
+    """``_total`` keys as counters, other numbers as gauges (the scheme at the top)."""
     for key, value in sorted(stats.items()):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         name = prefix + key.removesuffix("_total")
+        doc = HELP.get(key, f"{prefix.rstrip('_')} {key}")
         if key.endswith("_total"):
-            family: Metric = _counter(name, f"outbox stats: {key}", labels)
+            family: Metric = _counter(name, doc, labels)
         else:
-            family = _gauge(name, f"outbox stats: {key}", labels)
+            family = _gauge(name, doc, labels)
         family.add_metric(values, value)
         yield family
 
