@@ -20,6 +20,7 @@ from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.config.loader import Site
+from gateway.device_health import DeviceHealth
 from gateway.errors import ConfigError
 from gateway.operations.http_api import HttpServer
 from gateway.operations.liveness import PipelineWatch, health_report, status_line, watchdog_problem
@@ -109,16 +110,17 @@ class Gateway:
         return build_driver(self.site.devices[device_id],
                             DriverContext(site=self.site, buses=self.buses, clock=self.clock))
 
-    def _make_runner(self, dev) -> DeviceRunner | StreamRunner:
+    def _make_runner(self, dev, health: DeviceHealth | None = None) -> DeviceRunner | StreamRunner:
         driver = self.drivers[dev.id]
         if hasattr(driver, "stream"):
             return StreamRunner(device_id=dev.id, driver=driver,
                                 silence_timeout=getattr(dev, "silence_timeout", None),
                                 emit=self.pipeline.put, on_offline=self._offline,
-                                on_online=self._online, clock=self.clock)
+                                on_online=self._online, clock=self.clock, health=health)
         return DeviceRunner(device_id=dev.id, driver=driver, interval=dev.poll_interval,
                             offline_after=dev.offline_after, emit=self.pipeline.put,
-                            on_offline=self._offline, on_online=self._online, clock=self.clock)
+                            on_offline=self._offline, on_online=self._online, clock=self.clock,
+                            health=health)
 
     @property
     def started(self) -> bool:
@@ -163,10 +165,12 @@ class Gateway:
         self.device_tasks[runner.device_id] = self._tg.create_task(
             runner.run(), name=f"driver[{runner.device_id}]")
 
-    def start_device(self, device_id: str) -> DeviceRunner | StreamRunner:
-        """Build a configured device's driver and runner and, if running, start it (reload)."""
+    def start_device(self, device_id: str,
+                     health: DeviceHealth | None = None) -> DeviceRunner | StreamRunner:
+        """Build a configured device's driver and runner and, if running, start it (reload);
+        ``health``: the record of the device's previous runner, carried on."""
         self.drivers[device_id] = self._make_driver(device_id)
-        runner = self._make_runner(self.site.devices[device_id].config)
+        runner = self._make_runner(self.site.devices[device_id].config, health)
         self.runners.append(runner)
         if self._tg is not None:
             self._start_runner(runner)
@@ -214,12 +218,9 @@ class Gateway:
         self.pipeline.reconfigure(site.devices, rules=rules, removed=plan.removed)
         for device in plan.added + plan.restarted:
             try:
-                runner = self.start_device(device)
+                self.start_device(device, carried.get(device))
             except Exception:  # checked before; whatever is left must not stop the gateway
                 log.exception("reload: device %s could not be started", device)
-                continue
-            if device in carried:
-                runner.health = carried[device]
 
     def reload_finished(self) -> None:
         """Tell systemd the reload is over (applied or not)."""

@@ -38,12 +38,12 @@ class DeviceRunner:
     def __init__(self, *, device_id: str, driver: PollingDriver, interval: float,
                  offline_after: int, emit: Callable[[list[Reading]], Awaitable[None]],
                  on_offline: Callable[[str, str], None], on_online: Callable[[str], None],
-                 clock):
+                 clock, health: DeviceHealth | None = None):
         self.device_id = device_id
         self.driver = driver
         self.interval = interval
         self.offline_after = offline_after
-        self.health = DeviceHealth(device_id)
+        self.health = health or DeviceHealth(device_id)  # carried over by a reload
         self._emit = emit
         self._on_offline = on_offline
         self._on_online = on_online
