@@ -28,6 +28,7 @@ class PipelineWatch:
 
     def __init__(self, pipeline: Any, *, stall_after: float = STALL_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic):
+        # ``pipeline``: its queue and its readings, events and failed counts are read
         self._pipeline = pipeline
         self.stall_after = stall_after
         self._monotonic = monotonic
