@@ -206,7 +206,7 @@ def load_site(raw: dict[str, Any], directory: Path):
     """Write ``raw`` as a site file in a fresh folder under ``directory`` and load it the
     way ``run`` does. The gateway's state (outbox, alarm state file) goes in that folder
     too, never in the system's state directory."""
-    from gateway.config.loader import load_config
+    from gateway.runtime import site as site_file
 
     global _sites
     _sites += 1
@@ -215,7 +215,7 @@ def load_site(raw: dict[str, Any], directory: Path):
     raw = {**raw, "state_dir": str(folder / "state")}
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return load_config(path)
+    return site_file.load_site(path)
 
 
 _sites = 0

@@ -205,7 +205,7 @@ async def drain_run(opts, tmp: Path, broker_port: int, multiple: float | None) -
                 live.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await live
-            await wait_until(lambda: sink.written + sink.dropped + sink.rejected
+            await wait_until(lambda: sink.written + sink.dropped + sink.quarantined
                              >= pipeline.readings, 120, "the sink to write everything")
         stored = await asyncio.to_thread(_vm_count, vm.url, "bk-.*")
     finally:
@@ -244,7 +244,7 @@ async def drain_run(opts, tmp: Path, broker_port: int, multiple: float | None) -
                "readings", "= 0", missing == 0,
                f"stored {stored:,} of {expected:,} (ev_charging_power of the bk-* cabinets: "
                f"the backlog and their {BACKLOG_DEVICES * CHANNELS:,} first-poll readings); "
-               f"outbox dropped {outbox.dropped:,}, sink rejected {sink.rejected:,}, "
+               f"outbox dropped {outbox.dropped:,}, sink quarantined {sink.quarantined:,}, "
                f"write retries {sink.errors}"),
     ]
 

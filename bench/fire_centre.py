@@ -45,7 +45,7 @@ def _site(port: int, *, reconnect_max: float) -> dict:
 async def run(opts) -> list[Figure]:
     from gateway.readings import Reading
     from gateway.runtime.app import Gateway
-    from gateway.upstream.fire_centre.codec import TypeFlag
+    from drivers.gb26875 import TypeFlag
     from simulators.fire_centre import FireCentreSimulator
 
     figures: list[Figure] = []
@@ -120,7 +120,7 @@ async def _cabinet_smoke(opts) -> list[Figure]:
     """Smoke in the simulated cabinet (a real Modbus server, polled every second as in
     configs/fire-centre-site.yaml) to the component fire alarm at the centre."""
     from gateway.runtime.app import Gateway
-    from gateway.upstream.fire_centre.codec import ComponentState
+    from drivers.gb26875 import ComponentState
     from simulators.charging_cabinet import CabinetModel
     from simulators.fire_centre import FireCentreSimulator
     from simulators.modbus_server import CabinetServer

@@ -211,7 +211,7 @@ async def _ramp(gateway, opts, pids: tuple[int, ...] = ()) -> tuple[list[Step], 
     feeder = PacedFeeder(gateway.pipeline, list(gateway.site.devices))
     counters = {"fed": lambda: feeder.sent,
                 "written": lambda: sum(s.written for s in sinks),
-                "dropped": lambda: sum(s.dropped + s.rejected for s in sinks),
+                "dropped": lambda: sum(s.dropped + s.quarantined for s in sinks),
                 "backlog": lambda: feeder.sent - min(s.written for s in sinks)}
     steps: list[Step] = []
     async with running(gateway):
@@ -235,7 +235,7 @@ async def _ramp(gateway, opts, pids: tuple[int, ...] = ()) -> tuple[list[Step], 
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         # let the sinks catch up with what was fed, so the store can be checked
-        await wait_until(lambda: all(s.written + s.dropped + s.rejected >= gateway.pipeline.readings
+        await wait_until(lambda: all(s.written + s.dropped + s.quarantined >= gateway.pipeline.readings
                                      for s in sinks), 60, "the sinks to write what was fed")
         written_running = sum(s.written for s in sinks)
     return steps, written_running
@@ -306,7 +306,7 @@ async def end_to_end(opts, tmp: Path, mode: str) -> list[Figure]:
                    f"(series ev_charging_power); counted as dropped {sink.dropped:,}; the sink "
                    f"wrote {sink.written:,} lines"
                    + (f" ({resent:,} in the shutdown flush)" if resent else "")
-                   + f"; rejected {sink.rejected}, write retries {sink.errors}"),
+                   + f"; quarantined {sink.quarantined}, write retries {sink.errors}"),
         ]
     finally:
         vm.close()

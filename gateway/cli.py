@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.config.secrets import find_secrets
 from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
@@ -18,7 +18,7 @@ from gateway.outbox.report import add_outbox_parser
 from simulators.cli_args import (add_alarm_panel_parser, add_door_and_camera_parsers,
                                  add_fire_centre_parser, add_health_radar_parser,
                                  add_io_module_parser, add_smoke_detector_parser)
-from gateway.operations.log_format import log_formatter
+from gateway.operations.log_format import setup_logging
 from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
 
@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     sim = sub.add_parser("simulate", help="run a device simulator by hand")
+    sim.set_defaults(handler=_simulate)  # each kind sets ``simulation``: args -> coroutine
     sim_kinds = sim.add_subparsers(dest="kind", metavar="KIND", required=True)
     cab = sim_kinds.add_parser("cabinet", help="EV-bike charging cabinet (Modbus TCP or RTU)")
     cab.add_argument("--scenario", default="normal",
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     cab.add_argument("--meter-base", type=int, default=1, help="slave id of port 1's meter")
     cab.add_argument("--controller-id", type=int, default=100, help="slave id of the controller")
     cab.add_argument("--speed", type=float, default=1.0, help="charging speed-up factor")
-    cab.set_defaults(handler=_simulate_cabinet)
+    cab.set_defaults(simulation=_cabinet)
     add_door_and_camera_parsers(sim_kinds)
     add_alarm_panel_parser(sim_kinds)
     add_health_radar_parser(sim_kinds)
@@ -114,23 +115,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds after the fall before stationary dwell is reported")
     radar.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
     radar.add_argument("--seed", type=int)
-    radar.set_defaults(handler=_simulate_radar)
+    radar.set_defaults(simulation=_radar)
     return parser
-
-
-def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(log_formatter(sys.stderr))  # journald's format under systemd
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    # "mqtt" is paho's logger (under aiomqtt): it would log every failed reconnect;
-    # MqttLink logs the state change once.
-    for noisy in ("pymodbus", "amqtt", "transitions", "aiohttp", "mqtt"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.CRITICAL)
 
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        site = load_config(args.config)
+        site = load_site(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -148,11 +139,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     from gateway.runtime.app import Gateway
 
     try:
-        site = load_config(args.config)
+        site = load_site(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
@@ -178,32 +169,35 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     from gateway.demo.run import run_demo
 
     return run_until_signal(run_demo(scenario=args.scenario, data_dir=args.data_dir))
 
 
-def _simulate_cabinet(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+def _simulate(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    return run_until_signal(args.simulation(args))
+
+
+def _cabinet(args: argparse.Namespace) -> Coroutine:
     from simulators.modbus_server import run_cabinet
 
     tcp = args.tcp if args.serial is None and args.tcp is not None else (
         None if args.serial else "127.0.0.1:5020")
-    return run_until_signal(run_cabinet(
+    return run_cabinet(
         ports=args.ports, scenario=args.scenario, tcp=tcp, serial=args.serial,
         baudrate=args.baudrate, meter_base=args.meter_base, controller_id=args.controller_id,
-        speed=args.speed, scenario_port=args.incident_port, incident_after=args.incident_after))
+        speed=args.speed, scenario_port=args.incident_port, incident_after=args.incident_after)
 
 
-def _simulate_radar(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+def _radar(args: argparse.Namespace) -> Coroutine:
     from simulators.radar import run_radar
 
-    return run_until_signal(run_radar(
+    return run_radar(
         protocol=args.protocol, scenario=args.scenario, serial=args.serial,
         baudrate=args.baudrate, faults=args.fault, fall_after=args.fall_after,
-        dwell_after=args.dwell_after, interval=args.interval, seed=args.seed))
+        dwell_after=args.dwell_after, interval=args.interval, seed=args.seed)
 
 
 def run_until_signal(coro: Coroutine) -> int:

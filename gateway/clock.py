@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What every part that timestamps or measures needs: ``SystemClock`` or ``FakeClock``."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
 
 
 class SystemClock:

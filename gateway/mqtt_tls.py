@@ -7,13 +7,23 @@ the next reconnect without a restart.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
+from typing import Protocol
 
 import aiomqtt
 
-from gateway.config.models import MqttTls
+
+class TlsSettings(Protocol):
+    """What ``mqtt.tls`` (gateway.config.models.MqttTls) holds; a shared module such as
+    this one imports no config."""
+
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+    insecure: bool
 
 
-def tls_context(tls: MqttTls | None) -> ssl.SSLContext | None:
+def tls_context(tls: TlsSettings | None) -> ssl.SSLContext | None:
     """A client context that verifies the broker (unless ``insecure``), with the
     client certificate if one is configured; None without TLS."""
     if tls is None:

@@ -26,7 +26,7 @@ import yaml
 from playwright.async_api import async_playwright
 
 from gateway.runtime.app import Gateway
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.console.passwords import hash_password
 from gateway.console.user_cli import generate_password
 from gateway.console.users import UsersFile
@@ -78,7 +78,7 @@ async def main(out: Path) -> None:
         http_port = free_port()
         async with CabinetServer(smoke, tcp=("127.0.0.1", 0)) as b3, \
                 CabinetServer(power, tcp=("127.0.0.1", 0)) as b5:
-            gateway = Gateway(load_config(site_config(folder, http_port, b3.port, b5.port, free_port())))
+            gateway = Gateway(load_site(site_config(folder, http_port, b3.port, b5.port, free_port())))
             task = asyncio.create_task(gateway.run(), name="gateway")
             try:
                 deadline = time.monotonic() + 20

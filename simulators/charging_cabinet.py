@@ -146,12 +146,6 @@ class CabinetModel:
         """Number of ports."""
         return len(self._ports)
 
-    @property
-    def incident_active(self) -> bool:
-        """True once the scenario's incident has started (never in ``normal``)."""
-        self.update()
-        return self._incident_active()
-
     def _incident_active(self) -> bool:
         return (
             self.scenario != "normal"

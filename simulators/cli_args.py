@@ -1,8 +1,15 @@
-"""``community-gateway simulate door|camera``: the sub-commands of the MQTT-speaking simulators."""
+"""``community-gateway simulate door|camera``: the sub-commands of the MQTT-speaking simulators.
+
+Each sub-command sets ``simulation``: a function from the parsed arguments to the
+simulator's coroutine. The CLI sets up logging and runs it until a signal; the
+simulators know nothing of the CLI (the CLI imports them, never the reverse).
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Coroutine
+from typing import Any
 
 from simulators import camera, door
 from simulators.mqtt_publisher import FAULTS
@@ -31,7 +38,7 @@ def add_door_and_camera_parsers(sim_kinds) -> None:
     d.add_argument("--fault", choices=FAULTS, default=None,
                    help="silence: module and terminal go quiet; malformed: broken JSON as well")
     d.add_argument("--seed", type=int)
-    d.set_defaults(handler=_simulate_door)
+    d.set_defaults(simulation=_door)
 
     c = sim_kinds.add_parser(
         "camera", help="thrown-object camera analytics events on MQTT",
@@ -48,28 +55,22 @@ def add_door_and_camera_parsers(sim_kinds) -> None:
     c.add_argument("--pulse", type=float, default=3.0, metavar="SECONDS",
                    help="time from a throw's start pulse to its stop pulse")
     c.add_argument("--fault", choices=FAULTS, default=None)
-    c.set_defaults(handler=_simulate_camera)
+    c.set_defaults(simulation=_camera)
 
 
-def _simulate_door(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
-
-    _setup_logging(args.verbose)
-    return run_until_signal(door.run_door(
+def _door(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    return door.run_door(
         broker=args.broker, tcp=args.tcp or None, serial=args.serial, baudrate=args.baudrate,
         scenario=args.scenario, terminal_id=args.terminal_id, doors=args.doors,
         incident_door=args.incident_door, incident_after=args.incident_after, held_s=args.held_s,
-        fault=args.fault, seed=args.seed))
+        fault=args.fault, seed=args.seed)
 
 
-def _simulate_camera(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
-
-    _setup_logging(args.verbose)
-    return run_until_signal(camera.run_camera(
+def _camera(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    return camera.run_camera(
         broker=args.broker, scenario=args.scenario, camera_id=args.camera_id,
         building=args.building, facade=args.facade, floor=args.floor,
-        incident_after=args.incident_after, pulse_s=args.pulse, fault=args.fault))
+        incident_after=args.incident_after, pulse_s=args.pulse, fault=args.fault)
 
 
 def add_alarm_panel_parser(sim_kinds) -> None:
@@ -91,17 +92,15 @@ def add_alarm_panel_parser(sim_kinds) -> None:
     p.add_argument("--fault", choices=alarm_panel.FAULTS, default=None,
                    help="silent: nothing at all; bad-crc: each event first with a broken CRC; "
                         "garbage: random bytes before each frame")
-    p.set_defaults(handler=_simulate_alarm_panel)
+    p.set_defaults(simulation=_alarm_panel)
 
 
-def _simulate_alarm_panel(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
+def _alarm_panel(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from simulators import alarm_panel
 
-    _setup_logging(args.verbose)
-    return run_until_signal(alarm_panel.run_panel(
+    return alarm_panel.run_panel(
         receiver=args.receiver, account=args.account, scenario=args.scenario,
-        incident_after=args.incident_after, heartbeat_s=args.heartbeat, fault=args.fault))
+        incident_after=args.incident_after, heartbeat_s=args.heartbeat, fault=args.fault)
 
 
 def add_health_radar_parser(sim_kinds) -> None:
@@ -120,17 +119,15 @@ def add_health_radar_parser(sim_kinds) -> None:
     p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
     p.add_argument("--fault", action="append", default=[], choices=health_radar.FAULTS)
-    p.set_defaults(handler=_simulate_health_radar)
+    p.set_defaults(simulation=_health_radar)
 
 
-def _simulate_health_radar(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
+def _health_radar(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from simulators import health_radar
 
-    _setup_logging(args.verbose)
-    return run_until_signal(health_radar.run_health_radar(
+    return health_radar.run_health_radar(
         scenario=args.scenario, serial=args.serial, baudrate=args.baudrate,
-        incident_after=args.incident_after, interval=args.interval, faults=args.fault))
+        incident_after=args.incident_after, interval=args.interval, faults=args.fault)
 
 
 def add_io_module_parser(sim_kinds) -> None:
@@ -149,17 +146,15 @@ def add_io_module_parser(sim_kinds) -> None:
                    help="also serve Modbus RTU on this serial port ('pty' makes a pair)")
     p.add_argument("--baudrate", type=int, default=9600)
     p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
-    p.set_defaults(handler=_simulate_io_module)
+    p.set_defaults(simulation=_io_module)
 
 
-def _simulate_io_module(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
+def _io_module(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from simulators.io_module import run_io_module
 
-    _setup_logging(args.verbose)
-    return run_until_signal(run_io_module(
+    return run_io_module(
         scenario=args.scenario, tcp=args.tcp or None, serial=args.serial,
-        baudrate=args.baudrate, incident_after=args.incident_after))
+        baudrate=args.baudrate, incident_after=args.incident_after)
 
 
 def add_smoke_detector_parser(sim_kinds) -> None:
@@ -177,17 +172,15 @@ def add_smoke_detector_parser(sim_kinds) -> None:
     p.add_argument("--detector-id", default="sd-0001")
     p.add_argument("--incident-after", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--fault", choices=MQTT_FAULTS, default=None)
-    p.set_defaults(handler=_simulate_smoke_detector)
+    p.set_defaults(simulation=_smoke_detector)
 
 
-def _simulate_smoke_detector(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
+def _smoke_detector(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from simulators.smoke_detector import run_smoke_detector
 
-    _setup_logging(args.verbose)
-    return run_until_signal(run_smoke_detector(
+    return run_smoke_detector(
         broker=args.broker, detector_id=args.detector_id, scenario=args.scenario,
-        incident_after=args.incident_after, fault=args.fault))
+        incident_after=args.incident_after, fault=args.fault)
 def add_fire_centre_parser(sim_kinds) -> None:
     """Add ``fire-centre`` (the city fire remote-monitoring centre) to ``simulate``."""
     f = sim_kinds.add_parser(
@@ -205,15 +198,13 @@ def add_fire_centre_parser(sim_kinds) -> None:
     mode.add_argument("--silent", action="store_true", help="answer nothing (to see timeouts)")
     f.add_argument("--utc-offset", type=float, default=8.0, metavar="HOURS",
                    help="time zone of the time tags (default 8, China)")
-    f.set_defaults(handler=_simulate_fire_centre)
+    f.set_defaults(simulation=_fire_centre)
 
 
-def _simulate_fire_centre(args: argparse.Namespace) -> int:
-    from gateway.cli import _setup_logging, run_until_signal
+def _fire_centre(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from simulators.fire_centre import CENTRE_ADDRESS, run_fire_centre
 
-    _setup_logging(args.verbose)
-    return run_until_signal(run_fire_centre(
+    return run_fire_centre(
         listen=args.listen, deny=args.deny, silent=args.silent,
         address=CENTRE_ADDRESS if args.address is None else args.address,
-        utc_offset_hours=args.utc_offset))
+        utc_offset_hours=args.utc_offset)

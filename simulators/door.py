@@ -86,10 +86,6 @@ class DoorModel:
         """Press or let go of the exit button."""
         self._exit[door - 1] = pressed
 
-    def is_locked(self, door: int) -> bool:
-        """Whether the lock relay holds the door locked."""
-        return self._locked[door - 1]
-
     def set_locked(self, door: int, locked: bool) -> None:
         """Drive the lock relay (what the controller does on a grant)."""
         self._locked[door - 1] = locked

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.upstream.fire_centre import codec
-from gateway.upstream.fire_centre.codec import Command, Frame, FrameError, TypeFlag
+from drivers import gb26875 as codec
+from drivers.gb26875 import Command, Frame, FrameError, TypeFlag
 
 CENTRE_ADDRESS = 0x015B38  # the centre's address in the standard's worked examples
 

@@ -102,7 +102,6 @@ class RadarSimulator:
         self.commands: list[Mr60fda1Frame | TinyFrameFrame] = []  # every command received
         self.frames_sent = 0
         self.faulted = 0  # frames a fault was applied to
-        self.ignored_commands = 0
         self._codec = CODECS[protocol]()
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task | None = None
@@ -249,12 +248,8 @@ class RadarSimulator:
         if self.faults.deaf or self.faults.silence:
             return []  # a deaf radar does not take the setting either
         if isinstance(command, TinyFrameFrame):
-            replies = self._answer_tinyframe(command)
-        else:
-            replies = self._answer_mr60fda1(command)
-        if not replies:
-            self.ignored_commands += 1
-        return replies
+            return self._answer_tinyframe(command)
+        return self._answer_mr60fda1(command)
 
     def _answer_mr60fda1(self, f: Mr60fda1Frame) -> list[bytes]:
         data = f.data

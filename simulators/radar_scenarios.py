@@ -67,13 +67,6 @@ class RadarModel:
         """Seconds since the scenario started."""
         return self._clock.monotonic() - self._start
 
-    def set_scenario(self, scenario: str) -> None:
-        """Switch to another scenario, starting now."""
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}; known: {sorted(SCENARIOS)}")
-        self.scenario = scenario
-        self._start = self._clock.monotonic()
-
     def trigger_fall(self) -> None:
         """Make the person fall now (switches to the ``fall`` scenario, past its start)."""
         self.scenario = "fall"

@@ -15,7 +15,7 @@ import yaml
 from gateway.alarms.manager import Transition
 from gateway.runtime.app import Gateway
 from gateway.clock import FakeClock
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.readings import DeviceEvent, Reading
 
 DEVICES: list[dict[str, Any]] = [
@@ -48,7 +48,7 @@ class Bench:
         path = tmp_path / "site.yaml"
         path.write_text(yaml.safe_dump(raw, allow_unicode=True))
         self.clock = FakeClock()
-        self.gateway = Gateway(load_config(path), clock=self.clock)
+        self.gateway = Gateway(load_site(path), clock=self.clock)
         self.alarms = self.gateway.alarms
         self.transitions: list[Transition] = []
         self.alarms.add_listener(self.transitions.append)

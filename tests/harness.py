@@ -14,7 +14,7 @@ import aiomqtt
 import yaml
 
 from gateway.runtime.app import Gateway
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 
 
 def cabinet_site(site_id: str, *, bus: dict, mqtt_port: int | None = None,
@@ -52,7 +52,7 @@ def write_site(tmp_path: Path, raw: dict) -> Path:
 @contextlib.asynccontextmanager
 async def running_gateway(path: Path) -> AsyncIterator[Gateway]:
     """Run a gateway from a config file as a task; stop it (cancel) on exit."""
-    gateway = Gateway(load_config(path))
+    gateway = Gateway(load_site(path))
     task = asyncio.create_task(gateway.run(), name="test-gateway")
     try:
         yield gateway

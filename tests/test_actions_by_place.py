@@ -46,7 +46,7 @@ async def test_smoke_in_one_room_cuts_every_cabinet_there_and_no_other(tmp_path,
 
 
 def test_targets_are_checked_against_the_devices(tmp_path):
-    from gateway.config.loader import load_config
+    from gateway.runtime.site import load_site
     from gateway.errors import ConfigError
     import yaml
 
@@ -58,7 +58,7 @@ def test_targets_are_checked_against_the_devices(tmp_path):
         "devices": [{"id": "c", "type": "modbus", "bus": "b", "profile": "ev-cabinet",
                      "location": ROOM_A}], "rules": [bad]}))
     with pytest.raises(ConfigError) as err:
-        load_config(path)
+        load_site(path)
     assert ("rules[0].actions[0].targets", "selects no device") in err.value.problems
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -27,19 +27,19 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 def problems_of(tmp_path: Path, data: dict) -> list[tuple[str, str]]:
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, data))
+        load_site(write(tmp_path, data))
     assert info.value.file.endswith("site.yaml")
     return info.value.problems
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_is_valid(path: Path) -> None:
-    site = load_config(path)
+    site = load_site(path)
     assert site.devices
 
 
 def test_example_resolves_the_cabinet_profile() -> None:
-    site = load_config(EXAMPLE)
+    site = load_site(EXAMPLE)
     spec = site.devices["charger-b3"]
     assert spec.kind == "ev_charging"
     assert spec.channel_name == "port" and spec.channel_count == 4
@@ -133,7 +133,7 @@ def test_not_yaml(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text("site: [unclosed\n")
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_site(path)
     assert "not valid YAML" in str(info.value) and "line" in str(info.value)
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from gateway.cli import main
 from gateway.config.advice import poll_seconds_on_rtu
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 
 
 def rtu_site(cabinets: int, *, baudrate: int = 9600, poll_interval: float = 1.0) -> dict:
@@ -26,18 +26,18 @@ def rtu_site(cabinets: int, *, baudrate: int = 9600, poll_interval: float = 1.0)
 def warnings_of(tmp_path: Path, raw: dict) -> list[str]:
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return load_config(path).warnings
+    return load_site(path).warnings
 
 
 def test_a_cabinet_poll_costs_about_a_quarter_of_a_second_at_9600_baud(tmp_path) -> None:
-    site = load_config(_write(tmp_path, rtu_site(1)))
+    site = load_site(_write(tmp_path, rtu_site(1)))
     seconds = poll_seconds_on_rtu(site.devices["cab-0"], site.config.buses[0])
     # 7 requests (4 meters, controller inputs, smoke, relays), 10 bits a character,
     # 3.5 silent characters after each frame (the default gap is that silence)
     assert seconds == pytest.approx(0.24, abs=0.02)
     slow_adapter = dict(rtu_site(1))
     slow_adapter["buses"] = [dict(slow_adapter["buses"][0], frame_gap=0.01)]
-    site = load_config(_write(tmp_path, slow_adapter))
+    site = load_site(_write(tmp_path, slow_adapter))
     assert poll_seconds_on_rtu(site.devices["cab-0"], site.config.buses[0]) == pytest.approx(
         seconds + 7 * (0.01 - 3.5 * 10 / 9600), abs=1e-9)
 
@@ -45,7 +45,7 @@ def test_a_cabinet_poll_costs_about_a_quarter_of_a_second_at_9600_baud(tmp_path)
 def test_the_default_frame_gap_is_the_rtu_silence_at_the_baud_rate(tmp_path) -> None:
     for baudrate, gap in ((9600, 3.5 * 10 / 9600), (19200, 3.5 * 10 / 19200),
                           (38400, 0.00175), (115200, 0.00175)):
-        site = load_config(_write(tmp_path, rtu_site(1, baudrate=baudrate)))
+        site = load_site(_write(tmp_path, rtu_site(1, baudrate=baudrate)))
         assert site.config.buses[0].gap_seconds == pytest.approx(gap)
 
 

@@ -17,7 +17,7 @@ from console_support import OPERATOR, VIEWER, write_users
 from gateway.runtime.app import Gateway
 from gateway.cli import main as cli_main
 from gateway.clock import FakeClock
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.console import add_console_routes
 from gateway.console.passwords import hash_password, verify_password
 from gateway.console.sessions import MAX_SESSIONS, SessionStore
@@ -203,13 +203,13 @@ def gateway(tmp_path: Path) -> Gateway:
                         "fields": ["power"], "poll_interval": 60,
                         "location": {"building": "3", "unit": "1"}}],
            "console": {"users_file": "users.yaml", "audit_file": "audit.jsonl"}}
-    return Gateway(load_config(write_site(tmp_path, raw)))
+    return Gateway(load_site(write_site(tmp_path, raw)))
 
 
 @pytest.fixture
 async def client(gateway: Gateway):
     app = web.Application()
-    add_console_routes(app, gateway)
+    add_console_routes(app, gateway.views)
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -409,17 +409,17 @@ async def test_event_stream_sends_snapshot_then_each_transition(client: TestClie
 def test_check_warns_about_a_console_that_cannot_work(tmp_path: Path) -> None:
     raw = {"site": {"id": "s1"}, "state_dir": str(tmp_path / "state"),
            "console": {"users_file": "users.yaml"}}
-    warnings = load_config(write_site(tmp_path, raw)).warnings
+    warnings = load_site(write_site(tmp_path, raw)).warnings
     assert any("no 'http' section" in w for w in warnings)
     assert any("users file not found" in w for w in warnings)
     write_users(tmp_path / "users.yaml")
     raw["http"] = {"listen": "0.0.0.0:8080"}
-    warnings = load_config(write_site(tmp_path, raw)).warnings
+    warnings = load_site(write_site(tmp_path, raw)).warnings
     assert any("unencrypted" in w for w in warnings)
     assert not any("users_file" in w for w in warnings)
     raw["http"] = {"listen": "127.0.0.1:8080"}
     (tmp_path / "users.yaml").write_text("users: {wang: {role: operator, password: plain}}\n")
-    [warning] = [w for w in load_config(write_site(tmp_path, raw)).warnings if "console" in w]
+    [warning] = [w for w in load_site(write_site(tmp_path, raw)).warnings if "console" in w]
     assert "users.wang.password" in warning and "will not start" in warning
 
 
@@ -441,7 +441,7 @@ def test_demo_console_gets_a_fresh_operator_each_run(tmp_path: Path) -> None:
     raw = {"site": {"id": "demo"}, "state_dir": str(tmp_path / "state")}
     login = enable_console(raw, tmp_path, http_port=18080)
     assert login.url == "http://127.0.0.1:18080/console/" and login.user == "guard"
-    site = load_config(write_site(tmp_path, raw))
+    site = load_site(write_site(tmp_path, raw))
     assert not [w for w in site.warnings if "console" in w]
     users = UsersFile(path=tmp_path / "console-users.yaml").load()
     assert verify_password(login.password, users["guard"].password_hash)

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import gateway.console.passwords as passwords
 from console_support import OPERATOR, write_users
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.console import add_console_routes
 from gateway.console.state import CONSOLE
 from gateway.console.throttle import ACCOUNT_FREE, ADDRESS_FREE
@@ -57,12 +57,12 @@ def console_site(tmp_path: Path, *, trusted_proxies: list[str] | None = None) ->
            "console": {"users_file": "users.yaml", "audit_file": "audit.jsonl"}}
     if trusted_proxies is not None:
         raw["http"]["trusted_proxies"] = trusted_proxies
-    return Gateway(load_config(write_site(tmp_path, raw)))
+    return Gateway(load_site(write_site(tmp_path, raw)))
 
 
 async def console_client(gateway: Gateway) -> TestClient:
     app = web.Application()
-    add_console_routes(app, gateway)
+    add_console_routes(app, gateway.views)
     # no client-side cap on connections: every request reaches the server at once
     client = TestClient(TestServer(app), connector=aiohttp.TCPConnector(limit=0))
     await client.start_server()

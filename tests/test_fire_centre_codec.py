@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.upstream.fire_centre import codec
-from gateway.upstream.fire_centre.codec import (Command, ComponentState, DeviceState, Frame,
+from drivers import gb26875 as codec
+from drivers.gb26875 import (Command, ComponentState, DeviceState, Frame,
                                                 FrameError, FrameReader, TypeFlag)
 
 DEVICE, CENTRE = 0x000379, 0x015B38  # on the wire: 79 03 00.. and 38 5B 01.. (LE)

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from gateway.readings import Reading
-from gateway.upstream.fire_centre import codec
-from gateway.upstream.fire_centre.codec import Command, ComponentState, TypeFlag
+from drivers import gb26875 as codec
+from drivers.gb26875 import Command, ComponentState, TypeFlag
 from harness import cabinet_site, running_gateway, wait_until, write_site
 from simulators.charging_cabinet import CabinetModel
 from simulators.fire_centre import FireCentreSimulator
@@ -207,13 +207,13 @@ async def test_heartbeats_and_the_centres_requests(tmp_path, unique_id) -> None:
      ("fire_centre.components[0].analog.field", "has no field 'temp'")),
 ])
 def test_check_names_the_bad_fire_centre_key(tmp_path, bad, problem) -> None:
-    from gateway.config.loader import load_config
+    from gateway.runtime.site import load_site
     from gateway.errors import ConfigError
 
     raw = detector_site("site-1", 9000)
     raw["fire_centre"]["components"][0].update(bad)
     with pytest.raises(ConfigError) as err:
-        load_config(write_site(tmp_path, raw))
+        load_site(write_site(tmp_path, raw))
     assert any(path == problem[0] and problem[1] in msg for path, msg in err.value.problems), \
         err.value.problems
 
@@ -244,9 +244,9 @@ async def test_analog_values_and_the_link_in_metrics_and_health(tmp_path, unique
 def test_the_example_config_maps_the_charging_room() -> None:
     from pathlib import Path
 
-    from gateway.config.loader import load_config
+    from gateway.runtime.site import load_site
 
-    site = load_config(Path(__file__).resolve().parent.parent / "configs" / "fire-centre-site.yaml")
+    site = load_site(Path(__file__).resolve().parent.parent / "configs" / "fire-centre-site.yaml")
     fc = site.config.fire_centre
     assert (fc.source_address, fc.destination_address) == (DEVICE, CENTRE)
     smoke, heat = fc.components

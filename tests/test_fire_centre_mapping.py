@@ -5,8 +5,8 @@ from __future__ import annotations
 from gateway.alarms.manager import AlarmManager
 from gateway.clock import FakeClock
 from gateway.config.fire_centre import FireCentreConfig
-from gateway.upstream.fire_centre import codec
-from gateway.upstream.fire_centre.codec import TypeFlag
+from drivers import gb26875 as codec
+from drivers.gb26875 import TypeFlag
 from gateway.upstream.fire_centre.service import FireCentreService
 
 FIRE, FAULT, SHIELDED = 0b10, 0b100, 0b1000

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from console_support import OPERATOR, write_users
 from gateway.clock import FakeClock
 from gateway.config.advice import is_loopback
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.operations.connection_limit import OutOfFilesLogFilter, effective_limit
 from gateway.operations.live_events import SLOTS
 from gateway.readings import Reading
@@ -73,7 +73,7 @@ def test_loopback_is_127_slash_8_ipv6_loopback_and_localhost() -> None:
 
 async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path, caplog) -> None:
     # The config says a LAN address; the test serves the same app on loopback.
-    gateway = Gateway(load_config(write_site(tmp_path, site(tmp_path, "192.0.2.10:8080"))))
+    gateway = Gateway(load_site(write_site(tmp_path, site(tmp_path, "192.0.2.10:8080"))))
     caplog.set_level(logging.WARNING, logger="gateway.operations.http_api")
     async with TestClient(TestServer(gateway.http.app)) as c:
         for path in ("/api/devices", "/api/alarms", "/api/alarms/x/history", "/api/stream"):
@@ -99,13 +99,13 @@ async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path, 
         assert rc == 0 and "no open alarms" in out
 
     raw = site(tmp_path, "0.0.0.0:8080", token=False)
-    gateway = Gateway(load_config(write_site(tmp_path, raw)))
+    gateway = Gateway(load_site(write_site(tmp_path, raw)))
     async with TestClient(TestServer(gateway.http.app)) as c:
         r = await c.get("/api/devices", headers=AUTH)
         assert r.status == 403 and "no http.token" in (await r.json())["error"]
 
     for listen in ("127.0.0.2:8080", "localhost:8080"):  # loopback: reads stay open
-        gateway = Gateway(load_config(write_site(tmp_path, site(tmp_path, listen, token=False))))
+        gateway = Gateway(load_site(write_site(tmp_path, site(tmp_path, listen, token=False))))
         async with TestClient(TestServer(gateway.http.app)) as c:
             assert (await c.get("/api/devices")).status == 200, listen
 
@@ -123,7 +123,7 @@ async def run_cli(*args: str, env: dict) -> tuple[int, str, str]:
 
 
 async def test_devices_stream_and_console_never_send_bare_nan(tmp_path) -> None:
-    gateway = Gateway(load_config(write_site(tmp_path, site(tmp_path, "127.0.0.1:8080",
+    gateway = Gateway(load_site(write_site(tmp_path, site(tmp_path, "127.0.0.1:8080",
                                                             console=True))))
     gateway.pipeline.latest[("meter", None)] = Reading(
         "meter", None, {"power": math.nan, "peak": math.inf, "ok": 1.0}, time.time())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.readings import Reading
 from gateway.upstream.line_protocol import LineEncoder, escape_tag
 
@@ -13,7 +13,7 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "charging-site.ya
 
 
 def test_reading_becomes_one_line_with_location_tags() -> None:
-    site = load_config(EXAMPLE)
+    site = load_site(EXAMPLE)
     enc = LineEncoder("sunny garden", site.devices)
     line = enc.encode(Reading("charger-b3", 3, {"power": 1200.5, "relay": 1.0}, 1_700_000_000.123))
     assert line == (r"ev_charging,building=3,device=charger-b3,floor=B1,port=3,"

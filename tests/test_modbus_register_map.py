@@ -110,7 +110,7 @@ def test_cabinet_profile_request_count() -> None:
     from gateway.config.loader import load_profile
     from pathlib import Path
 
-    prof = load_profile("ev-cabinet", Path("."))
+    prof = load_profile("ev-cabinet", Path("."), ModbusProfile)
     plan = plan_reads(expand(prof, channels=4), prof.requests)
     # 4 meters (one request each) + controller coils + discrete + input registers
     assert len(plan) == 7

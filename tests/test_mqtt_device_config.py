@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gateway.runtime.app import Gateway
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -33,12 +33,12 @@ def problems_of(tmp_path: Path, raw: dict) -> dict[str, str]:
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError) as info:
-        load_config(path)
+        load_site(path)
     return dict(info.value.problems)
 
 
 def test_example_site_carries_all_four_kinds_in_two_buildings() -> None:
-    s = load_config(EXAMPLE)
+    s = load_site(EXAMPLE)
     kinds = {spec.kind for spec in s.devices.values()}
     assert kinds == {"ev_charging", "door_access", "fall_radar", "thrown_object"}
     assert {spec.location()["building"] for spec in s.devices.values()} == {"3", "5"}
@@ -56,7 +56,7 @@ def test_example_site_carries_all_four_kinds_in_two_buildings() -> None:
 
 
 def test_door_module_register_layout() -> None:
-    doors = load_config(EXAMPLE).devices["doors-b3-u1"]
+    doors = load_site(EXAMPLE).devices["doors-b3-u1"]
     at = {(p.name, p.channel): (p.table, p.address) for p in doors.points}
     assert at[("door_open", 2)] == ("discrete", 2) and at[("exit_button", 2)] == ("discrete", 3)
     assert at[("lock", 2)] == ("coil", 1)
@@ -112,7 +112,7 @@ def test_short_key_stops_the_gateway_before_it_starts(tmp_path: Path,
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(site()))
     with pytest.raises(ConfigError) as info:
-        Gateway(load_config(path))
+        Gateway(load_site(path))
     assert info.value.problems[0][0] == "privacy.key" and "16" in info.value.problems[0][1]
 
 
@@ -122,7 +122,7 @@ async def test_keep_raw_writes_the_lookup_file_beside_the_config(
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(site(privacy={"key": {"env": "TEST_PSEUDONYM_KEY"},
                                                  "keep_raw": True, "raw_file": "raw-ids.jsonl"})))
-    gateway = Gateway(load_config(path))
+    gateway = Gateway(load_site(path))
     driver = gateway.drivers["terminal"]
     assert driver.client_id == "gateway-s1-terminal" and driver.topic_filter == "access/T3E-01/events"
     [event] = driver.handle("access/T3E-01/events",
@@ -142,6 +142,6 @@ def test_example_site_alarms_every_controller_alarm_code() -> None:
     profile = MqttProfile.model_validate(
         yaml.safe_load((CONFIGS / "profiles" / "access-terminal.yaml").read_text()))
     alarm_events = {profile.events.codes[str(code)].event for code in (34, 37, 38, 39, 41, 43)}
-    watched = {name for rule in load_config(EXAMPLE).config.rules
+    watched = {name for rule in load_site(EXAMPLE).config.rules
                if isinstance(rule, EventRule) and rule.alarm for name in rule.event or ()}
     assert alarm_events <= watched, alarm_events - watched

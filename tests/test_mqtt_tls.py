@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.errors import ConfigError
 from harness import MqttRecorder, running_gateway, wait_until, write_site
 from servers import Mosquitto, free_port
@@ -125,23 +125,23 @@ def test_tls_settings_are_checked(tmp_path) -> None:
     pki = make_pki(tmp_path / "pki")
     raw = alarm_site("s", {"tls": {"ca_file": str(pki / "ca.pem"), "cert_file": str(pki / "client.pem"),
                                    "key_file": str(pki / "client.key")}})
-    site = load_config(write_site(tmp_path, raw))
+    site = load_site(write_site(tmp_path, raw))
     assert site.config.mqtt.port == 8883  # TLS's port unless one is given
 
     os.chmod(pki / "client.key", 0o644)
     with pytest.raises(ConfigError) as info:
-        load_config(write_site(tmp_path, raw))
+        load_site(write_site(tmp_path, raw))
     [(key, msg)] = info.value.problems
     assert key == "mqtt.tls.key_file" and "accessible by other users" in msg and "chmod" in msg
 
     del raw["mqtt"]["tls"]["key_file"]
     with pytest.raises(ConfigError) as info:
-        load_config(write_site(tmp_path, raw))
+        load_site(write_site(tmp_path, raw))
     assert info.value.problems == [("mqtt.tls", "a client certificate needs both 'cert_file' "
                                                 "and 'key_file'")]
 
     raw["mqtt"]["tls"] = {"ca_file": str(tmp_path / "missing.pem")}
     with pytest.raises(ConfigError) as info:
-        load_config(write_site(tmp_path, raw))
+        load_site(write_site(tmp_path, raw))
     [(key, msg)] = info.value.problems
     assert key == "mqtt.tls.ca_file" and "missing.pem" in msg

@@ -205,6 +205,7 @@ class Position:
         self.oldest_ts = None
         self.notified = 0
         self.lost_rows = 0
+        self.quarantined = 0
 
     def start_at(self, cursor: int) -> None:
         self.cursor = cursor
@@ -214,10 +215,6 @@ class Position:
 
     def lost(self, n: int) -> None:
         self.lost_rows += n
-
-    def stats(self) -> dict:
-        return {"buffered": 0, "cursor": self.cursor, "oldest_unsent_age_seconds": 0.0,
-                "quarantined": 0}
 
 
 def writer_for(store, *, max_staged: int = 100_000, commit_rows: int = 1000):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from drivers.faults import FaultSource
+from gateway.device_faults import FaultSource
 from gateway.alarms.protection import Protections, Schedule
 from gateway.clock import FakeClock
 
@@ -109,7 +109,7 @@ async def test_device_faults_from_a_profile_raise_and_clear_one_alarm_each(tmp_p
     import yaml
 
     from gateway.clock import FakeClock as Clock
-    from gateway.config.loader import load_config
+    from gateway.runtime.site import load_site
     from gateway.readings import Reading
     from gateway.runtime.app import Gateway
 
@@ -122,7 +122,7 @@ async def test_device_faults_from_a_profile_raise_and_clear_one_alarm_each(tmp_p
         "buses": [{"id": "b", "type": "modbus_tcp", "host": "127.0.0.1"}],
         "devices": [{"id": "smoke-1", "type": "modbus", "bus": "b", "profile": "detector.yaml",
                      "location": {"building": "3", "room": "charging room"}}]}))
-    gw = Gateway(load_config(tmp_path / "site.yaml"), clock=Clock())
+    gw = Gateway(load_site(tmp_path / "site.yaml"), clock=Clock())
 
     def status(word: int) -> None:
         gw.pipeline.process([[Reading("smoke-1", None, {"status": float(word)}, gw.clock.time())]])

@@ -23,7 +23,7 @@ from drivers.serial_frames.settings import SETTABLE
 from drivers.serial_frames.vocabulary import COMMAND_REPLY_EVENTS, EVENTS, FIELDS
 from simulators.radar import PROTOCOLS as FALL_RADAR_PROTOCOLS  # the health radar: test_health_radar
 from gateway.clock import SystemClock
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.errors import ConfigError, DriverConnectError, DriverTimeout
 from gateway.readings import DeviceEvent, Reading
 from harness import wait_until
@@ -343,7 +343,7 @@ def test_driver_refuses_a_setting_its_protocol_cannot_write() -> None:
 # -- config ------------------------------------------------------------------------------
 
 def test_radar_site_example_resolves() -> None:
-    site = load_config(CONFIGS / "fall-radar-site.yaml")
+    site = load_site(CONFIGS / "fall-radar-site.yaml")
     mr, tf = site.devices["radar-7-302-bath"], site.devices["radar-7-305-bath"]
     assert mr.kind == tf.kind == "fall_radar"
     assert {"fall", "presence", "motion", "stationary_dwell"} <= mr.fields
@@ -373,18 +373,18 @@ def _site_with(tmp_path: Path, radar_cfg: dict, rules: list | None = None) -> Pa
 def test_setup_a_protocol_cannot_write_is_a_config_error(tmp_path: Path, cfg: dict, where: str,
                                                          expected: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(_site_with(tmp_path, cfg))
+        load_site(_site_with(tmp_path, cfg))
     assert (where, expected) in info.value.problems
 
 
 def test_unknown_codec_and_a_rule_on_a_field_the_radar_lacks_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(_site_with(tmp_path, {"codec": "mr60fda3"}))
+        load_site(_site_with(tmp_path, {"codec": "mr60fda3"}))
     [(where, msg)] = info.value.problems
     assert where == "devices[0].codec" and "mr60fda1" in msg and "ld6002c" in msg
     rule = {"id": "still", "type": "threshold", "field": "motion", "below": 1}
     with pytest.raises(ConfigError) as info:
-        load_config(_site_with(tmp_path, {"codec": "ld6002c"}, [rule]))
+        load_site(_site_with(tmp_path, {"codec": "ld6002c"}, [rule]))
     assert any(w == "rules[0].field" and "'motion'" in m for w, m in info.value.problems)
 
 
@@ -410,7 +410,7 @@ def test_cli_parses_simulate_radar() -> None:
 
     args = _parser().parse_args(["simulate", "radar", "--protocol", "ld6002c", "--scenario", "fall",
                                  "--fault", "garbage", "--fault", "vanish"])
-    assert args.handler.__name__ == "_simulate_radar"
+    assert args.simulation.__name__ == "_radar"
     assert (args.protocol, args.scenario, args.serial, args.fault) == \
         ("ld6002c", "fall", "pty", ["garbage", "vanish"])
 

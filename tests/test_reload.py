@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from gateway.runtime.reload import plan_reload, reload_config
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from harness import running_gateway, wait_until, write_site
 from servers import VictoriaMetrics
 
@@ -129,9 +129,9 @@ async def test_reload_clears_alarms_that_nothing_can_hold(tmp_path, victoria, un
 
 def test_sections_that_need_a_restart_are_named(tmp_path) -> None:
     base = {"site": {"id": "s"}, "devices": [meter("m1")]}
-    old = load_config(write_site(tmp_path, dict(base)))
+    old = load_site(write_site(tmp_path, dict(base)))
     changed = dict(base, mqtt={"host": "broker.example"}, devices=[meter("m1"), meter("m2")])
-    new = load_config(write_site(tmp_path, changed))
+    new = load_site(write_site(tmp_path, changed))
     plan = plan_reload(old, new)
     assert plan.needs_restart == ["mqtt"] and plan.added == ["m2"] and not plan.restarted
 

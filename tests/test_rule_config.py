@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from alarm_support import DEVICES
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.config.rules import (AbsenceRule, ConfirmRule, CountRule, EventRule, ForcedRule,
                                   HeldRule, RateRule, ThresholdRule)
 from gateway.errors import ConfigError
@@ -37,12 +37,12 @@ def site(tmp_path: Path, rules: list[dict] | None = None, devices: list[dict] | 
 
 def problems(tmp_path: Path, rules: list[dict], devices: list[dict] | None = None) -> dict[str, str]:
     with pytest.raises(ConfigError) as info:
-        load_config(site(tmp_path, rules, devices))
+        load_site(site(tmp_path, rules, devices))
     return dict(info.value.problems)
 
 
 def test_one_rule_of_every_kind_loads(tmp_path) -> None:
-    loaded = load_config(site(tmp_path))  # the examples in docs/alarms.md
+    loaded = load_site(site(tmp_path))  # the examples in docs/alarms.md
     kinds = [type(r) for r in loaded.config.rules]
     assert set(kinds) == {ThresholdRule, HeldRule, EventRule, CountRule, AbsenceRule, RateRule,
                           ConfirmRule, ForcedRule}
@@ -57,7 +57,7 @@ def test_documented_site_settings_load(tmp_path, monkeypatch: pytest.MonkeyPatch
     raw = {"site": {"id": "t"}, "devices": DEVICES, **settings}
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
-    cfg = load_config(path).config
+    cfg = load_site(path).config
     assert cfg.alarms.escalate_after == 300 and cfg.webhooks[0].min_severity == 2
 
 
@@ -103,7 +103,7 @@ def test_unknown_events_devices_and_kinds_name_their_key(tmp_path) -> None:
 def test_devices_that_do_not_declare_events_accept_any_name(tmp_path) -> None:
     devices = [dict(d) for d in DEVICES]
     del devices[3]["events"]  # the camera
-    load_config(site(tmp_path, [{"id": "a", "type": "event", "select": {"devices": ["camera"]},
+    load_site(site(tmp_path, [{"id": "a", "type": "event", "select": {"devices": ["camera"]},
                                  "event": "anything_at_all"}], devices))
 
 

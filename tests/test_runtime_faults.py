@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-import gateway.runtime.reload
+from gateway.runtime.app import Gateway
 from gateway.runtime.actions import ActionRunner
 from gateway.alarms.manager import AlarmManager
 from gateway.clock import FakeClock
@@ -171,7 +171,7 @@ async def test_a_reload_that_fails_part_way_leaves_the_gateway_running(
     async def broken_apply(*args) -> None:
         raise RuntimeError("a bug in applying the plan")
 
-    monkeypatch.setattr(gateway.runtime.reload, "apply_plan", broken_apply)
+    monkeypatch.setattr(Gateway, "apply_reload", broken_apply)
     async with running_gateway(path) as gw:
         await wait_until(lambda: gw.runners[0].health.polls >= 1, 5, "polling")
         gw.request_reload()

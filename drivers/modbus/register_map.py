@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drivers.faults import FaultSource
+from gateway.device_faults import FaultSource
 
 Table = Literal["coil", "discrete", "holding", "input"]
 ValueType = Literal["bool", "bit", "u16", "i16", "u32", "i32", "f32"]
@@ -94,7 +94,7 @@ class ModbusProfile(_Strict):
     channels: ChannelGroup | None = None
     requests: RequestLimits = RequestLimits()
     faults: list[FaultSource] = Field(default=[], description="the device's own faults "
-                                                              "(drivers.faults)")
+                                                              "(gateway.device_faults)")
 
     @model_validator(mode="after")
     def _has_fields(self) -> "ModbusProfile":

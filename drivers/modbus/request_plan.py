@@ -55,3 +55,9 @@ def plan_reads(points: list[Point], limits: RequestLimits) -> list[ReadRequest]:
 def _request(slave: int, table: str, start: int, end: int, batch: list[Point]) -> ReadRequest:
     return ReadRequest(slave, table, start, end - start,
                        tuple((p, p.address - start) for p in batch))
+
+
+def answer_data_bytes(points: list[Point], limits: RequestLimits) -> list[int]:
+    """Data bytes in the answer to each read request one poll makes (for line-time sums)."""
+    return [(req.count + 7) // 8 if req.table in BIT_TABLES else 2 * req.count
+            for req in plan_reads(points, limits)]

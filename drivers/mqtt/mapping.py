@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from drivers.mqtt.profile import MqttProfile
 from gateway.readings import DeviceEvent, Reading
 
-# Problem kinds, each counted per device. The first group is bad input (logged
-# once per state change); SKIPS are normal traffic that is not this device's or
-# was already seen, counted only.
+# Problem kinds, each counted per device and logged once per state change. Skips
+# (other_topic, other_device, duplicate: normal traffic that is not this device's
+# or was already seen) are counted only.
 PROBLEMS = {
     "malformed_json": "payload is not JSON (or not UTF-8)",
     "not_an_object": "payload is JSON but not an object",
@@ -35,7 +35,6 @@ PROBLEMS = {
     "unknown_code": "an event code not in the profile's table",
     "missing_attr": "a required event attribute is missing; event kept without it",
 }
-SKIPS = ("other_topic", "other_device", "duplicate")
 
 # A timestamp this far ahead of arrival is a wrong device clock, not a fact.
 MAX_AHEAD_S = 120.0

@@ -45,8 +45,3 @@ class ProblemLog:
                 del self._last[kind]
                 log.info("%s: no more %s for %.0fs (%d in all)", self.device_id,
                          kind.replace("_", " "), now - last, self.counts[kind])
-
-    @property
-    def occurring(self) -> frozenset[str]:
-        """Problem kinds seen within the last ``quiet_after`` seconds (as of the last message)."""
-        return frozenset(self._last)

@@ -29,7 +29,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.faults import FaultSource
+from gateway.device_faults import FaultSource
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Path = Annotated[str, Field(pattern=r"^[^.\s]+(\.[^.\s]+)*$", max_length=200)]
@@ -127,7 +127,7 @@ class MqttProfile(_Strict):
     pseudonymise: list[Name] = Field(
         default=[], description="event attrs replaced by a keyed hash before leaving the gateway")
     faults: list[FaultSource] = Field(default=[], description="the device's own faults "
-                                                              "(drivers.faults)")
+                                                              "(gateway.device_faults)")
 
     @field_validator("fields", mode="before")
     @classmethod

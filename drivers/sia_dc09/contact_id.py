@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from drivers.faults import FaultSource
+from gateway.device_faults import FaultSource
 
 _CID = re.compile(r"^#?(?P<account>[0-9A-Fa-f]{3,16})?\|?(?P<q>[136])(?P<code>\d{3}) "
                   r"(?P<group>\d{2}) (?P<zone>\d{3})$")

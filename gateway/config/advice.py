@@ -6,11 +6,8 @@
 from __future__ import annotations
 
 import ipaddress
-import math
 from typing import TYPE_CHECKING
 
-from drivers.modbus.register_map import BIT_TABLES
-from drivers.modbus.request_plan import plan_reads
 from gateway.config.devices import ModbusDevice, ModbusRtuBus
 from gateway.config.models import GatewayConfig
 
@@ -35,8 +32,7 @@ def poll_seconds_on_rtu(spec: DeviceSpec, bus: ModbusRtuBus) -> float:
     """
     char = bus.char_seconds
     total = 0.0
-    for req in plan_reads(list(spec.points), spec.limits) if spec.limits else []:
-        data = math.ceil(req.count / 8) if req.table in BIT_TABLES else 2 * req.count
+    for data in spec.read_sizes:  # worked out by the Modbus spec builder
         total += (8 + 5 + data + 3.5) * char + bus.gap_seconds
     return total
 

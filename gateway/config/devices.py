@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from drivers.faults import FaultSource
+from gateway.device_faults import FaultSource
 from gateway.config.base import Id, Location, Secret, Strict
 
 
@@ -95,7 +95,7 @@ class ModbusDevice(DeviceBase):
     zones: dict[int, AlarmZone] = Field(
         default_factory=dict, description="channel (input) -> its name and place, for alarms")
     faults: list[FaultSource] = Field(
-        default=[], description="fault contacts as wired on this site (drivers.faults), "
+        default=[], description="fault contacts as wired on this site (gateway.device_faults), "
                                 "beside the profile's own")
 
 

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from gateway.config.base import Id, Strict
 
 ADDRESS_MAX = (1 << 48) - 1
-# Mirrors gateway.upstream.fire_centre.codec (kept here so `check` does not import it).
+# Mirrors drivers.gb26875 (kept here so `check` does not import it).
 STATE_NAMES = ("fire_alarm", "fault", "shielded", "supervisory", "started", "feedback",
                "delayed", "power_fault")
 ANALOG_NAMES = ("event_count", "height", "temperature", "pressure_mpa", "pressure_kpa", "gas",

@@ -3,6 +3,12 @@
 Every problem found is reported at once, each with the key path and what was
 expected, so an installer fixes a file in one pass. Nothing starts from a file
 with any problem.
+
+This module knows the config's own shape only. What a device type means (its
+profile, what its driver can read and set) is checked by that type's spec
+builder, handed in by the caller: the config layer imports no driver. The
+builders for the gateway's device types and the one-call ``load_site`` are in
+``gateway.runtime.device_types`` and ``gateway.runtime.site``.
 """
 
 from __future__ import annotations
@@ -11,23 +17,17 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from drivers.modbus.register_map import ModbusProfile, Point, RequestLimits, expand, overlaps
 from gateway.config.advice import advice
-from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
-from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
-from drivers.faults import FaultSource
-from drivers.sia_dc09 import contact_id
-from gateway.config.devices import (AlarmHostDevice, ModbusDevice, MqttDevice, SerialFramesDevice,
-                                     SyntheticDevice)
+from gateway.config.devices import ModbusDevice
 from gateway.config.fire_centre import check_fire_centre
+from gateway.device_faults import FaultSource
 from gateway.config.models import GatewayConfig
-from gateway.console.checks import console_warnings
 from gateway.config.rule_checks import check_rule
 from gateway.errors import ConfigError
 
@@ -36,22 +36,27 @@ from gateway.errors import ConfigError
 class DeviceSpec:
     """A device with its profile resolved: what it reads and what can be written."""
 
-    config: ModbusDevice | SyntheticDevice
+    config: Any  # one of gateway.config.devices' device models
     kind: str
     channel_name: str
     channel_count: int
     fields: frozenset[str]
     writable: frozenset[str]
-    points: tuple[Point, ...] = ()
-    limits: RequestLimits | None = None
+    # Modbus only: drivers.modbus.register_map's Points and RequestLimits (typed
+    # loosely: the config layer does not import drivers).
+    points: tuple[Any, ...] = ()
+    limits: Any = None
     # Event names the device can emit (DeviceEvent.name); None: its type does not
     # declare them, so rules naming events on it are not checked against a list.
     events: frozenset[str] | None = None
     # Where each channel is, when it has its own place (a panel's zones): merged
     # over the device's location in the channel's alarms.
     channel_places: dict[int, dict[str, str]] = field(default_factory=dict)
-    # Where the device reports its own faults (drivers.faults); device_fault alarms.
+    # Where the device reports its own faults (gateway.device_faults); device_fault alarms.
     faults: tuple[FaultSource, ...] = ()
+    # Modbus only: data bytes in the answer to each read request of one poll
+    # (for the bus-load advice).
+    read_sizes: tuple[int, ...] = ()
 
     @property
     def id(self) -> str:
@@ -72,21 +77,28 @@ class Site:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_config(path: str | Path) -> Site:
-    """Read, validate and resolve a site config; raise ConfigError listing every problem."""
+def load_config(path: str | Path, spec_builders: Mapping[type, SpecBuilder]) -> Site:
+    """Read, validate and resolve a site config, each device by its type's entry in
+    ``spec_builders``; raise ConfigError listing every problem."""
     path = Path(path)
-    raw = _read_yaml(path, path)
-    try:
-        config = GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(str(path), pydantic_problems(exc, raw)) from None
+    config = read_config(path)
     problems: list[tuple[str, str]] = []
-    devices = _resolve_devices(path, config, problems)
+    devices = _resolve_devices(path, config, spec_builders, problems)
     _check_references(config, devices, problems)
     if problems:
         raise ConfigError(str(path), problems)
-    warnings = _warnings(config, devices) + console_warnings(config, path.resolve().parent)
-    return Site(path=path, config=config, devices=devices, warnings=warnings)
+    return Site(path=path, config=config, devices=devices, warnings=_warnings(config, devices))
+
+
+def read_config(path: str | Path) -> GatewayConfig:
+    """Read a site file and check its types and keys, without resolving devices (for
+    commands that need one section only: the users file, the outbox)."""
+    path = Path(path)
+    raw = _read_yaml(path, path)
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), pydantic_problems(exc, raw)) from None
 
 
 def _read_yaml(path: Path, shown: Path) -> Any:
@@ -164,7 +176,7 @@ def _key_path(loc: tuple, raw: Any) -> str:
     return "".join(parts)
 
 
-def _resolve_devices(path: Path, config: GatewayConfig,
+def _resolve_devices(path: Path, config: GatewayConfig, spec_builders: Mapping[type, SpecBuilder],
                      problems: list[tuple[str, str]]) -> dict[str, DeviceSpec]:
     devices: dict[str, DeviceSpec] = {}
     bus_ids = _unique_ids("buses", [b.id for b in config.buses], problems)
@@ -173,7 +185,7 @@ def _resolve_devices(path: Path, config: GatewayConfig,
     context = ResolveContext(config_dir=path.parent, bus_ids=bus_ids, problems=problems,
                              config=config)
     for i, dev in enumerate(config.devices):
-        spec = SPEC_BUILDERS[type(dev)](dev, f"devices[{i}]", context)
+        spec = spec_builders[type(dev)](dev, f"devices[{i}]", context)
         if spec is not None:
             devices.setdefault(dev.id, spec)
     return devices
@@ -189,118 +201,10 @@ class ResolveContext:
     config: GatewayConfig | None = None
 
 
-def _synthetic_spec(dev: SyntheticDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
-    return DeviceSpec(dev, dev.kind, "channel", dev.channels or 0, frozenset(dev.fields), frozenset(),
-                      events=None if dev.events is None else frozenset(dev.events))
-
-
-def _modbus_device_spec(dev: ModbusDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
-    if dev.bus not in ctx.bus_ids:
-        ctx.problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}; buses: {sorted(ctx.bus_ids)}"))
-    try:
-        profile = load_profile(dev.profile, ctx.config_dir)
-    except ConfigError as exc:
-        ctx.problems.extend((f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
-                            for p, m in exc.problems)
-        return None
-    return _modbus_spec(dev, profile, where, ctx.problems)
-
-
-def _modbus_spec(dev: ModbusDevice, profile: ModbusProfile, where: str,
-                 problems: list[tuple[str, str]]) -> DeviceSpec:
-    if dev.channels is not None and profile.channels is None:
-        problems.append((f"{where}.channels", f"profile {dev.profile!r} has no channels"))
-    points = expand(profile, dev.channels, dev.slave_base)
-    for a, b in overlaps(points):
-        problems.append((f"{where}.profile", f"fields {a.name!r} and {b.name!r} overlap at "
-                                             f"slave {a.slave} {a.table} {b.address}"))
-    for p in points:
-        if not 1 <= p.slave <= 247:
-            problems.append((f"{where}.slave_base", f"field {p.name!r} lands on slave {p.slave}, "
-                                                    "outside 1..247"))
-            break
-    count = 0
-    if profile.channels is not None:
-        count = dev.channels if dev.channels is not None else profile.channels.count
-    fields = frozenset(p.name for p in points)
-    _check_faults(profile.faults, fields, None, f"{where}.profile", problems)
-    _check_faults(dev.faults, fields, None, f"{where}.faults", problems)
-    for zone in dev.zones:
-        if not 1 <= zone <= count:
-            problems.append((f"{where}.zones.{zone}", f"no channel {zone}; the device has "
-                                                      f"channels 1..{count}"))
-    return DeviceSpec(
-        config=dev, kind=dev.kind or profile.kind,
-        channel_name=profile.channels.name if profile.channels else "channel",
-        channel_count=count,
-        fields=fields,
-        writable=frozenset(p.name for p in points if p.writable),
-        points=tuple(points), limits=profile.requests,
-        faults=tuple(profile.faults) + tuple(dev.faults),
-        channel_places={zone: {"zone_name": z.name, **z.location.as_dict()}
-                        for zone, z in dev.zones.items()},
-    )
-
-
-def _check_faults(faults, fields: frozenset[str], events: frozenset[str] | None, where: str,
-                  problems: list[tuple[str, str]]) -> None:
-    """Each fault source names a field (or event) the device really has."""
-    for k, source in enumerate(faults):
-        if source.field is not None and source.field not in fields:
-            problems.append((f"{where}", f"faults[{k}].field: no field {source.field!r}; "
-                                         f"fields: {sorted(fields)}"))
-        for name in (source.event, source.clear_on):
-            if name is not None and events is not None and name not in events:
-                problems.append((f"{where}", f"faults[{k}]: no event {name!r}; "
-                                             f"events: {sorted(events)}"))
-
-
-def _mqtt_device_spec(dev: MqttDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
-    try:
-        profile = load_profile(dev.profile, ctx.config_dir, MqttProfile)
-    except ConfigError as exc:
-        ctx.problems.extend((f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
-                            for p, m in exc.problems)
-        return None
-    ctx.problems.extend((f"{where}.{key}", msg) for key, msg in check_mqtt_device(dev, profile, ctx.config))
-    channels = profile.channels
-    _check_faults(profile.faults, frozenset(profile.fields), profile.event_names,
-                  f"{where}.profile", ctx.problems)
-    return DeviceSpec(dev, dev.kind or profile.kind, channels.name if channels else "channel",
-                      (dev.channels or channels.count) if channels else 0,
-                      frozenset(profile.fields), frozenset(), events=profile.event_names,
-                      faults=tuple(profile.faults))
-
-
-def _serial_frames_spec(dev: SerialFramesDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
-    settable = radar_settings.SETTABLE[dev.codec]
-    for name, value in dev.setup.values().items():
-        limit = radar_settings.LIMITS.get((dev.codec, name))
-        if name not in settable:
-            ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar cannot set "
-                                                          f"{name}; it can set {sorted(settable)}"))
-        elif limit is not None and value > limit:
-            ctx.problems.append((f"{where}.setup.{name}", f"a {dev.codec} radar takes at most "
-                                                          f"{limit:g} (got {value:g})"))
-    kind = dev.kind or radar_vocabulary.KINDS[dev.codec]
-    return DeviceSpec(dev, kind, "channel", 0, radar_vocabulary.FIELDS[dev.codec], frozenset(),
-                      events=radar_vocabulary.EVENTS[dev.codec])
-
-
-def _alarm_host_spec(dev: AlarmHostDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
-    port = dev.address[1]
-    if not 1 <= port <= 65535:
-        ctx.problems.append((f"{where}.listen", f"port {port} is outside 1..65535"))
-    for i, other in enumerate(ctx.config.devices if ctx.config else ()):
-        if (isinstance(other, AlarmHostDevice) and other is not dev and other.listen == dev.listen
-                and other.account.upper() == dev.account.upper()):
-            ctx.problems.append((f"{where}.account", f"account {dev.account} on {dev.listen} is "
-                                                     f"also devices[{i}] ({other.id})"))
-            break
-    places = {zone: {"zone_name": z.name, **z.location.as_dict()} for zone, z in dev.zones.items()}
-    return DeviceSpec(dev, dev.kind, "zone", max(dev.zones, default=0), frozenset({"online"}),
-                      frozenset(), events=contact_id.event_names(), channel_places=places,
-                      faults=contact_id.FAULTS)
+def profile_problems(exc: ConfigError, where: str) -> list[tuple[str, str]]:
+    """A profile's own problems, reported under the device's ``profile`` key."""
+    return [(f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
+            for p, m in exc.problems]
 
 
 def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
@@ -312,7 +216,7 @@ def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -
     return seen
 
 
-def load_profile(name: str, config_dir: Path, model: type[BaseModel] = ModbusProfile) -> Any:
+def load_profile(name: str, config_dir: Path, model: type[BaseModel]) -> Any:
     """Find a profile by name (``<config dir>/profiles/<name>.yaml``, then the
     profiles shipped with the gateway) or by path, and validate it as ``model``."""
     candidates = [config_dir / name] if name.endswith((".yaml", ".yml")) else [
@@ -387,12 +291,6 @@ def _warnings(config: GatewayConfig, devices: dict[str, DeviceSpec]) -> list[str
     return out
 
 
-# One entry per device config type: how to resolve it into a DeviceSpec (or None
-# after recording problems). A new device type adds its builder here.
-SPEC_BUILDERS: dict[type, Callable[[Any, str, ResolveContext], DeviceSpec | None]] = {
-    SyntheticDevice: _synthetic_spec,
-    ModbusDevice: _modbus_device_spec,
-    MqttDevice: _mqtt_device_spec,
-    SerialFramesDevice: _serial_frames_spec,
-    AlarmHostDevice: _alarm_host_spec,
-}
+# How a device type's config becomes a DeviceSpec: (device config, its key path,
+# context) -> the spec, or None after recording its problems in the context.
+SpecBuilder = Callable[[Any, str, ResolveContext], "DeviceSpec | None"]

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, FilePath, IPvAnyNetwork, field_validator, model_validator
 
+from gateway.config.schedule import Schedule
 from gateway.config.base import Id, Secret, Strict
 from gateway.config.secrets import check_private
 from gateway.config.devices import Bus, Device
@@ -283,8 +284,6 @@ class ArmingGroup(Strict):
     @classmethod
     def _windows(cls, schedule: object) -> object:
         if isinstance(schedule, list):
-            from gateway.alarms.protection import Schedule
-
             Schedule(schedule)  # raises ValueError naming the bad window
         return schedule
 

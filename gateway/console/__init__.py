@@ -1,6 +1,6 @@
 """The security-room web console: live alarms, devices and history, served by the gateway.
 
-``add_console_routes(app, gateway)`` adds it under ``/console`` to the gateway's
+``add_console_routes(app, views)`` adds it under ``/console`` to the gateway's
 aiohttp application. Plain HTML, CSS and JavaScript in ``static/``: no build
 step, nothing loaded from outside the gateway.
 """

@@ -12,10 +12,15 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from gateway import json_safe
 from gateway.alarms.manager import Transition
 from gateway.operations.device_view import devices_view
+
+if TYPE_CHECKING:
+    from gateway.clock import Clock
+    from gateway.views import AlarmsView, DevicesView
 
 HISTORY = 5000
 
@@ -23,22 +28,23 @@ HISTORY = 5000
 class LiveFeed:
     """The console's live picture of the gateway."""
 
-    def __init__(self, *, gateway):
-        self.gateway = gateway
+    def __init__(self, *, alarms: AlarmsView, devices: DevicesView, clock: Clock):
+        self._alarms = alarms
+        self._devices = devices
         # Changes whenever the gateway process (or its console) starts again.
         self.instance = secrets.token_hex(6)
-        self.started = gateway.clock.time()
+        self.started = clock.time()
         # (epoch seconds, transition JSON) since this console started, oldest first
         self.history: deque[tuple[float, dict[str, object]]] = deque(maxlen=HISTORY)
         self._devices_cache: tuple[float, str] | None = None
-        gateway.alarms.add_listener(self._on_transition)
+        alarms.add_listener(self._on_transition)
 
     def _on_transition(self, t: Transition) -> None:
         self.history.append((t.ts, t.to_json()))
 
     def alarms(self) -> list[dict[str, object]]:
         """Open alarms as published, most urgent and newest first."""
-        return [a.to_json() for a in self.gateway.alarms.open_alarms()]
+        return [a.to_json() for a in self._alarms.open_alarms()]
 
     def devices_text(self, max_age: float = 0.5) -> str:
         """``{"devices": ...}`` as JSON text, built at most once per ``max_age`` for all pages."""
@@ -49,4 +55,4 @@ class LiveFeed:
 
     def devices(self) -> list[dict[str, object]]:
         """Every configured device with its location, health and last readings."""
-        return devices_view(self.gateway)
+        return devices_view(self._devices)

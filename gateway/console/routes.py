@@ -25,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway import json_safe
-from gateway.alarms.commands import COMMANDS, CommandError, apply_command
+from gateway.alarms.commands import COMMANDS, CommandError
 from gateway.config.models import ConsoleConfig
 from gateway.console.history import query_history
 from gateway.console.passwords import ChecksBusy
@@ -33,6 +33,7 @@ from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
 from gateway.console.stream import events
 from gateway.operations.live_events import live_parts
+from gateway.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +56,25 @@ SHELVE_MINUTES = (15, 30, 60, 120, 240, 480)
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
-def add_console_routes(app: web.Application, gateway, config: ConsoleConfig | None = None) -> Console:
+def add_console_routes(app: web.Application, views: Views,
+                       config: ConsoleConfig | None = None) -> Console:
     """Serve the security-room console under /console on ``app``; the Console it runs.
 
-    ``config`` defaults to the site config's ``console`` section. The users file
-    is read now: a missing or invalid one is a ConfigError, as for any config.
+    ``views`` is what it shows and acts on (gateway.views); ``config`` defaults to
+    the site config's ``console`` section. The users file is read now: a missing or
+    invalid one is a ConfigError, as for any config.
     """
-    config = config or gateway.site.config.console
+    config = config or views.console
     if config is None:
         raise ValueError("the site config has no console section")
-    console = Console(gateway=gateway, config=config, base_dir=Path(gateway.site.path).resolve().parent)
+    console = Console(views=views, config=config, base_dir=views.config_dir)
     users = console.users.load()
     if not users:
         log.warning("console: no users in %s; add one with `community-gateway user add`",
                     console.users.path)
     console.sessions.load()
     app[CONSOLE] = console
-    live_parts(app, gateway)  # the stream slots and alarm fan-out, shared with /api/stream
+    live_parts(app, views)  # the stream slots and alarm fan-out, shared with /api/stream
     app.on_shutdown.append(console.on_shutdown)
 
     r = app.router
@@ -201,11 +204,11 @@ async def _logout(request: web.Request, session: Session) -> web.StreamResponse:
 
 async def _me(request: web.Request, session: Session) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    site = console.gateway.site.config.site
+    site = console.site
     return _json({
         "user": session.user, "role": session.role, "csrf": session.csrf,
         "actions": list(COMMANDS) if session.can_act else [],
-        "shelve_minutes": [m for m in SHELVE_MINUTES if m * 60 <= console.gateway.alarms.max_shelve],
+        "shelve_minutes": [m for m in SHELVE_MINUTES if m * 60 <= console.alarms.max_shelve],
         "site": {"id": site.id, "name": site.name, "language": site.language},
         "instance": console.feed.instance, "version": console.version,
     })
@@ -247,7 +250,7 @@ async def _action(request: web.Request, session: Session) -> web.StreamResponse:
     try:
         if action == "shelve" and not note:
             raise CommandError(action, alarm_id, "shelving needs a note saying why", 400)
-        alarm = apply_command(console.gateway.alarms, alarm_id, action, command)
+        alarm = console.alarms.apply_command(alarm_id, action, command)
     except CommandError as exc:
         await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
                                    ok=False, detail=exc.detail, remote=console.remote(request))

@@ -18,6 +18,7 @@ from gateway.console.sessions import Session, SessionStore
 from gateway.console.throttle import LoginThrottle
 from gateway.console.users import UsersFile
 from gateway.operations.http_trust import client_address
+from gateway.views import Views
 
 COOKIE = "cg_session"
 # How many stored transitions the history looks through (newest first) when filtering.
@@ -28,23 +29,25 @@ STATIC = Path(str(resources.files("gateway.console") / "static"))
 class Console:
     """The console's state: users, sessions, the live feed, the audit trail."""
 
-    def __init__(self, *, gateway, config: ConsoleConfig, base_dir: Path):
+    def __init__(self, *, views: Views, config: ConsoleConfig, base_dir: Path):
         def place(p: Path | None) -> Path | None:
             return None if p is None else (p if p.is_absolute() else base_dir / p)
 
-        self.gateway = gateway
+        self.views = views
+        self.site = views.site  # id, name, language
+        self.alarms = views.alarms
+        self.clock = views.clock
         self.config = config
         self.users = UsersFile(path=place(config.users_file))
         sessions_file = place(config.sessions_file) or self.users.path.with_name(
             self.users.path.name + ".sessions.json")
-        self.sessions = SessionStore(minutes=config.session_minutes, clock=gateway.clock,
+        self.sessions = SessionStore(minutes=config.session_minutes, clock=views.clock,
                                      path=sessions_file)
-        self.audit = AuditLog(clock=gateway.clock, path=place(config.audit_file))
-        self.throttle = LoginThrottle(clock=gateway.clock)
+        self.audit = AuditLog(clock=views.clock, path=place(config.audit_file))
+        self.throttle = LoginThrottle(clock=views.clock)
         self.checker = PasswordChecker()
-        http = gateway.site.config.http
-        self.trusted_proxies = list(http.trusted_proxies) if http is not None else []
-        self.feed = LiveFeed(gateway=gateway)
+        self.trusted_proxies = list(views.http.trusted_proxies) if views.http is not None else []
+        self.feed = LiveFeed(alarms=views.alarms, devices=views.devices, clock=views.clock)
         self.version = _static_version()
         # Checked against when a name is unknown, so a wrong name costs as long as a wrong password.
         self.decoy_hash = hash_password("not-a-real-password-" + self.feed.instance)
@@ -76,13 +79,11 @@ class Console:
         full = len(recent) == self.feed.history.maxlen
         cutoff = recent[0][0] if full else self.feed.started
         older: list[dict[str, object]] = []
-        store = getattr(self.gateway, "alarm_store", None)
-        if store is not None:
-            for row in reversed(await store.history(limit=HISTORY_SCAN)):
-                if row["ts"] < cutoff:
-                    item = {"event": row["event"], "ts": iso(row["ts"]), "alarm": row["alarm"]}
-                    item.update({k: row[k] for k in ("by", "note") if row.get(k)})
-                    older.append(item)
+        for row in reversed(await self.alarms.history(limit=HISTORY_SCAN)):
+            if row["ts"] < cutoff:
+                item = {"event": row["event"], "ts": iso(row["ts"]), "alarm": row["alarm"]}
+                item.update({k: row[k] for k in ("by", "note") if row.get(k)})
+                older.append(item)
         return older + [item for _, item in recent]
 
     async def on_shutdown(self, _app: web.Application) -> None:

@@ -32,7 +32,7 @@ PING_SECONDS = 10.0
 async def events(request: web.Request, session: Session) -> web.StreamResponse:
     """Stream alarm transitions and device health to one page until it goes or the server stops."""
     console = request.app[CONSOLE]
-    fanout, slots = live_parts(request.app, console.gateway)
+    fanout, slots = live_parts(request.app, console.views)
     return await serve_events(request, ConsoleStream(console, request.cookies.get(COOKIE)),
                               fanout=fanout, slots=slots, tick=TICK_SECONDS, keepalive=PING_SECONDS)
 
@@ -54,7 +54,7 @@ class ConsoleStream:
     async def opening(self) -> list[bytes]:
         feed = self.console.feed
         hello = event("hello", {"instance": feed.instance, "version": self.console.version,
-                                "server_time": self.console.gateway.clock.time()})
+                                "server_time": self.console.clock.time()})
         return [hello, self._snapshot()]
 
     def alarm(self, item: dict[str, object]) -> bytes:

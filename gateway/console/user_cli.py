@@ -79,10 +79,9 @@ def generate_password() -> str:
 def _users_path(args: argparse.Namespace) -> Path:
     if args.users_file:
         return Path(args.users_file)
-    from gateway.config.loader import load_config
+    from gateway.config.loader import read_config  # the console section is all it needs
 
-    site = load_config(args.config)
-    console = site.config.console
+    console = read_config(args.config).console
     if console is None:
         raise ValueError(f"{args.config} has no console section (console: {{users_file: PATH}})")
     path = console.users_file

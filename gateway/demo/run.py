@@ -16,7 +16,7 @@ import aiomqtt
 import yaml
 
 from gateway.runtime.app import Gateway
-from gateway.config.loader import load_config
+from gateway.runtime.site import load_site
 from gateway.console.demo_setup import DemoLogin, enable_console
 from gateway.demo.access import DEVICES as ACCESS_DEVICES
 from gateway.demo.access import DemoAccess, demo_access
@@ -65,7 +65,7 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
             demo_radar() as radar, \
             demo_access(broker=(host, mqtt_port), data_dir=data) as access:
         path, login = demo_config(data, mqtt_port, cabinet.port, radar, access, http_port=free_port())
-        site = load_config(path)
+        site = load_site(path)
         gateway = Gateway(site)
         print(f"demo: cabinet simulator on Modbus TCP {cabinet.address} (scenario {scenario!r}, "
               f"incident on port 3 after 10 s)", flush=True)

@@ -6,29 +6,33 @@ becomes ``null`` (JSON has neither), so a strict client can always parse it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.alarms.alarm import iso
 from gateway.readings import Reading
 
+if TYPE_CHECKING:
+    from gateway.views import DevicesView
 
-def devices_view(gateway: Any) -> list[dict[str, Any]]:
-    """Every configured device: what and where it is, how it is doing, what it read last."""
-    health = {r.device_id: r.health for r in gateway.runners}
+
+def devices_view(devices: DevicesView) -> list[dict[str, Any]]:
+    """Every configured (or running) device: what and where it is, how it is doing,
+    what it read last."""
+    health = devices.health()
+    specs = devices.specs()
     readings: dict[str, list[dict[str, Any]]] = {}
-    for (device, channel), reading in list(gateway.pipeline.latest.items()):
+    for (device, channel), reading in list(devices.latest().items()):
         readings.setdefault(device, []).append(
             {"channel": channel, "ts": iso(reading.ts), "values": reading.values})
     out = []
-    for device_id, spec in sorted(gateway.site.devices.items()):
-        h = health.get(device_id)
-        item: dict[str, Any] = {
-            "id": device_id, "kind": spec.kind, "type": spec.config.type,
-            "location": spec.location(), "channel_name": spec.channel_name,
-            "channels": spec.channel_count,
-        }
-        if getattr(spec.config, "bus", None):
-            item["bus"] = spec.config.bus
+    for device_id in sorted(set(specs) | set(health)):
+        spec, h = specs.get(device_id), health.get(device_id)
+        item: dict[str, Any] = {"id": device_id}
+        if spec is not None:
+            item.update(kind=spec.kind, type=spec.config.type, location=spec.location(),
+                        channel_name=spec.channel_name, channels=spec.channel_count)
+            if getattr(spec.config, "bus", None):
+                item["bus"] = spec.config.bus
         item.update({
             "online": h.online if h else None,
             "last_success": iso(h.last_success) if h and h.last_success else None,

@@ -28,30 +28,28 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway import json_safe
-from gateway.alarms.commands import COMMANDS, CommandError, apply_command
+from gateway.alarms.commands import COMMANDS, CommandError
 from gateway.backoff import Backoff
 from gateway.config.advice import is_loopback
 from gateway.config.models import HttpConfig
-from gateway.console import add_console_routes
 from gateway.operations.connection_limit import LimitedTCPSite, OutOfFilesLogFilter, effective_limit
 from gateway.operations.device_view import devices_view, reading_view
 from gateway.operations.live_events import event, live_parts, serve_events
-from gateway.operations.protection_api import protection_routes
-from gateway.operations.liveness import PipelineWatch, health_report
-from gateway.operations.metrics import CONTENT_TYPE, metrics_registry, render
+from gateway.operations.metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway
+    from prometheus_client import CollectorRegistry
+
+    from gateway.views import Views
 
 log = logging.getLogger(__name__)
 
 # Who may write: returns a name for the log and the alarm history, or None.
 WriteAuthorizer = Callable[[web.Request], Awaitable[str | None]]
 
-GATEWAY = web.AppKey("gateway", object)
+VIEWS = web.AppKey("views", object)
 TOKEN = web.AppKey("token", object)
 WRITE_AUTHORIZERS = web.AppKey("write_authorizers", list)
-WATCH = web.AppKey("pipeline_watch", PipelineWatch)
 READS_NEED_AUTH = web.AppKey("reads_need_auth", bool)
 REFUSALS = web.AppKey("refusals", object)
 ACTOR = web.RequestKey("actor", str)
@@ -63,24 +61,26 @@ STREAM_PERIOD = 0.25
 STREAM_KEEPALIVE = 15.0
 
 
-def build_app(gateway: Gateway, *, token: str | None) -> web.Application:
-    """The application with every area's routes; no socket is opened here."""
+def build_app(views: Views, *, token: str | None, health: HealthCheck,
+              metrics: CollectorRegistry, extend: Extension | None = None) -> web.Application:
+    """The application with every area's routes; no socket is opened here.
+
+    ``extend(app, actor_of)`` adds the rest a process serves (the console, a site's
+    zone arming and device digest), given how to name the credential a write came
+    with; the API itself knows nothing of them."""
     app = web.Application(middlewares=[_errors_as_json, _guard_api], client_max_size=MAX_BODY)
-    app[GATEWAY] = gateway
+    app[VIEWS] = views
     app[TOKEN] = token
     app[WRITE_AUTHORIZERS] = [bearer_token]
-    app[WATCH] = PipelineWatch(gateway.pipeline)
-    http = gateway.site.config.http or HttpConfig()
+    http = views.http or HttpConfig()
     app[READS_NEED_AUTH] = not is_loopback(http.host)  # reachable from elsewhere
     app[REFUSALS] = _RefusalLog()
-    live_parts(app, gateway)  # the alarm fan-out and stream slots, shared with the console
-    for routes in (health_routes, device_routes, alarm_routes, stream_routes):
-        app.add_routes(routes(gateway))
-    app.add_routes(protection_routes(gateway.protections, gateway.site.devices, gateway.clock,
-                                     actor_of=lambda request: request.get(ACTOR),
-                                     digest=gateway.digest))
-    if gateway.site.config.console is not None:
-        add_console_routes(app, gateway)  # /console: the security room's page, session-guarded
+    live_parts(app, views)  # the alarm fan-out and stream slots, shared with the console
+    app.add_routes(health_routes(health, metrics))
+    for routes in (device_routes, alarm_routes, stream_routes):
+        app.add_routes(routes(views))
+    if extend is not None:
+        extend(app, lambda request: request.get(ACTOR))
     return app
 
 
@@ -163,12 +163,18 @@ def _json(body: object, **kwargs: Any) -> web.Response:
 # -- health and metrics --------------------------------------------------------------
 
 
-def health_routes(gateway: Gateway) -> list[web.RouteDef]:
+# ``/healthz``: (healthy, body naming what is down); see gateway.operations.liveness.
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+# The name of the credential a request came with (the API token, a session), or None.
+ActorOf = Callable[[web.Request], "str | None"]
+Extension = Callable[[web.Application, ActorOf], None]
+
+
+def health_routes(health: HealthCheck, registry: CollectorRegistry) -> list[web.RouteDef]:
     """``/healthz`` (200 or 503 naming what is down) and ``/metrics`` (Prometheus text)."""
-    registry = metrics_registry(gateway)
 
     async def healthz(request: web.Request) -> web.Response:
-        ok, body = health_report(gateway, request.app[WATCH])
+        ok, body = health()
         return _json(body, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -180,11 +186,11 @@ def health_routes(gateway: Gateway) -> list[web.RouteDef]:
 # -- devices ---------------------------------------------------------------------------
 
 
-def device_routes(gateway: Gateway) -> list[web.RouteDef]:
+def device_routes(views: Views) -> list[web.RouteDef]:
     """``/api/devices``: every device with its health and latest readings."""
 
     async def devices(request: web.Request) -> web.Response:
-        return _json({"devices": devices_view(gateway)})
+        return _json({"devices": devices_view(views.devices)})
 
     return [web.get("/api/devices", devices)]
 
@@ -192,11 +198,13 @@ def device_routes(gateway: Gateway) -> list[web.RouteDef]:
 # -- alarms ---------------------------------------------------------------------------
 
 
-def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
+def alarm_routes(views: Views) -> list[web.RouteDef]:
     """``GET /api/alarms`` (open alarms, recently closed ones, recent transitions;
     ``?history=N``), ``GET /api/alarms/{id}/history`` and
     ``POST /api/alarms/{id}/{ack|reset|shelve|unshelve}`` with
     ``{"by", "note", "minutes"}`` (token required; see gateway.alarms.commands)."""
+
+    alarms = views.alarms
 
     async def list_alarms(request: web.Request) -> web.Response:
         try:
@@ -204,21 +212,21 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
         except ValueError:
             return _error(400, "'history' must be a whole number")
         return _json({
-            "alarms": [a.to_json() for a in gateway.alarms.open_alarms()],
-            "closed": gateway.alarms.recently_closed(),
-            "history": await gateway.alarm_store.history(limit=limit) if limit else [],
+            "alarms": [a.to_json() for a in alarms.open_alarms()],
+            "closed": alarms.recently_closed(),
+            "history": await alarms.history(limit=limit) if limit else [],
         })
 
     async def alarm_history(request: web.Request) -> web.Response:
         alarm_id = request.match_info["alarm_id"]
         return _json({"alarm": alarm_id,
-                       "history": await gateway.alarm_store.history(alarm_id=alarm_id)})
+                       "history": await alarms.history(alarm_id=alarm_id)})
 
     async def command(request: web.Request) -> web.Response:
         alarm_id, name = request.match_info["alarm_id"], request.match_info["command"]
         body = await request.read()
         try:
-            alarm = apply_command(gateway.alarms, alarm_id, name, body)
+            alarm = alarms.apply_command(alarm_id, name, body)
         except CommandError as exc:
             return _json(exc.to_json(), status=exc.status)
         log.info("alarm %s: %s through the API (%s)", alarm_id, name, request.get(ACTOR))
@@ -232,7 +240,7 @@ def alarm_routes(gateway: Gateway) -> list[web.RouteDef]:
 # -- live stream ------------------------------------------------------------------------
 
 
-def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
+def stream_routes(views: Views) -> list[web.RouteDef]:
     """``/api/stream``: server-sent events, ``reading`` and ``alarm``, as they happen.
 
     Query: ``device=ID`` and ``kind=KIND`` filter (repeatable), ``alarms=0`` or
@@ -243,8 +251,8 @@ def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
     """
 
     async def stream(request: web.Request) -> web.StreamResponse:
-        fanout, slots = live_parts(request.app, gateway)
-        return await serve_events(request, ApiStream(gateway, request.query), fanout=fanout,
+        fanout, slots = live_parts(request.app, views)
+        return await serve_events(request, ApiStream(views, request.query), fanout=fanout,
                                   slots=slots, tick=STREAM_PERIOD, keepalive=STREAM_KEEPALIVE)
 
     return [web.get("/api/stream", stream)]
@@ -253,8 +261,8 @@ def stream_routes(gateway: Gateway) -> list[web.RouteDef]:
 class ApiStream:
     """What ``/api/stream`` sends (an ``EventSource`` for ``serve_events``)."""
 
-    def __init__(self, gateway: Gateway, query: Any):
-        self.gateway = gateway
+    def __init__(self, views: Views, query: Any):
+        self.view = views.devices
         self.devices = set(query.getall("device", []))
         self.kinds = set(query.getall("kind", []))
         self.want_alarms = query.get("alarms", "1") != "0"
@@ -280,8 +288,8 @@ class ApiStream:
         if not self.want_readings:
             return []
         out = []
-        specs = self.gateway.site.devices
-        for key, reading in list(self.gateway.pipeline.latest.items()):
+        specs = self.view.specs()
+        for key, reading in list(self.view.latest().items()):
             if self.sent.get(key) == reading.ts:
                 continue
             spec = specs.get(reading.device)
@@ -306,9 +314,11 @@ class HttpServer:
     keeps running, logs it once, and retries with backoff.
     """
 
-    def __init__(self, *, config: HttpConfig, gateway: Gateway, token: str | None):
+    def __init__(self, *, config: HttpConfig, views: Views, token: str | None,
+                 health: HealthCheck, metrics: CollectorRegistry,
+                 extend: Extension | None = None):
         self.config = config
-        self.app = build_app(gateway, token=token)
+        self.app = build_app(views, token=token, health=health, metrics=metrics, extend=extend)
         self.listening = False
         self.site: LimitedTCPSite | None = None
 

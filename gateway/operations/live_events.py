@@ -230,16 +230,17 @@ SLOTS = web.AppKey("live_stream_slots", StreamSlots)
 DEFAULT_MAX_STREAMS = 32
 
 
-def live_parts(app: web.Application, gateway) -> tuple[TransitionFanout, StreamSlots]:
-    """The app's one fan-out and one set of stream slots, made on first use."""
+def live_parts(app: web.Application, views) -> tuple[TransitionFanout, StreamSlots]:
+    """The app's one fan-out and one set of stream slots, made on first use
+    (``views``: gateway.views.Views, whose alarms feed the fan-out)."""
     if FANOUT not in app:
-        app[FANOUT] = TransitionFanout(gateway.alarms)
+        app[FANOUT] = TransitionFanout(views.alarms)
 
         async def close(app: web.Application) -> None:
             app[FANOUT].close()  # live streams end at once, so the server can stop
 
         app.on_shutdown.append(close)
     if SLOTS not in app:
-        http = gateway.site.config.http
+        http = views.http
         app[SLOTS] = StreamSlots(http.max_streams if http is not None else DEFAULT_MAX_STREAMS)
     return app[FANOUT], app[SLOTS]

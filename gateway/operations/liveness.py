@@ -12,8 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway
-    from gateway.runtime.pipeline import Pipeline
+    from gateway.views import RunningParts
 
 # A pipeline with work queued that processed nothing for this long is stuck.
 STALL_SECONDS = 10.0
@@ -27,8 +26,9 @@ class PipelineWatch:
     is alive, however long it has been idle.
     """
 
-    def __init__(self, pipeline: Pipeline, *, stall_after: float = STALL_SECONDS,
+    def __init__(self, pipeline: Any, *, stall_after: float = STALL_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic):
+        # ``pipeline``: its queue and its readings, events and failed counts are read
         self._pipeline = pipeline
         self.stall_after = stall_after
         self._monotonic = monotonic
@@ -53,7 +53,7 @@ class PipelineWatch:
         return None
 
 
-def watchdog_problem(gateway: Gateway, watch: PipelineWatch) -> str | None:
+def watchdog_problem(gateway: RunningParts, watch: PipelineWatch) -> str | None:
     """What keeps the watchdog from being fed: a stalled pipeline or a device task that ended."""
     stalled = watch.problem()
     if stalled is not None:
@@ -64,7 +64,7 @@ def watchdog_problem(gateway: Gateway, watch: PipelineWatch) -> str | None:
     return None
 
 
-def status_line(gateway: Gateway) -> str:
+def status_line(gateway: RunningParts) -> str:
     """One line for ``systemctl status``: devices, broker, alarms."""
     offline = sum(1 for r in gateway.runners if r.health.online is False)
     parts = [f"{len(gateway.runners)} devices ({offline} offline)"]
@@ -77,7 +77,7 @@ def status_line(gateway: Gateway) -> str:
     return ", ".join(parts)
 
 
-def health_report(gateway: Gateway, watch: PipelineWatch) -> tuple[bool, dict[str, Any]]:
+def health_report(gateway: RunningParts, watch: PipelineWatch) -> tuple[bool, dict[str, Any]]:
     """``(healthy, body)`` for ``/healthz``; ``body["down"]`` names each part that is down."""
     down: list[str] = []
     problem = watchdog_problem(gateway, watch)
@@ -92,9 +92,8 @@ def health_report(gateway: Gateway, watch: PipelineWatch) -> tuple[bool, dict[st
                     f"{fire.link.last_error or 'not connected'} "
                     f"({fire.link.stats()['queued']} frames queued)")
     for sink in gateway.sinks:
-        stats = sink.stats()
-        if stats["failing"]:
-            down.append(f"sink {sink.name}: {stats['last_error'] or 'failing'}")
+        if sink.failing:
+            down.append(f"sink {sink.name}: {sink.last_error or 'failing'}")
     offline = sorted(r.device_id for r in gateway.runners if r.health.online is False)
     down.extend(f"device {d}: offline" for d in offline)
     body: dict[str, Any] = {

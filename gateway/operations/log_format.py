@@ -55,3 +55,18 @@ def under_journald(stream=None) -> bool:
 def log_formatter(stream=None) -> logging.Formatter:
     """The formatter for ``stream``: journald's or the terminal's."""
     return JournalFormatter() if under_journald(stream) else logging.Formatter(TERMINAL_FORMAT)
+
+
+# Libraries that would log every failed reconnect; the gateway logs the state change
+# once. "mqtt" is paho's logger (under aiomqtt).
+NOISY_LOGGERS = ("pymodbus", "amqtt", "transitions", "aiohttp", "mqtt")
+
+
+def setup_logging(verbose: bool, stream=None) -> None:
+    """Log to ``stream`` (stderr) in journald's format under systemd, else the terminal's."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(log_formatter(stream))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.CRITICAL)

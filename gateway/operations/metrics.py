@@ -4,6 +4,27 @@ Nothing on the hot path updates a metric: the runners, pipeline, sinks and
 alarm manager keep plain counters anyway, and this collector turns them into
 metric families when ``/metrics`` is scraped. Each gateway has its own
 registry, so several gateways in one process (tests) do not mix.
+
+How counters are named, in the parts and here (one scheme for all):
+
+- A count is named after what it counts, the same in the attribute, in the
+  part's numbers and in the metric: ``written``, ``dropped``, ``quarantined``
+  (rows refused for good and set aside; never "rejected"), ``errors`` (failed
+  attempts), ``frames_ok``. Outbound data is counted in rows (an outbox row is
+  one line of line protocol or one JSON document), never "lines".
+- Drivers hand out ``counters()``: only counts, which only grow, so their keys
+  carry no suffix; each key becomes the ``counter`` label of one family,
+  ``driver_events_total{device, counter}``.
+- Sink runners and the outbox hand out ``stats()``: counts and gauges mixed, so
+  the key says which: a count that only grows ends in ``_total``, a gauge ends
+  in its unit (``_rows``, ``_bytes``, ``_seconds``, ``_timestamp_seconds``), a
+  flag is 0 or 1 (``up``, ``draining``, ``degraded``). Every number becomes
+  ``community_gateway_outbox_<key>`` or ``community_gateway_sink_<key>{sink}``
+  as it is, so a part that starts counting something new shows up here without
+  a change, and the same thing has the same name in both.
+- Metric names are ``community_gateway_<part>_<what>[_<unit>]``, with ``_total``
+  for counters (added by the exposition); labels name the instance (``device``,
+  ``sink``, ``bus``) or split one count (``result``, ``state``).
 """
 
 from __future__ import annotations
@@ -19,14 +40,32 @@ from prometheus_client.registry import Collector
 
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway
+    from gateway.views import RunningParts
 
 PREFIX = "community_gateway_"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SINK_COUNTERS = (("written", "upstream_written_lines", "Lines the upstream accepted"),
-                 ("dropped", "upstream_dropped_lines", "Lines dropped because the buffer was full"),
-                 ("rejected", "upstream_rejected_lines", "Lines the upstream refused for good"),
-                 ("errors", "upstream_errors", "Failed write attempts"))
+# What each sink and outbox number means (the HELP text); a key not listed gets a generic one.
+HELP = {
+    "written_total": "Rows the upstream accepted",
+    "dropped_total": "Rows dropped for the outbox's budget before they were sent",
+    "quarantined_total": "Rows the upstream refused for good, set aside in the quarantine",
+    "errors_total": "Failed attempts (writes to the upstream; commits to the outbox file)",
+    "committed_total": "Rows committed to the outbox",
+    "lag_rows": "Rows committed but not yet confirmed by the upstream",
+    "rows": "Rows in the outbox",
+    "staged_rows": "Rows taken from the pipeline, not yet committed",
+    "cursor": "Id of the last row the upstream confirmed",
+    "committed_id": "Id of the last committed row",
+    "oldest_unsent_age_seconds": "Age of the oldest row not yet sent",
+    "last_success_timestamp_seconds": "When the upstream last accepted a write",
+    "up": "0 while writes to the upstream fail",
+    "draining": "1 while a backlog drains (paced)",
+    "used_bytes": "Size of the outbox file",
+    "budget_bytes": "The outbox's size budget (outbox.max_mb)",
+    "live_rate_rows_per_second": "Rows committed per second lately",
+    "degraded": "1 while the outbox cannot use its file",
+    "overflow": "1 while readings are dropped for the budget",
+}
 
 
 def _version() -> str:
@@ -47,7 +86,7 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 class GatewayCollector(Collector):
     """Every metric of one gateway, computed when scraped."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: RunningParts):
         self._gateway = gateway
         self._version = _version()
 
@@ -65,7 +104,7 @@ class GatewayCollector(Collector):
         yield from self._reloads(g)
         yield from fire_centre_metrics(getattr(g, "fire_centre", None))
 
-    def _devices(self, g: Gateway) -> Iterator[Metric]:
+    def _devices(self, g: RunningParts) -> Iterator[Metric]:
         labels = ["device", "kind"]
         polls = _counter("device_polls", "Polls (or stream deliveries) per device", labels)
         errors = _counter("device_errors", "Failed polls (or broken streams) per device", labels)
@@ -91,7 +130,7 @@ class GatewayCollector(Collector):
             requests.add_metric([bus_id], getattr(bus, "requests", 0))
         yield requests
 
-    def _pipeline(self, g: Gateway) -> Iterator[Metric]:
+    def _pipeline(self, g: RunningParts) -> Iterator[Metric]:
         p = g.pipeline
         depth = _gauge("pipeline_queue_batches", "Polls waiting for the rule engine")
         depth.add_metric([], p.queue.qsize())
@@ -110,27 +149,11 @@ class GatewayCollector(Collector):
         actions.add_metric(["failed"], g.actions.failed)
         yield from (depth, capacity, full, readings, events, failed, actions)
 
-    def _upstream(self, g: Gateway) -> Iterator[Metric]:
-        counters = {attr: _counter(name, doc, ["sink"]) for attr, name, doc in SINK_COUNTERS}
-        buffered = _gauge("upstream_buffered_lines", "Lines waiting for the upstream", ["sink"])
-        last = _gauge("upstream_last_success_timestamp_seconds", "Last accepted write", ["sink"])
-        up = _gauge("upstream_up", "0 while the upstream is failing", ["sink"])
-        for sink in g.sinks:
-            name = sink.name
-            stats = sink.stats()
-            for attr, family in counters.items():
-                if isinstance(stats.get(attr), (int, float)):
-                    family.add_metric([name], stats[attr])
-            if isinstance(stats.get("buffered"), (int, float)):
-                buffered.add_metric([name], stats["buffered"])
-            if stats.get("last_success") is not None:
-                last.add_metric([name], stats["last_success"])
-            up.add_metric([name], 0 if stats["failing"] else 1)
-        yield from counters.values()
-        yield from (buffered, last, up)
-        yield from outbox_metrics(getattr(g, "outbox", None))
+    def _upstream(self, g: RunningParts) -> Iterator[Metric]:
+        yield from sink_metrics(g.sinks)
+        yield from outbox_metrics(g.outbox)
 
-    def _mqtt(self, g: Gateway) -> Iterator[Metric]:
+    def _mqtt(self, g: RunningParts) -> Iterator[Metric]:
         if g.mqtt is None:
             return
         m = g.mqtt
@@ -147,7 +170,7 @@ class GatewayCollector(Collector):
         dropped.add_metric([], m.events_dropped)
         yield from (connected, pending, published, rejected, dropped)
 
-    def _alarms(self, g: Gateway) -> Iterator[Metric]:
+    def _alarms(self, g: RunningParts) -> Iterator[Metric]:
         by_state: Counter[tuple[str, str]] = Counter(
             (str(a.state), "true" if a.acked else "false") for a in g.alarms.open_alarms())
         alarms = _gauge("alarms", "Open alarms by state and acknowledgement", ["state", "acked"])
@@ -169,7 +192,7 @@ class GatewayCollector(Collector):
         yield from (pending, dropped)
         yield from _numbers_as_metrics("alarm_store_", g.alarm_store.stats(), [], [])
 
-    def _reloads(self, g: Gateway) -> Iterator[Metric]:
+    def _reloads(self, g: RunningParts) -> Iterator[Metric]:
         reloads = _counter("config_reloads", "Config reloads (SIGHUP) by result", ["result"])
         for result in ("applied", "refused", "failed"):
             reloads.add_metric([result], g.reloads.get(result, 0))
@@ -202,41 +225,36 @@ def driver_metrics(drivers: dict[str, Any]) -> Iterator[Metric]:
     yield failing
 
 
-def outbox_metrics(outbox: Any) -> Iterator[Metric]:
-    """Adapter for the durable outbox: every number in its ``stats()`` as a metric.
+def sink_metrics(sinks: list[Any]) -> Iterator[Metric]:
+    """Every number in each sink runner's ``stats()`` as ``sink_<key>{sink}``."""
+    families: dict[str, Metric] = {}
+    for sink in sinks:
+        for metric in _numbers_as_metrics("sink_", sink.stats(), ["sink"], [sink.name]):
+            family = families.setdefault(metric.name, metric)
+            if family is not metric:
+                family.samples.extend(metric.samples)
+    yield from families.values()
 
-    Keys ending in ``_total`` (they only grow) become counters, other numbers
-    gauges; a nested ``sinks: {name: {...}}`` becomes the same per sink, labelled
-    ``sink``. New keys the outbox adds show up without a change here.
-    """
-    stats = outbox.stats() if callable(getattr(outbox, "stats", None)) else None
-    if not isinstance(stats, dict):
-        return
-    yield from _numbers_as_metrics("outbox_", stats, [], [])
-    sinks = stats.get("sinks")
-    if isinstance(sinks, dict):
-        families: dict[str, Metric] = {}
-        for name, per_sink in sorted(sinks.items()):
-            if not isinstance(per_sink, dict):
-                continue
-            for metric in _numbers_as_metrics("outbox_sink_", per_sink, ["sink"], [str(name)]):
-                family = families.setdefault(metric.name, metric)
-                if family is not metric:
-                    family.samples.extend(metric.samples)
-        yield from families.values()
+
+def outbox_metrics(outbox: Any) -> Iterator[Metric]:
+    """Every number in the durable outbox's ``stats()`` as ``outbox_<key>`` (none without
+    sinks, when there is no outbox)."""
+    if outbox is not None:
+        yield from _numbers_as_metrics("outbox_", outbox.stats(), [], [])
 
 
 def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
                         values: list[str]) -> Iterator[Metric]:
+    """``_total`` keys as counters, other numbers as gauges (the scheme at the top)."""
     for key, value in sorted(stats.items()):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         name = prefix + key.removesuffix("_total")
-        what = prefix.rstrip("_").replace("_", " ")
+        doc = HELP.get(key, f"{prefix.rstrip('_')} {key}")
         if key.endswith("_total"):
-            family: Metric = _counter(name, f"{what} stats: {key}", labels)
+            family: Metric = _counter(name, doc, labels)
         else:
-            family = _gauge(name, f"{what} stats: {key}", labels)
+            family = _gauge(name, doc, labels)
         family.add_metric(values, value)
         yield family
 
@@ -249,7 +267,7 @@ def fire_centre_metrics(service: Any) -> Iterator[Metric]:
         yield from _numbers_as_metrics("fire_centre_", stats, [], [])
 
 
-def metrics_registry(gateway: Gateway) -> CollectorRegistry:
+def metrics_registry(gateway: RunningParts) -> CollectorRegistry:
     """A registry holding this gateway's collector (and nothing global)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway))

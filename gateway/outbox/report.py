@@ -11,8 +11,11 @@ import argparse
 import json
 import sys
 
-from gateway.config.loader import load_config
+from pathlib import Path
+
+from gateway.config.loader import read_config
 from gateway.errors import ConfigError, OutboxError
+from gateway.outbox.location import outbox_path
 from gateway.outbox.store import read_summary
 
 EXIT_CONFIG = 2
@@ -31,24 +34,22 @@ def add_outbox_parser(sub) -> None:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from gateway.upstream.factory import outbox_path
-
     try:
-        site = load_config(args.config)
+        config = read_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
-    if site.config.outbox.store == "memory":
+    if config.outbox.store == "memory":
         print(f"{args.config}: the outbox is kept in memory (outbox.store: memory); "
               f"nothing to read", file=sys.stderr)
         return EXIT_NO_OUTBOX
-    path = outbox_path(site)
+    path = outbox_path(config, Path(args.config))
     try:
         summary = read_summary(path)
     except OutboxError as exc:
         print(exc, file=sys.stderr)
         return EXIT_NO_OUTBOX
-    summary["budget_bytes"] = int(site.config.outbox.max_mb * 1024 * 1024)
+    summary["budget_bytes"] = int(config.outbox.max_mb * 1024 * 1024)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -50,7 +50,6 @@ class RuleEngine:
                     handler = _events_on_channels(handler, channels)
                 self._event_routes.setdefault(device, []).append(handler)
         self._tickers = [s for s in self.states if type(s).tick is not RuleState.tick]
-        self.evaluations = 0
 
     def evaluate(self, reading: Reading) -> list[RuleChange]:
         """Run every rule that watches this reading; return the changes of state."""
@@ -67,7 +66,6 @@ class RuleEngine:
                 value = values.get(field)
                 if value is None:
                     continue
-            self.evaluations += 1
             change = handler(device, channel, value, ts)
             if change is not None:
                 changes.append(change)
@@ -80,7 +78,6 @@ class RuleEngine:
             return []
         changes = []
         for handler in handlers:
-            self.evaluations += 1
             change = handler(event)
             if change is not None:
                 changes.append(change)

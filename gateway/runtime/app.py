@@ -13,14 +13,8 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from pathlib import Path
 
-from drivers.modbus.bus import ModbusBus
-from drivers.modbus.device import ModbusDevice
-from drivers.mqtt.factory import build_mqtt_device
-from drivers.serial_frames.driver import SerialFrameDevice
-from drivers.synthetic import SyntheticDevice
-from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections, Schedule
@@ -28,28 +22,29 @@ from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.outbox.recovery import SALVAGE_LOST
 from gateway.alarms.webhook import WebhookSender, endpoint_key
 from gateway.clock import SystemClock
-from gateway.config.devices import AlarmHostDevice as AlarmHostDeviceConfig
-from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
-from gateway.config.devices import ModbusRtuBus, ModbusTcpBus
-from gateway.config.devices import MqttDevice as MqttDeviceConfig
-from gateway.config.devices import SerialFramesDevice as SerialFramesDeviceConfig
-from gateway.config.devices import SyntheticDevice as SyntheticDeviceConfig
-from gateway.config.loader import DeviceSpec, Site
-from gateway.runtime.device_runner import DeviceRunner
+from gateway.config.loader import Site
+from gateway.device_health import DeviceHealth
 from gateway.runtime.faults import DEVICE_FAULT, FaultWatch
 from gateway.errors import ConfigError
 from gateway.operations.http_api import HttpServer
-from gateway.operations.liveness import PipelineWatch, status_line, watchdog_problem
-from gateway.runtime.reload import reload_config
+from gateway.operations.protection_api import protection_routes
+from gateway.operations.liveness import PipelineWatch, health_report, status_line, watchdog_problem
+from gateway.operations.metrics import metrics_registry
+from gateway.operations.systemd import SystemdNotifier, keep_alive
+from gateway.rules.engine import RuleEngine
+from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
+from gateway.runtime.device_runner import DeviceRunner
+from gateway.runtime.device_types import DriverContext, build_bus, build_driver
 from gateway.runtime.messages import alarm_location
 from gateway.runtime.mqtt_link import MqttLink
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.privacy import upstream_identities, upstream_mode
-from gateway.rules.engine import RuleEngine
+from gateway.runtime.reload import ReloadPlan, hand_over_alarms, reload_config
 from gateway.runtime.stream_runner import StreamRunner
-from gateway.operations.systemd import SystemdNotifier, keep_alive
-from gateway.upstream.line_protocol import LineEncoder
+from gateway.runtime.views import SiteAlarms, SiteDevices
 from gateway.upstream.factory import build_upstream
+from gateway.upstream.line_protocol import LineEncoder
+from gateway.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +89,7 @@ class Gateway:
         self.digest = DeviceDigest(alarms=self.alarms, clock=self.clock, site=cfg.site.id,
                                    on_digest=self._send_digest)
         self.alarms.add_listener(self.digest.on_transition)
-        self.buses = {b.id: _make_bus(b) for b in cfg.buses}
+        self.buses = {b.id: build_bus(b) for b in cfg.buses}
         self.receivers: dict[str, object] = {}  # alarm-host receivers by listen address
         self.drivers = {d.id: self._make_driver(d.id) for d in cfg.devices}
         self.actions = ActionRunner(drivers=self.drivers, on_failure=self._actuation_failed)
@@ -129,25 +124,48 @@ class Gateway:
                                                  clock=self.clock, alarms=self.alarms,
                                                  latest=self.pipeline.latest)
             self.alarms.add_listener(self.fire_centre.on_transition)
+        # What the HTTP API and the console see: views, not this object (gateway.views).
+        self.views = Views(
+            site=cfg.site, config_dir=Path(site.path).resolve().parent, console=cfg.console,
+            alarms=SiteAlarms(self.alarms, self.alarm_store),
+            devices=SiteDevices(specs=lambda: self.site.devices,
+                                health=lambda: {r.device_id: r.health for r in self.runners},
+                                latest=lambda: self.pipeline.latest),
+            clock=self.clock, http=cfg.http)
         self.http = None
         if cfg.http is not None:
-            self.http = HttpServer(config=cfg.http, gateway=self,
-                                   token=_reveal(cfg.http.token, "http.token", site))
+            watch = PipelineWatch(self.pipeline)
+            self.http = HttpServer(config=cfg.http, views=self.views,
+                                   token=_reveal(cfg.http.token, "http.token", site),
+                                   health=lambda: health_report(self, watch),
+                                   metrics=metrics_registry(self), extend=self._more_routes)
+
+    def _more_routes(self, app, actor_of) -> None:
+        """What the HTTP server serves besides the API: zone arming and the device
+        digest, and the security room's console when configured."""
+        app.add_routes(protection_routes(self.protections, self.site.devices, self.clock,
+                                         actor_of=actor_of, digest=self.digest))
+        if self.views.console is not None:
+            from gateway.console import add_console_routes
+
+            add_console_routes(app, self.views)  # /console, session-guarded
 
     def _make_driver(self, device_id: str):
-        spec = self.site.devices[device_id]
-        return DRIVER_FACTORIES[type(spec.config)](spec, self)
+        return build_driver(self.site.devices[device_id],
+                            DriverContext(site=self.site, buses=self.buses, clock=self.clock,
+                                          receivers=self.receivers))
 
-    def _make_runner(self, dev) -> DeviceRunner | StreamRunner:
+    def _make_runner(self, dev, health: DeviceHealth | None = None) -> DeviceRunner | StreamRunner:
         driver = self.drivers[dev.id]
         if hasattr(driver, "stream"):
             return StreamRunner(device_id=dev.id, driver=driver,
                                 silence_timeout=getattr(dev, "silence_timeout", None),
                                 emit=self.pipeline.put, on_offline=self._offline,
-                                on_online=self._online, clock=self.clock)
+                                on_online=self._online, clock=self.clock, health=health)
         return DeviceRunner(device_id=dev.id, driver=driver, interval=dev.poll_interval,
                             offline_after=dev.offline_after, emit=self.pipeline.put,
-                            on_offline=self._offline, on_online=self._online, clock=self.clock)
+                            on_offline=self._offline, on_online=self._online, clock=self.clock,
+                            health=health)
 
     @property
     def started(self) -> bool:
@@ -198,10 +216,12 @@ class Gateway:
         self.device_tasks[runner.device_id] = self._tg.create_task(
             runner.run(), name=f"driver[{runner.device_id}]")
 
-    def start_device(self, device_id: str) -> DeviceRunner | StreamRunner:
-        """Build a configured device's driver and runner and, if running, start it (reload)."""
+    def start_device(self, device_id: str,
+                     health: DeviceHealth | None = None) -> DeviceRunner | StreamRunner:
+        """Build a configured device's driver and runner and, if running, start it (reload);
+        ``health``: the record of the device's previous runner, carried on."""
         self.drivers[device_id] = self._make_driver(device_id)
-        runner = self._make_runner(self.site.devices[device_id].config)
+        runner = self._make_runner(self.site.devices[device_id].config, health)
         self.runners.append(runner)
         if self._tg is not None:
             self._start_runner(runner)
@@ -225,6 +245,41 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await driver.close()  # type: ignore[attr-defined]
         return runner
+
+    async def apply_reload(self, site: Site, plan: ReloadPlan) -> None:
+        """Stop, swap and start what a reload's plan says (gateway.runtime.reload); the
+        rest keeps running. A restarted device keeps its health record."""
+        carried = {}
+        for device in plan.removed + plan.restarted:
+            runner = await self.stop_device(device)
+            if runner is not None:
+                carried[device] = runner.health
+        for bus_id in plan.buses_closed:
+            bus = self.buses.pop(bus_id, None)
+            if bus is not None:
+                await bus.close()
+        self.site = site
+        for bus_config in site.config.buses:
+            if bus_config.id not in self.buses:
+                self.buses[bus_config.id] = build_bus(bus_config)
+        rules = None
+        if plan.rules_changed:  # rule state starts afresh; open alarms are handed over
+            rules = RuleEngine(list(site.config.rules), site.devices, clock=self.clock)
+            hand_over_alarms(self.alarms, rules, site, plan, self.clock.time())
+        private = upstream_identities(site.devices, _pseudonymiser(site))
+        self.pipeline.reconfigure(site.devices, rules=rules, removed=plan.removed,
+                                  upstream_ids=private.aliases, alias_specs=private.alias_specs,
+                                  faults=self.pipeline.faults.with_devices(site.devices))
+        for device in plan.added + plan.restarted:
+            try:
+                self.start_device(device, carried.get(device))
+            except Exception:  # checked before; whatever is left must not stop the gateway
+                log.exception("reload: device %s could not be started", device)
+
+    def reload_finished(self) -> None:
+        """Tell systemd the reload is over (applied or not)."""
+        if self.notifier is not None:
+            self.notifier.ready(status_line(self))
 
     def request_reload(self) -> None:
         """Re-read the config file in the background (SIGHUP); see gateway.runtime.reload."""
@@ -376,59 +431,6 @@ class Gateway:
                              location=alarm_location(spec, channel),
                              message=f"{device}: writing {field} failed: {error}", value=None,
                              ts=self.clock.time(), momentary=True)
-
-
-def _modbus_driver(spec: DeviceSpec, gateway: Gateway) -> ModbusDevice:
-    dev = spec.config
-    return ModbusDevice(device_id=dev.id, bus=gateway.buses[dev.bus], points=list(spec.points),
-                        limits=spec.limits, clock=gateway.clock)
-
-
-def _synthetic_driver(spec: DeviceSpec, gateway: Gateway) -> SyntheticDevice:
-    dev = spec.config
-    return SyntheticDevice(device_id=dev.id, fields=dev.fields, channels=dev.channels,
-                           clock=gateway.clock)
-
-
-def _serial_frames_driver(spec: DeviceSpec, gateway: Gateway) -> SerialFrameDevice:
-    dev = spec.config
-    return SerialFrameDevice(device_id=dev.id, port=dev.port, protocol=dev.codec,
-                             baudrate=dev.baudrate, quiet_gap=dev.quiet_gap,
-                             command_timeout=dev.command_timeout, setup=dev.setup.values(),
-                             clock=gateway.clock)
-
-
-def _alarm_host_driver(spec: DeviceSpec, gateway: Gateway):
-    from drivers.sia_dc09.receiver import AlarmHostDevice, Dc09Receiver  # only when configured
-
-    dev = spec.config
-    receiver = gateway.receivers.get(dev.listen)
-    if receiver is None:  # panels on one address share its socket
-        host, port = dev.address
-        receiver = gateway.receivers[dev.listen] = Dc09Receiver(
-            name=dev.listen, host=host, port=port, clock=gateway.clock)
-    return AlarmHostDevice(device_id=dev.id, receiver=receiver, account=dev.account,
-                           time_window=dev.time_window)
-
-
-# One entry per device config type: how to build its driver. A new device type
-# adds its factory here (and its spec builder in gateway.config.loader).
-DRIVER_FACTORIES: dict[type, Callable[[DeviceSpec, Gateway], object]] = {
-    ModbusDeviceConfig: _modbus_driver,
-    SyntheticDeviceConfig: _synthetic_driver,
-    MqttDeviceConfig: build_mqtt_device,
-    SerialFramesDeviceConfig: _serial_frames_driver,
-    AlarmHostDeviceConfig: _alarm_host_driver,
-}
-
-
-def _make_bus(bus: ModbusTcpBus | ModbusRtuBus) -> ModbusBus:
-    if isinstance(bus, ModbusTcpBus):
-        return ModbusBus.tcp(name=bus.id, host=bus.host, port=bus.port, timeout=bus.timeout,
-                             retries=bus.retries, frame_gap=bus.frame_gap)
-    return ModbusBus.rtu(name=bus.id, port=bus.port, baudrate=bus.baudrate, parity=bus.parity,
-                         stopbits=bus.stopbits, bytesize=bus.bytesize, timeout=bus.timeout,
-                         retries=bus.retries, frame_gap=bus.gap_seconds)
 
 
 def _pseudonymiser(site: Site):

@@ -16,7 +16,7 @@ from typing import Protocol
 from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError, DriverTimeout
-from gateway.runtime.health import DeviceHealth
+from gateway.device_health import DeviceHealth
 from gateway.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,12 @@ class DeviceRunner:
     def __init__(self, *, device_id: str, driver: PollingDriver, interval: float,
                  offline_after: int, emit: Callable[[list[Reading]], Awaitable[None]],
                  on_offline: Callable[[str, str], None], on_online: Callable[[str], None],
-                 clock):
+                 clock, health: DeviceHealth | None = None):
         self.device_id = device_id
         self.driver = driver
         self.interval = interval
         self.offline_after = offline_after
-        self.health = DeviceHealth(device_id)
+        self.health = health or DeviceHealth(device_id)  # carried over by a reload
         self._emit = emit
         self._on_offline = on_offline
         self._on_online = on_online

@@ -1,6 +1,6 @@
 """Device faults as one thing: what profiles declare becomes ``device_fault`` alarms.
 
-A profile's ``faults`` (drivers.faults) say which field bits, codes, flags or
+A profile's ``faults`` (gateway.device_faults) say which field bits, codes, flags or
 events mean that the device itself is faulty. This watch sees every reading and
 event of such devices and keeps one alarm per (device, channel, fault), rule
 ``device_fault:<fault>`` at level 3, raised while the fault is reported and
@@ -36,6 +36,12 @@ class FaultWatch:
         self._language = language if language in _MESSAGES else "en"
         self.watched = frozenset(d for d, spec in devices.items() if spec.faults)
         self._active: dict[tuple[str, int | None], set[str]] = {}
+
+    def with_devices(self, devices: dict[str, DeviceSpec]) -> "FaultWatch":
+        """The watch for a reloaded config: the faults still reported are carried over."""
+        watch = FaultWatch(devices, self._alarms, self._language)
+        watch._active = {k: v for k, v in self._active.items() if k[0] in devices}
+        return watch
 
     def reading(self, reading: Reading) -> None:
         """The faults a reading's fields show, against those shown before."""

@@ -60,6 +60,29 @@ class Pipeline:
         self.failed = 0  # items skipped because processing them raised
         self._failed_devices: set[str] = set()
 
+    def reconfigure(self, devices: dict[str, DeviceSpec], *, rules: RuleEngine | None,
+                    removed: list[str], upstream_ids: dict[str, str | None] | None = None,
+                    alias_specs: dict[str, DeviceSpec] | None = None,
+                    faults: FaultWatch | None = None) -> None:
+        """Take a reloaded config's devices and, when rules changed, its new rule engine
+        (and what goes upstream as whom, and the fault watch for the new devices).
+
+        Readings of a removed device may still be queued: its spec is kept for
+        encoding them; its latest readings are forgotten.
+        """
+        gone = {d: self.devices[d] for d in removed if d in self.devices}
+        self.devices = devices
+        if rules is not None:
+            self.rules = rules
+        if upstream_ids is not None:
+            self.upstream_ids = upstream_ids
+        if faults is not None:
+            self.faults = faults
+        self._target_cache.clear()
+        self.encoder.use_devices({**gone, **devices, **(alias_specs or {})})
+        for key in [k for k in self.latest if k[0] in removed]:
+            del self.latest[key]
+
     async def put(self, readings: list[Reading | DeviceEvent]) -> None:
         """Hand over one poll's readings and events (waits while the queue is full)."""
         if self.queue.full():

@@ -23,20 +23,20 @@ The pipeline, sinks and the MQTT link keep running throughout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from gateway.config.loader import DeviceSpec, Site, load_config
+from gateway.config.loader import DeviceSpec, Site
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import find_secrets
 from gateway.errors import ConfigError
-from gateway.operations.liveness import status_line
-from gateway.rules.engine import RuleEngine
-from gateway.upstream.line_protocol import LineEncoder
+from gateway.runtime.site import load_site
 
 if TYPE_CHECKING:
-    from gateway.runtime.app import Gateway
+    from gateway.alarms.manager import AlarmManager
+    from gateway.rules.engine import RuleEngine
 
 log = logging.getLogger(__name__)
 
@@ -72,41 +72,53 @@ class ReloadPlan:
         return "; ".join(parts) or "no device or rule changed"
 
 
-async def reload_config(gateway: Gateway) -> bool:
-    """Re-read the gateway's config file and apply it; False (logged) if it was refused."""
-    async with gateway.reload_lock:
+class Reloadable(Protocol):
+    """What a reload works on: the running config, and a way to apply a plan (the
+    gateway's ``apply_reload`` changes its own parts)."""
+
+    site: Site
+    reload_lock: asyncio.Lock  # one reload at a time
+    reloads: collections.Counter[str]  # applied, refused, failed
+
+    async def apply_reload(self, site: Site, plan: ReloadPlan) -> None: ...
+
+    def reload_finished(self) -> None: ...
+
+
+async def reload_config(target: Reloadable) -> bool:
+    """Re-read the running config's file and apply it; False (logged) if it was refused."""
+    async with target.reload_lock:
         try:
-            applied = await _reload(gateway)
+            applied = await _reload(target)
         except Exception:  # runs in the gateway's TaskGroup: a bug here must not stop it
-            gateway.reloads["failed"] += 1
+            target.reloads["failed"] += 1
             log.exception("reload of %s failed part way; restart the gateway to apply the "
-                          "config cleanly", gateway.site.path)
+                          "config cleanly", target.site.path)
             applied = False
         finally:
-            if gateway.notifier is not None:
-                gateway.notifier.ready(status_line(gateway))
+            target.reload_finished()
     return applied
 
 
-async def _reload(gateway: Gateway) -> bool:
-    path = gateway.site.path
+async def _reload(target: Reloadable) -> bool:
+    path = target.site.path
     try:
-        new = await asyncio.to_thread(load_config, path)
+        new = await asyncio.to_thread(load_site, path)
         _check_secrets(new)
     except ConfigError as exc:
-        gateway.reloads["refused"] += 1
+        target.reloads["refused"] += 1
         problems = "; ".join(f"{key or '<top>'}: {msg}" for key, msg in exc.problems)
         log.error("reload of %s refused, still running the previous config: %s", exc.file,
                   problems)
         return False
-    plan = plan_reload(gateway.site, new)
+    plan = plan_reload(target.site, new)
     for section in plan.needs_restart:
         log.warning("reload: '%s' changed; restart the gateway to apply it "
                     "(systemctl restart community-gateway)", section)
     for warning in new.warnings:
         log.warning("config: %s", warning)
-    await apply_plan(gateway, new, plan)
-    gateway.reloads["applied"] += 1
+    await target.apply_reload(site_to_run(target.site, new, plan), plan)
+    target.reloads["applied"] += 1
     log.info("reload of %s applied: %s", path, plan.summary())
     return True
 
@@ -150,62 +162,25 @@ def _bus_of(spec: DeviceSpec) -> str | None:
     return getattr(spec.config, "bus", None)
 
 
-async def apply_plan(gateway: Gateway, new: Site, plan: ReloadPlan) -> None:
-    """Stop, swap and start what the plan says; the rest keeps running."""
-    old = gateway.site
-    carried = {}
-    for device in plan.removed + plan.restarted:
-        runner = await gateway.stop_device(device)
-        if runner is not None:
-            carried[device] = runner.health
-    for bus_id in plan.buses_closed:
-        bus = gateway.buses.pop(bus_id, None)
-        if bus is not None:
-            await bus.close()
-
-    # Sections that need a restart keep their running values, so what the gateway
-    # reports (its site) is what it runs.
+def site_to_run(old: Site, new: Site, plan: ReloadPlan) -> Site:
+    """The new site, except that sections needing a restart keep their running values,
+    so what the gateway reports (its site) is what it runs."""
     kept = {name: getattr(old.config, name) for name in plan.needs_restart}
     config = new.config.model_copy(update=kept) if kept else new.config
-    gateway.site = Site(path=new.path, config=config, devices=new.devices, warnings=new.warnings)
-    from gateway.runtime.app import _make_bus  # the one place buses are built (app imports this module)
-
-    for bus in config.buses:
-        if bus.id not in gateway.buses:
-            gateway.buses[bus.id] = _make_bus(bus)
-
-    pipeline = gateway.pipeline
-    if plan.rules_changed:
-        _swap_rules(gateway, new, plan)
-    # Readings of a removed device may still be queued: keep its spec for the encoder.
-    gone = {d: old.devices[d] for d in plan.removed}
-    encoder = LineEncoder(config.site.id, {**gone, **new.devices})
-    encoder.skipped_values = pipeline.encoder.skipped_values
-    pipeline.encoder = encoder
-    for key in [k for k in pipeline.latest if k[0] in plan.removed]:
-        del pipeline.latest[key]
-
-    for device in plan.added + plan.restarted:
-        try:
-            runner = gateway.start_device(device)
-        except Exception:  # checked above; whatever is left must not stop the gateway
-            log.exception("reload: device %s could not be started", device)
-            continue
-        if device in carried:
-            runner.health = carried[device]
+    return Site(path=new.path, config=config, devices=new.devices, warnings=new.warnings)
 
 
-def _swap_rules(gateway: Gateway, new: Site, plan: ReloadPlan) -> None:
-    engine = RuleEngine(list(new.config.rules), new.devices, clock=gateway.clock)
-    gateway.pipeline.rules = engine
-    gateway.pipeline.devices = new.devices
-    now = gateway.clock.time()
-    rule_ids = {r.id for r in new.config.rules}
+def hand_over_alarms(alarms: AlarmManager, engine: RuleEngine, site: Site, plan: ReloadPlan,
+                     now: float) -> None:
+    """Clear the open alarms nothing can hold any more (their device or rule is gone);
+    tell the new rule engine which of the others are active, so they clear on the
+    next normal reading."""
+    rule_ids = {r.id for r in site.config.rules}
     removed_rules = set(plan.rules_removed)
     removed_devices = set(plan.removed)
-    for alarm in gateway.alarms.open_alarms():
+    for alarm in alarms.open_alarms():
         if alarm.device in removed_devices or alarm.rule in removed_rules:
-            gateway.alarms.deactivate(rule=alarm.rule, device=alarm.device, channel=alarm.channel,
-                                      value=None, ts=now)
+            alarms.deactivate(rule=alarm.rule, device=alarm.device, channel=alarm.channel,
+                              value=None, ts=now)
         elif alarm.state == "active" and alarm.rule in rule_ids:
             engine.restore_active(alarm.rule, alarm.device, alarm.channel)

@@ -17,7 +17,7 @@ from typing import Protocol
 from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError
-from gateway.runtime.health import DeviceHealth
+from gateway.device_health import DeviceHealth
 from gateway.readings import DeviceEvent, Reading
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,12 @@ class StreamRunner:
 
     def __init__(self, *, device_id: str, driver: StreamingDriver, silence_timeout: float | None,
                  emit: Emit, on_offline: Callable[[str, str], None],
-                 on_online: Callable[[str], None], clock, backoff_cap: float = 30.0):
+                 on_online: Callable[[str], None], clock, backoff_cap: float = 30.0,
+                 health: DeviceHealth | None = None):
         self.device_id = device_id
         self.driver = driver
         self.silence_timeout = silence_timeout
-        self.health = DeviceHealth(device_id)
+        self.health = health or DeviceHealth(device_id)  # carried over by a reload
         self._emit = emit
         self._on_offline = on_offline
         self._on_online = on_online

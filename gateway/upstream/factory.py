@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from gateway.config.loader import Site
+from gateway.outbox.location import outbox_path
 from gateway.outbox.memory import MemoryOutbox
 from gateway.outbox.store import SqliteOutbox
 from gateway.outbox.writer import AlarmHook, OutboxWriter
@@ -22,7 +22,6 @@ from gateway.upstream.mqtt_telemetry import MqttTelemetrySink
 from gateway.upstream.sink_runner import SinkRunner
 from gateway.upstream.telemetry_json import TelemetryEncoder
 
-OUTBOX_FILE = "outbox.sqlite"
 LOCAL_FILE_BATCH = 5000
 
 Reveal = Callable[[object, str, Site], "str | None"]  # (secret, key path, site) -> value
@@ -38,14 +37,6 @@ class Upstream:
     telemetry: TelemetryEncoder | None = None
 
 
-def outbox_path(site: Site) -> Path:
-    """Where the site's outbox file lives: ``outbox.path``, else ``STATE_DIR/outbox.sqlite``;
-    relative paths are taken from the config file's folder."""
-    cfg = site.config
-    path = cfg.outbox.path or Path(cfg.state_dir) / OUTBOX_FILE
-    return path if path.is_absolute() else Path(site.path).parent / path
-
-
 def build_upstream(site: Site, *, clock, reveal: Reveal, on_alarm: AlarmHook) -> Upstream:
     """The outbox and the sink runners for ``site`` (no I/O: the outbox opens in ``run``)."""
     cfg = site.config
@@ -53,7 +44,7 @@ def build_upstream(site: Site, *, clock, reveal: Reveal, on_alarm: AlarmHook) ->
     if ob.store == "memory":
         store = MemoryOutbox(max_rows=cfg.pipeline.upstream_buffer)
     else:
-        store = SqliteOutbox(path=outbox_path(site), budget_bytes=int(ob.max_mb * 1024 * 1024))
+        store = SqliteOutbox(path=outbox_path(cfg, site.path), budget_bytes=int(ob.max_mb * 1024 * 1024))
     outbox = OutboxWriter(store=store, commit_interval=ob.commit_interval,
                           commit_rows=ob.commit_rows, max_staged=cfg.pipeline.upstream_buffer,
                           clock=clock, on_alarm=on_alarm)

@@ -30,6 +30,11 @@ class LineEncoder:
         self._field_keys: dict[str, str] = {}
         self.skipped_values = 0  # NaN / infinity: line protocol cannot carry them
 
+    def use_devices(self, devices: dict[str, DeviceSpec]) -> None:
+        """Tag lines from these specs from now on (a config reload); counters carry on."""
+        self._devices = devices
+        self._prefixes.clear()
+
     def prefix(self, device: str, channel: int | None, suffix: str = "") -> str:
         """``measurement,tags `` for a device and channel (cached); ``suffix`` is
         appended to the measurement (``_event`` for device events)."""

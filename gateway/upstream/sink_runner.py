@@ -106,11 +106,6 @@ class SinkRunner:
         """Rows committed after the cursor (an upper bound: dropped ids are counted)."""
         return max(0, self.outbox.committed_id - self.cursor)
 
-    @property
-    def rejected(self) -> int:
-        """Rows refused for good (the same as ``quarantined``)."""
-        return self.quarantined
-
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -236,21 +231,22 @@ class SinkRunner:
 
     # -- metrics ----------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """Numbers for /metrics and the CLI."""
+    def stats(self) -> dict[str, float]:
+        """Numbers for /metrics, named as gateway.operations.metrics says: ``_total`` only
+        grows, other names end in their unit, flags are 0/1."""
         oldest = self.oldest_ts
-        return {
-            "written": self.written,
-            "quarantined": self.quarantined,
-            "rejected": self.quarantined,
-            "dropped": self.dropped,
-            "errors": self.errors,
-            "buffered": self.lag,
+        out = {
+            "written_total": self.written,
+            "dropped_total": self.dropped,
+            "quarantined_total": self.quarantined,
+            "errors_total": self.errors,  # failed write attempts
+            "lag_rows": self.lag,
             "cursor": self.cursor,
             "oldest_unsent_age_seconds": 0.0 if oldest is None or not self.lag
             else max(0.0, self._clock.time() - oldest),
-            "last_success": self.last_success,
-            "last_error": self.last_error,
-            "failing": self.failing,
-            "draining": self.draining,
+            "up": 0 if self.failing else 1,
+            "draining": int(self.draining),
         }
+        if self.last_success is not None:
+            out["last_success_timestamp_seconds"] = self.last_success
+        return out

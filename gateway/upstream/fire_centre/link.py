@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from gateway.backoff import Backoff
 from gateway.config.fire_centre import FireCentreConfig
-from gateway.upstream.fire_centre.codec import Command, Frame, FrameReader, time_tag
+from drivers.gb26875 import Command, Frame, FrameReader, time_tag
 from gateway.upstream.fire_centre.queue import FrameQueue
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.config.fire_centre import FireCentreConfig, FireComponent
-from gateway.upstream.fire_centre import codec
-from gateway.upstream.fire_centre.codec import (ComponentAnalog, ComponentState, DeviceState,
+from drivers import gb26875 as codec
+from drivers.gb26875 import (ComponentAnalog, ComponentState, DeviceState,
                                                 Operation, SystemState, TypeFlag)
 
 NORMAL = 1 << codec.STATE_BITS["normal"]

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.fire_centre import FireCentreConfig
-from gateway.upstream.fire_centre import codec
-from gateway.upstream.fire_centre.codec import Command, Frame, FrameError, TypeFlag
+from drivers import gb26875 as codec
+from drivers.gb26875 import Command, Frame, FrameError, TypeFlag
 from gateway.upstream.fire_centre.link import FireCentreLink
 from gateway.upstream.fire_centre.mapping import (FireMapping, Unit, view_of_transition,
                                                   views_of_alarms)

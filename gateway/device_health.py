@@ -1,4 +1,4 @@
-"""Per-device health counters, read by the API, the metrics and the demo."""
+"""Per-device health counters: kept by the runners; read by the API, console, metrics, demo."""
 
 from __future__ import annotations
 

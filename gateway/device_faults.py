@@ -1,4 +1,5 @@
-"""How a device tells of its own faults, as a profile declares it (protocol-neutral).
+"""How a device tells of its own faults, as a profile declares it (protocol-neutral: shared
+by the drivers' profile models and the site config).
 
 A fault is one named condition of the device itself - a detector's fault contact,
 a low battery, a dirty smoke chamber, a radar's failed self-test, a meter's error

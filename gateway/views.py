@@ -1,0 +1,108 @@
+"""The seams between the running gateway and what shows it or counts it.
+
+The HTTP API and the security-room console see alarms and devices only through
+``AlarmsView`` and ``DevicesView`` (with a clock and the site's identity, bundled
+in ``Views``); metrics and liveness read ``RunningParts``. The gateway process
+implements them (``gateway.runtime.views``); a process showing many sites' alarms
+(the hub) can serve the same console by implementing them for its sites.
+Nothing here imports the runtime, so neither does anything that uses these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from gateway.alarms.alarm import Alarm
+    from gateway.alarms.manager import Transition
+    from gateway.clock import Clock
+    from gateway.config.loader import DeviceSpec, Site
+    from gateway.config.models import ConsoleConfig, HttpConfig, SiteInfo
+    from gateway.device_health import DeviceHealth
+    from gateway.readings import Reading
+
+
+class AlarmsView(Protocol):
+    """Open alarms, their history, and the operators' commands on them."""
+
+    @property
+    def max_shelve(self) -> float:
+        """The longest an alarm may be shelved, in seconds."""
+        ...
+
+    def open_alarms(self) -> list[Alarm]:
+        """Open alarms, most severe first, then newest."""
+        ...
+
+    def recently_closed(self) -> list[dict[str, object]]:
+        """The JSON of the alarms closed lately, newest first."""
+        ...
+
+    async def history(self, *, alarm_id: str | None = None,
+                      limit: int = 100) -> list[dict[str, object]]:
+        """Stored transitions, newest first: of one alarm, or of every alarm."""
+        ...
+
+    def apply_command(self, alarm_id: str, command: str,
+                      body: bytes | str | dict | None) -> Alarm:
+        """Validate and apply an operator's command (gateway.alarms.commands); the alarm
+        afterwards, or CommandError."""
+        ...
+
+    def add_listener(self, listener: Callable[[Transition], None]) -> None:
+        """Call ``listener`` with every transition from now on."""
+        ...
+
+
+class DevicesView(Protocol):
+    """The configured devices, how each is doing and what each read last."""
+
+    def specs(self) -> Mapping[str, DeviceSpec]:
+        """Every configured device by id (changes with a config reload)."""
+        ...
+
+    def health(self) -> Mapping[str, DeviceHealth]:
+        """The health of each running device, by id."""
+        ...
+
+    def latest(self) -> Mapping[tuple[str, int | None], Reading]:
+        """The latest reading per device and channel."""
+        ...
+
+
+@dataclass(frozen=True)
+class Views:
+    """What the HTTP API and the console read and do, and nothing more."""
+
+    site: SiteInfo  # the site's id, name and language
+    config_dir: Path  # relative paths in the site's file (users, sessions) start here
+    console: ConsoleConfig | None
+    alarms: AlarmsView
+    devices: DevicesView
+    clock: Clock
+    http: HttpConfig | None = None  # the listener: read policy, trusted proxies, stream cap
+
+
+class RunningParts(Protocol):
+    """What ``/metrics``, ``/healthz``, the watchdog and the status line read: each running
+    part's own counters, looked at when asked (nothing on the hot path updates a metric).
+
+    ``gateway.runtime.app.Gateway`` is one; each attribute is a part with the plain
+    counters named in gateway.operations.metrics' docstring.
+    """
+
+    site: Site
+    runners: list[Any]  # DeviceRunner | StreamRunner: device_id, health
+    device_tasks: Mapping[str, Any]  # asyncio.Task per device id
+    drivers: Mapping[str, Any]  # optional counters(), failing_slaves
+    buses: Mapping[str, Any]  # requests
+    pipeline: Any  # queue, queue_full, readings, events, failed
+    actions: Any  # done, failed
+    sinks: list[Any]  # SinkRunner: name, stats()
+    outbox: Any  # stats(), or None without sinks
+    mqtt: Any  # MqttLink or None: connected, pending, published, ...
+    alarms: Any  # AlarmManager: open_alarms(), transitions
+    reloads: Mapping[str, int]  # applied, refused, failed
