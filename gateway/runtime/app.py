@@ -23,6 +23,7 @@ from drivers.synthetic import SyntheticDevice
 from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
+from gateway.alarms.signing import CommandVerifier, check_secret
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
@@ -94,11 +95,26 @@ class Gateway:
         if cfg.mqtt is not None:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
             self.mqtt = MqttLink(config=cfg.mqtt, site_id=cfg.site.id, alarms=self.alarms,
-                                 password=password)
+                                 password=password, commands=self._command_verifier())
         self.http = None
         if cfg.http is not None:
             self.http = HttpServer(config=cfg.http, gateway=self,
                                    token=_reveal(cfg.http.token, "http.token", site))
+
+    def _command_verifier(self) -> CommandVerifier | None:
+        """Checks signed MQTT commands with the keys in ``mqtt.commands``; None when off."""
+        commands = self.site.config.mqtt.commands
+        if commands is None or not commands.enabled:
+            return None
+        keys = {}
+        for i, key in enumerate(commands.keys):
+            path = f"mqtt.commands.keys[{i}].secret"
+            try:
+                keys[key.name] = check_secret(_reveal(key.secret, path, self.site))
+            except ValueError as exc:
+                raise ConfigError(str(self.site.path), [(path, str(exc))]) from None
+        return CommandVerifier(keys, clock=self.clock,
+                               per_alarm_per_minute=commands.max_per_alarm_per_minute)
 
     def _make_driver(self, device_id: str):
         spec = self.site.devices[device_id]
