@@ -261,7 +261,7 @@ class Mosquitto(_Server):
         self.persistence_dir = self.dir / "persistence"
         self.persistence_dir.mkdir()
         self.password_file: Path | None = None
-        self.acl_file = acl_file
+        self.acl_file = Path(acl_file).resolve() if acl_file is not None else None
         if users:
             self.password_file = self.dir / "passwd"
             self._write_passwords(users)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,29 @@ def test_a_short_command_key_stops_the_gateway_before_it_starts(tmp_path, monkey
         Gateway(load_config(path))
     monkeypatch.setenv("TEST_CMD_KEY", "k" * 32)
     assert Gateway(load_config(path)).mqtt.commands.key_names == ["hub"]
+
+
+def test_sign_command_prints_a_payload_the_gateway_takes(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TEST_SIGN_KEY", SECRET)
+    assert main(["sign-command", "shelve", "a1", "--site", "b3", "--key", "hub",
+                 "--secret-env", "TEST_SIGN_KEY", "--by", "wang", "--minutes", "30"]) == 0
+    payload = capsys.readouterr().out.strip().encode()
+    command = CommandVerifier(KEYS, clock=FakeClock(time.time())).verify(
+        "community/b3/alarms/a1/shelve", "a1", payload)
+    assert command.key == "hub" and json.loads(command.body) == {"by": "wang", "minutes": 30.0}
+    monkeypatch.delenv("TEST_SIGN_KEY")
+    assert main(["sign-command", "ack", "a1", "--site", "b3", "--key", "hub",
+                 "--secret-env", "TEST_SIGN_KEY"]) == 1
+    assert "no secret" in capsys.readouterr().err
+
+
+def test_the_documented_commands_section_loads(tmp_path) -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    block = text[text.index("### Signed commands over MQTT"):].split("```yaml\n", 1)[1]
+    raw = {"site": {"id": "b3"}, "state_dir": str(tmp_path / "state"),
+           **yaml.safe_load(block.split("```", 1)[0])}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    commands = load_config(path).config.mqtt.commands
+    assert commands.enabled and [k.name for k in commands.keys] == ["hub-compound"]
+    assert commands.max_per_alarm_per_minute == 10
