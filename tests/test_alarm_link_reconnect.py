@@ -97,3 +97,45 @@ async def test_an_alarm_raised_while_the_broker_was_away_goes_out_first(broker,
     assert topics[:3] == [f"{base}/alarms/{alarm.id}", f"{base}/alarm_events", f"{base}/status"], \
         topics
     assert len(delays) >= 6 and max(delays) <= RECONNECT_CAP
+
+
+async def test_a_stop_lost_in_a_publish_still_stops_the_link(mosquitto, unique_id) -> None:
+    """Python 3.11's asyncio.wait_for (under aiomqtt's publish) can return normally when a
+    cancellation races with the PUBACK, leaving the task marked as cancelling. The fault is
+    injected: a publish that swallows the cancellation that way."""
+    clock = FakeClock()
+    alarms = AlarmManager(clock=clock)
+    link = MqttLink(config=MqttConfig(host="127.0.0.1", port=mosquitto.port), site_id=unique_id,
+                    alarms=alarms)
+    in_publish = asyncio.Event()
+    real_client = link._client
+
+    def client_with_a_lossy_publish():
+        client = real_client()
+        publish = client.publish
+
+        async def lossy_publish(topic, payload=None, *args, **kwargs):
+            if "/alarms/" not in topic:
+                return await publish(topic, payload, *args, **kwargs)
+            in_publish.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return None  # as wait_for does when the PUBACK wins the race
+
+        client.publish = lossy_publish  # type: ignore[method-assign]
+        return client
+
+    link._client = client_with_a_lossy_publish  # type: ignore[method-assign]
+    task = asyncio.create_task(link.run(), name="test-mqtt-link")
+    try:
+        await wait_until(lambda: link.connected, 5, "connected")
+        alarms.activate(rule="smoke", severity=1, device="cabinet-3", kind="smoke", channel=None,
+                        location={}, message="smoke", value=1.0, ts=clock.time())
+        async with asyncio.timeout(5):
+            await in_publish.wait()
+    finally:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+    assert done, "the link did not stop"
+    assert task.cancelled()

@@ -115,23 +115,11 @@ class MqttLink:
                     backoff.reset()
                     log.info("MQTT connected to %s:%s as %s", self.config.host, self.config.port,
                              self.client_id)
-                    # What waited for the broker goes first: an alarm raised while it
-                    # was away must not queue behind the status and the subscriptions.
-                    sent = await self._flush(client)
-                    await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
-                    for alarm in self._alarms.open_alarms():
-                        if alarm.id not in sent:
-                            self._state.setdefault(alarm.id, json.dumps(alarm.to_json()).encode())
-                    if self.commands is not None:
-                        for topic in self.command_filters:
-                            await client.subscribe(topic, qos=1)
-                    else:
-                        # The session is persistent: drop subscriptions an earlier
-                        # configuration (or version) left at the broker.
-                        await client.unsubscribe(self.command_filters)
                     try:
+                        # The message loop notices a lost connection at once; a publish
+                        # waiting for its PUBACK would only time out (aiomqtt's timeout).
                         await _first_failure(
-                            self._publish_loop(client), self._command_loop(client),
+                            self._session(client), self._command_loop(client),
                             names=("mqtt[publish]", "mqtt[commands]"))
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers a crash.
@@ -164,9 +152,32 @@ class MqttLink:
             tls_context=tls_context(self.config.tls),
         )
 
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One connection's publishing: what waited first, then status and subscriptions."""
+        # What waited for the broker goes first: an alarm raised while it was away
+        # must not queue behind the status and the subscriptions.
+        sent = await self._flush(client)
+        await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
+        raise_if_stopping()
+        for alarm in self._alarms.open_alarms():
+            if alarm.id not in sent:
+                self._state.setdefault(alarm.id, json.dumps(alarm.to_json()).encode())
+        if self.commands is not None:
+            for topic in self.command_filters:
+                await client.subscribe(topic, qos=1)
+        else:
+            # The session is persistent: drop subscriptions an earlier configuration
+            # (or version) left at the broker.
+            await client.unsubscribe(self.command_filters)
+        raise_if_stopping()
+        await self._publish_loop(client)
+
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
             await self._flush(client)
+            # A stop that raced with the last PUBACK can be lost in aiomqtt's wait_for
+            # (gateway.cancellation): without this the stop would wait here for ever.
+            raise_if_stopping()
             await self._wake.wait()
             self._wake.clear()
 
@@ -177,6 +188,7 @@ class MqttLink:
         while self._state:
             alarm_id, payload = next(iter(self._state.items()))
             await client.publish(f"{self.base}/alarms/{alarm_id}", payload, qos=1, retain=True)
+            raise_if_stopping()
             if self._state.get(alarm_id) is payload:
                 del self._state[alarm_id]
             sent.add(alarm_id)
@@ -184,6 +196,7 @@ class MqttLink:
         while self._events:
             event = self._events[0]
             await client.publish(f"{self.base}/alarm_events", event, qos=1)
+            raise_if_stopping()
             if self._events and self._events[0] is event:  # not dropped meanwhile
                 self._events.popleft()
             self.published += 1
@@ -215,6 +228,7 @@ class MqttLink:
             self.commands_rejected += 1
             self._log_refusal(command, alarm_id, str(error["error"]))
             await client.publish(f"{topic}/error", json.dumps(error).encode(), qos=1)
+            raise_if_stopping()
 
     def _log_refusal(self, command: str, alarm_id: str, reason: str) -> None:
         # Anyone who can publish on the topic can send refusals: log a flood as a count.
