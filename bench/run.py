@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "bench.memory",
     "protocols": "bench.protocols",
     "drain": "bench.drain",
+    "reconnect": "bench.reconnect",
 }
 RESULT_MARK = "BENCH-RESULT "
 # A benchmark that has not finished by then is stuck: its tasks are dumped, it is ended.
