@@ -49,7 +49,7 @@ REFUSAL_LOG_INTERVAL = 10.0
 
 
 class MqttLink:
-    """Publishes alarms and status; takes acknowledgements."""
+    """Publishes alarms and status; takes operators' signed commands when configured."""
 
     def __init__(self, *, config: MqttConfig, site_id: str, alarms: AlarmManager,
                  password: str | None = None, commands: CommandVerifier | None = None,
