@@ -63,6 +63,7 @@ if [ ! -e "$CONF/secrets.env" ]; then
 #INFLUX_TOKEN=
 #MQTT_PASSWORD=
 #GATEWAY_API_TOKEN=
+#HUB_COMMAND_KEY=
 TXT
     chmod 0600 "$CONF/secrets.env"
 fi

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Coroutine
 
 from gateway.runtime.site import load_site
+from gateway.alarms.signing import check_secret
 from gateway.config.secrets import find_secrets
 from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
@@ -126,13 +127,23 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     cfg = site.config
+    errors = []
     for key, secret in find_secrets(cfg):  # mqtt.password, influxdb.token, http.token, ...
         try:
-            secret.reveal()
+            value = secret.reveal()
         except ValueError as exc:
             site.warnings.append(f"{key} ({secret.describe()}): {exc}")
+            continue
+        if key.startswith("mqtt.commands.keys["):
+            try:
+                check_secret(value)
+            except ValueError as exc:
+                errors.append(f"{key} ({secret.describe()}): {exc}")
     for warning in site.warnings:
         print(f"warning: {warning}")
+    if errors:
+        print(f"{args.config}: " + "; ".join(errors), file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{args.config}: OK (site {cfg.site.id}: {len(cfg.buses)} buses, "
           f"{len(cfg.devices)} devices, {len(cfg.rules)} rules)")
     return 0

@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ STOP_TIMEOUT = 10.0
 INSTALL_HINT = "run `bash scripts/test.sh`, which installs the Debian packages it needs"
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "mosquitto")
+MOSQUITTO_PASSWD_CANDIDATES = ("/usr/bin/mosquitto_passwd", "mosquitto_passwd")
 VICTORIA_CANDIDATES = ("/usr/bin/victoria-metrics", "victoria-metrics")
 
 
@@ -235,6 +236,10 @@ class Mosquitto(_Server):
     Persistence is on, so retained messages and persistent sessions (clean_session
     false / session expiry) survive ``restart()``. Mosquitto writes its database on
     SIGTERM (``stop()``), not on ``kill()``.
+
+    Anonymous by default. With ``users`` (name -> password) every client must log in
+    (a password file made by ``mosquitto_passwd``); ``acl_file`` then says what each
+    user may publish and read (e.g. deploy/mosquitto/community.acl).
     """
 
     name = "mosquitto"
@@ -246,6 +251,8 @@ class Mosquitto(_Server):
         extra_config: Iterable[str] = (),
         binary: str | None = None,
         start_timeout: float = START_TIMEOUT,
+        users: Mapping[str, str] | None = None,
+        acl_file: Path | None = None,
     ) -> None:
         self.binary = binary or find_binary(MOSQUITTO_CANDIDATES, "mosquitto")
         self.extra_config = list(extra_config)
@@ -253,11 +260,24 @@ class Mosquitto(_Server):
         self.config_path = self.dir / "mosquitto.conf"
         self.persistence_dir = self.dir / "persistence"
         self.persistence_dir.mkdir()
+        self.password_file: Path | None = None
+        self.acl_file = Path(acl_file).resolve() if acl_file is not None else None
+        if users:
+            self.password_file = self.dir / "passwd"
+            self._write_passwords(users)
+
+    def _write_passwords(self, users: Mapping[str, str]) -> None:
+        assert self.password_file is not None
+        tool = find_binary(MOSQUITTO_PASSWD_CANDIDATES, "mosquitto")
+        self.password_file.touch(mode=0o600)
+        for name, password in users.items():
+            subprocess.run([tool, "-b", str(self.password_file), name, password], check=True,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
 
     def _write_config(self) -> None:
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
             "persistence true",
             # mosquitto concatenates location and file name: the trailing slash matters
             f"persistence_location {self.persistence_dir}/",
@@ -273,6 +293,10 @@ class Mosquitto(_Server):
             # Started as root, mosquitto drops to user `mosquitto`, which cannot write
             # our private tmp dir. `user root` (the current user) keeps it as is.
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
         lines.extend(self.extra_config)
         self.config_path.write_text("\n".join(lines) + "\n")
 

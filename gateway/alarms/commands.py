@@ -6,6 +6,10 @@ A command body is JSON ``{"by": "operator", "note": "...", "minutes": 30}``
 alarm manager and returns the alarm; anything wrong is a ``CommandError`` with an
 HTTP-like status (400 malformed, 404 unknown alarm or command, 409 not allowed
 in the alarm's state), never another exception.
+
+A command that arrived signed (gateway.alarms.signing) is applied ``via`` its
+key: the key's name is who did it, and a typed ``by`` (optional then) is only
+recorded as "X via KEY", since nothing vouches for it.
 """
 
 from __future__ import annotations
@@ -58,8 +62,13 @@ class CommandError(GatewayError):
                 "status": self.status}
 
 
-def parse_command(command: str, alarm_id: str, body: bytes | str | dict | None) -> AlarmCommand:
-    """Validate a command's body (raw JSON or already decoded)."""
+def parse_command(command: str, alarm_id: str, body: bytes | str | dict | None, *,
+                  via: str | None = None) -> AlarmCommand:
+    """Validate a command's body (raw JSON or already decoded).
+
+    With ``via`` (the name of the key that signed it) ``by`` may be left out; the
+    result's ``by`` is then ``via``, or ``"X via KEY"`` when an operator name was typed.
+    """
     model = COMMANDS.get(command)
     if model is None:
         raise CommandError(command, alarm_id, f"unknown command; commands: {sorted(COMMANDS)}", 404)
@@ -71,20 +80,29 @@ def parse_command(command: str, alarm_id: str, body: bytes | str | dict | None) 
                                + _expected(command), 400) from None
     if not isinstance(body, dict):
         raise CommandError(command, alarm_id, "expected a JSON object: " + _expected(command), 400)
+    if via is not None and body.get("by") is None:
+        body = {**body, "by": via}
+        via = None
     try:
-        return model.model_validate(body)
+        cmd = model.model_validate(body)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: "
                              f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}"
                              for e in exc.errors())
         raise CommandError(command, alarm_id, f"{problems} (expected {_expected(command)})",
                            400) from None
+    if via is not None:
+        cmd = cmd.model_copy(update={"by": f"{cmd.by} via {via}"})
+    return cmd
 
 
 def apply_command(alarms: AlarmManager, alarm_id: str, command: str,
-                  body: bytes | str | dict | None) -> Alarm:
-    """Validate and apply one operator's command; the alarm afterwards."""
-    cmd = parse_command(command, alarm_id, body)
+                  body: bytes | str | dict | None, *, via: str | None = None) -> Alarm:
+    """Validate and apply one operator's command; the alarm afterwards.
+
+    ``via``: the name of the key a signed command came with (see ``parse_command``).
+    """
+    cmd = parse_command(command, alarm_id, body, via=via)
     try:
         if isinstance(cmd, ShelveCommand):
             return alarms.shelve(alarm_id, by=cmd.by, note=cmd.note, minutes=cmd.minutes)

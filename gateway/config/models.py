@@ -67,6 +67,9 @@ class MqttConfig(Strict):
     password: Secret | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)
     tls: MqttTls | None = None
+    commands: MqttCommandsConfig | None = Field(
+        default=None, description="operators' signed commands on {prefix}/{site}/alarms/{id}/"
+                                  "{ack|reset|shelve|unshelve}; default off (not subscribed)")
     telemetry: TelemetryConfig | None = Field(
         default=None, description="publish readings on {prefix}/{site}/telemetry/{device} "
                                   "(QoS 1): `true`, or its settings")
@@ -88,6 +91,42 @@ class MqttConfig(Strict):
         if isinstance(data, dict) and data.get("tls") is not None and "port" not in data:
             return {**data, "port": 8883}
         return data
+
+
+class CommandKey(Strict):
+    """A named key that may sign operators' commands (the hub's, a control room's).
+
+    Its name is recorded as who sent a command. The secret (at least 32 characters,
+    e.g. ``openssl rand -hex 32``) is shared with the sender only.
+    """
+
+    name: Id
+    secret: Secret
+
+
+class MqttCommandsConfig(Strict):
+    """Operators' commands over MQTT, each signed with a key named here (docs/alarms.md).
+
+    Unsigned, badly signed, stale (over 60 s), future-dated and replayed commands are
+    refused on ``.../{command}/error``.
+    """
+
+    enabled: bool = True
+    keys: list[CommandKey] = Field(default=[], description="who may send commands")
+    max_per_alarm_per_minute: int = Field(default=10, ge=1, le=600,
+                                          description="signed commands taken per alarm; "
+                                                      "more are refused (429)")
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> "MqttCommandsConfig":
+        if self.enabled and not self.keys:
+            raise ValueError("'enabled: true' needs at least one entry in 'keys' "
+                             "({name: ..., secret: {env: ...}})")
+        names = [k.name for k in self.keys]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"key names must be unique; repeated: {', '.join(dup)}")
+        return self
 
 
 class TelemetryConfig(Strict):

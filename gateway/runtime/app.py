@@ -20,6 +20,7 @@ from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections, Schedule
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.outbox.recovery import SALVAGE_LOST
+from gateway.alarms.signing import CommandVerifier, check_secret
 from gateway.alarms.webhook import WebhookSender, endpoint_key
 from gateway.clock import SystemClock
 from gateway.config.loader import Site
@@ -116,7 +117,7 @@ class Gateway:
         if cfg.mqtt is not None:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
             self.mqtt = MqttLink(config=cfg.mqtt, site_id=cfg.site.id, alarms=self.alarms,
-                                 password=password)
+                                 password=password, commands=self._command_verifier())
         self.fire_centre = None  # the city fire remote-monitoring centre, imported only when used
         if cfg.fire_centre is not None:
             from gateway.upstream.fire_centre.service import FireCentreService
@@ -149,6 +150,21 @@ class Gateway:
             from gateway.console import add_console_routes
 
             add_console_routes(app, self.views)  # /console, session-guarded
+
+    def _command_verifier(self) -> CommandVerifier | None:
+        """Checks signed MQTT commands with the keys in ``mqtt.commands``; None when off."""
+        commands = self.site.config.mqtt.commands
+        if commands is None or not commands.enabled:
+            return None
+        keys = {}
+        for i, key in enumerate(commands.keys):
+            path = f"mqtt.commands.keys[{i}].secret"
+            try:
+                keys[key.name] = check_secret(_reveal(key.secret, path, self.site))
+            except ValueError as exc:
+                raise ConfigError(str(self.site.path), [(path, str(exc))]) from None
+        return CommandVerifier(keys, clock=self.clock,
+                               per_alarm_per_minute=commands.max_per_alarm_per_minute)
 
     def _make_driver(self, device_id: str):
         return build_driver(self.site.devices[device_id],
