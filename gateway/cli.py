@@ -21,6 +21,7 @@ from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
 
 EXIT_CONFIG = 2
+EXIT_WOULD_NOT_START = 1  # `check`: the file is valid, but a secret or the users file is missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +48,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="check a site config and exit (0 = good)",
                            description="Validate a site config: types, unknown keys, references "
-                                       "between devices, buses, profiles and rules. Prints every "
-                                       "problem with its key path; exits 2 if there is any.")
+                                       "between devices, buses, profiles and rules, then what the "
+                                       "start needs besides the file (secrets in the environment "
+                                       "or files, the console's users file). Prints every problem "
+                                       "with its key path. Exit status: 0 the gateway would start, "
+                                       "1 the file is valid but the gateway would not start, "
+                                       "2 the file has problems.")
     check.add_argument("config", help="site config YAML file")
     check.set_defaults(handler=_check)
 
@@ -128,15 +133,23 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     cfg = site.config
+    blockers = list(site.blockers)
     for key, secret in find_secrets(cfg):  # mqtt.password, influxdb.token, http.token, ...
         try:
             secret.reveal()
         except ValueError as exc:
-            site.warnings.append(f"{key} ({secret.describe()}): {exc}")
+            blockers.append(f"{key} ({secret.describe()}): {exc}")
     for warning in site.warnings:
         print(f"warning: {warning}")
-    print(f"{args.config}: OK (site {cfg.site.id}: {len(cfg.buses)} buses, "
-          f"{len(cfg.devices)} devices, {len(cfg.rules)} rules)")
+    summary = (f"site {cfg.site.id}: {len(cfg.buses)} buses, {len(cfg.devices)} devices, "
+               f"{len(cfg.rules)} rules")
+    if blockers:
+        print(f"{args.config}: valid ({summary}), but the gateway will not start: "
+              f"{len(blockers)} problem(s)", file=sys.stderr)
+        for blocker in blockers:
+            print(f"  {blocker}", file=sys.stderr)
+        return EXIT_WOULD_NOT_START
+    print(f"{args.config}: OK ({summary})")
     return 0
 
 

@@ -3,6 +3,9 @@ and what only follows from it (rules about a device whose profile is missing) is
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +101,28 @@ def test_nearest_suggests_nothing_far_away() -> None:
     assert nearest("powr", ["power", "voltage"]) == "power"
     assert nearest("Power", ["power"]) == "power"
     assert nearest("xyz", ["power", "voltage"]) is None
+
+
+def test_check_exits_non_zero_when_the_gateway_would_not_start(tmp_path: Path) -> None:
+    """configs/example-site.yaml without its secrets and users file: valid, but not startable;
+    the command it advises creates the users file as printed."""
+    site = tmp_path / "example-site.yaml"
+    site.write_text((CONFIGS / "example-site.yaml").read_text())
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("INFLUX_TOKEN", "GATEWAY_PSEUDONYM_KEY", "GATEWAY_API_TOKEN")}
+    check = [sys.executable, "-m", "gateway", "check", str(site)]
+    run = subprocess.run(check, capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "OK" not in run.stdout and "the gateway will not start" in run.stderr
+    assert "GATEWAY_PSEUDONYM_KEY is not set" in run.stderr
+    [advice] = re.findall(r"`(community-gateway user add [^`]*)`", run.stderr)
+    assert "--role operator" in advice and f"--config {site}" in advice
+    argv = shlex.split(advice.replace("NAME", "wang"))
+    added = subprocess.run([sys.executable, "-m", "gateway", *argv[1:], "--password-stdin"],
+                           input="correct horse battery staple\n", capture_output=True,
+                           text=True, timeout=60, env=env)
+    assert added.returncode == 0, added.stderr
+    env.update(GATEWAY_PSEUDONYM_KEY="k" * 32, GATEWAY_API_TOKEN="t" * 32)
+    run = subprocess.run(check, capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{site}: OK" in run.stdout

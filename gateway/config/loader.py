@@ -62,6 +62,8 @@ class Site:
     config: GatewayConfig
     devices: dict[str, DeviceSpec]
     warnings: list[str] = field(default_factory=list)
+    # Valid, but the gateway will not start like this (a users file that cannot be read).
+    blockers: list[str] = field(default_factory=list)
 
 
 def load_config(path: str | Path) -> Site:
@@ -80,8 +82,9 @@ def load_config(path: str | Path) -> Site:
     _check_references(config, devices, problems, unresolved)
     if problems:
         raise ConfigError(str(path), problems)
-    warnings = _warnings(config, devices) + console_warnings(config, path.resolve().parent)
-    return Site(path=path, config=config, devices=devices, warnings=warnings)
+    console, blockers = console_warnings(config, path.resolve().parent, path)
+    return Site(path=path, config=config, devices=devices,
+                warnings=_warnings(config, devices) + console, blockers=blockers)
 
 
 def _read_yaml(path: Path, shown: Path) -> Any:

@@ -122,8 +122,9 @@ class Gateway:
 
     async def run(self) -> None:
         """Run until cancelled, then stop cleanly."""
-        log.info("gateway %s starting: %d devices, %d rules, %d sinks", self.site.config.site.id,
-                 len(self.runners), len(self.site.config.rules), len(self.sinks))
+        log.info("gateway %s starting: %d devices, %d rules, %d sinks; state in %s",
+                 self.site.config.site.id, len(self.runners), len(self.site.config.rules),
+                 len(self.sinks), self.alarm_store.path.parent)
         try:
             await self._restore_alarms()  # before anything raises or publishes an alarm
             if self.outbox is not None:
