@@ -42,7 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the gateway with a site config")
+    run = sub.add_parser(
+        "run", help="run the gateway with a site config",
+        description="Check the site config, then poll its devices, apply its alarm rules and "
+                    "forward every reading through the durable outbox until SIGINT/SIGTERM "
+                    "(SIGHUP re-reads the config). Devices, the broker and the time-series "
+                    "database that cannot be reached are retried. Open alarms and the outbox "
+                    "are kept in state_dir (default: a folder per site id under "
+                    "$STATE_DIRECTORY or /var/lib/community-gateway); the first log line "
+                    "says where. Exit status 2 when the config is refused.")
     run.add_argument("config", help="site config YAML file")
     run.set_defaults(handler=_run)
 
@@ -61,13 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     add_tool_parsers(sub)  # probe modbus|serial, tail, alarms
     add_outbox_parser(sub)  # what waits for the upstream
 
-    demo = sub.add_parser("demo", help="run the whole system on simulators, no outside service",
-                          description="Starts a simulated charging cabinet, an embedded MQTT "
-                                      "broker and the gateway; shows readings and alarms live "
-                                      "until Ctrl-C.")
+    demo = sub.add_parser(
+        "demo", help="run the whole system on simulators, no outside service",
+        description="Starts, all on loopback, an embedded MQTT broker, four simulated sensor "
+                    "kinds and the gateway: a 4-port EV-bike charging cabinet (Modbus TCP; the "
+                    "--scenario incident on port 3 after 10 s), a fall-detection radar on a "
+                    "pseudo-terminal (a fall after 15 s), a door module and an access terminal "
+                    "(from 25 s: a forced door, five denials, duress, tamper) and a "
+                    "thrown-object camera (a throw after 30 s). "
+                    "Prints readings and each alarm as it happens, and the security-room "
+                    "console's URL with a fresh login, until Ctrl-C. Each run starts with no "
+                    "open alarms.")
     demo.add_argument("--scenario", default="overpower",
                       help="cabinet scenario: normal, overpower, overheat, smoke (default overpower)")
-    demo.add_argument("--data-dir", default="demo-data", help="where the demo keeps its time series")
+    demo.add_argument("--data-dir", default="demo-data",
+                      help="where the demo keeps its config, console login, time series and "
+                           "alarm history (default demo-data)")
     demo.set_defaults(handler=_demo)
 
     sim = sub.add_parser("simulate", help="run a device simulator by hand")
