@@ -46,6 +46,7 @@ from gateway.upstream.line_protocol import LineEncoder
 from gateway.upstream.factory import build_upstream
 
 log = logging.getLogger(__name__)
+ALARM_LOGGER = "gateway.alarm"  # one line per alarm transition (the demo prints its own)
 
 DEVICE_OFFLINE = "device_offline"
 SHUTDOWN_FLUSH_SECONDS = 3.0
@@ -351,5 +352,6 @@ _LEVELS = {"raised": logging.WARNING, "repeated": logging.WARNING}
 def _log_transition(t: Transition) -> None:
     a = t.alarm
     by = f" by {t.by}" if t.by else ""
-    log.log(_LEVELS.get(t.event, logging.INFO), "alarm %s %s%s: [L%s] %s (device %s, count %s)",
-            a["id"], t.event, by, a["severity"], a["message"], a["device"], a["count"])
+    logging.getLogger(ALARM_LOGGER).log(
+        _LEVELS.get(t.event, logging.INFO), "alarm %s %s%s: [L%s] %s (device %s, count %s)",
+        a["id"], t.event, by, a["severity"], a["message"], a["device"], a["count"])
