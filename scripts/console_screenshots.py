@@ -7,8 +7,10 @@ power in building 5 (level 2, cut), and one in building 7 that does not answer
 (level 3, device offline). The gateway runs in this process with its HTTP
 server; Debian's Chromium (driven by Playwright) logs in and takes
 ``console.png`` (1920x1080, English: the alarms), ``console-devices.png`` and
-``console-history.png`` (the other two tabs) and ``console-phone.png`` (390x844
-at 2x, Chinese; needs a CJK font such as Debian's fonts-noto-cjk to show it).
+``console-history.png`` (the other two tabs), ``console-zh.png`` (1440x900, Chinese)
+and ``console-phone.png`` (390x844 at 2x, Chinese). The Chinese ones need a CJK font
+(Debian's fonts-wqy-microhei, which scripts/test.sh installs). A thrown-object
+camera in building 5 reports a throw from the east facade, floors 11-13.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def site_config(folder: Path, http_port: int, b3: int, b5: int, dead: int) -> Pa
     cabinet = {"type": "modbus", "profile": "ev-cabinet", "channels": 4, "poll_interval": 0.5,
                "offline_after": 2}
     raw = {
-        "site": {"id": "sunny-garden", "name": "Sunny Garden · North compound", "language": "en"},
+        "site": {"id": "sunny-garden", "community": "Sunny Garden", "compound": "North compound",
+                 "language": "en"},
         "http": {"listen": f"127.0.0.1:{http_port}"},
         "console": {"users_file": "users.yaml"},
         "state_dir": str(folder / "state"),
@@ -58,8 +61,12 @@ def site_config(folder: Path, http_port: int, b3: int, b5: int, dead: int) -> Pa
              "location": {"building": "5", "unit": "2", "floor": "1"}},
             {"id": "charger-b7", "bus": "b7-link", **cabinet,
              "location": {"building": "7", "unit": "1", "floor": "B1"}},
+            {"id": "camera-b5-east", "type": "synthetic", "kind": "thrown_object",
+             "fields": ["uptime"], "events": ["throw"], "location": {"building": "5"}},
         ],
-        "rules": rules,
+        "rules": rules + [{"id": "thrown-object", "type": "event",
+                           "select": {"kinds": ["thrown_object"]}, "event": "throw",
+                           "severity": 1, "message": "Object thrown from building {building}"}],
     }
     path = folder / "site.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
@@ -88,6 +95,12 @@ async def main(out: Path) -> None:
                     await asyncio.sleep(0.1)
                 offline = next(a for a in gateway.alarms.open_alarms() if a.rule == "device_offline")
                 gateway.alarms.ack(offline.id, by="wang", note="maintenance called")
+                # what the camera's analytics report (see configs/profiles/thrown-object-camera.yaml)
+                gateway.alarms.activate(
+                    rule="thrown-object", severity=1, device="camera-b5-east", kind="thrown_object",
+                    channel=None, location={"building": "5"}, value=None, ts=gateway.clock.time(),
+                    message="Object thrown from building 5, see the snapshot", momentary=True,
+                    details={"facade": "east", "floor_low": 11, "floor_high": 13, "confidence": 0.92})
                 await asyncio.sleep(6)  # let the ages read like a real night
                 await shoot(f"http://127.0.0.1:{http_port}", password, out)
             finally:
@@ -100,6 +113,7 @@ async def shoot(base: str, password: str, out: Path) -> None:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         for name, viewport, scale, lang in (("console.png", {"width": 1920, "height": 1080}, 1, "en"),
+                                            ("console-zh.png", {"width": 1440, "height": 900}, 1, "zh"),
                                             ("console-phone.png", {"width": 390, "height": 844}, 2, "zh")):
             context = await browser.new_context(viewport=viewport, device_scale_factor=scale)
             await context.add_init_script(f"localStorage.setItem('cg-lang', '{lang}')")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.config.models import ConsoleConfig
+from gateway.console.display import rule_values, site_title
 from gateway.console.history import query_history
 from gateway.console.live import json_text
 from gateway.console.passwords import verify_password
@@ -199,7 +200,9 @@ async def _me(request: web.Request, session: Session) -> web.StreamResponse:
         "user": session.user, "role": session.role, "csrf": session.csrf,
         "actions": list(COMMANDS) if session.can_act else [],
         "shelve_minutes": [m for m in SHELVE_MINUTES if m * 60 <= console.gateway.alarms.max_shelve],
-        "site": {"id": site.id, "name": site.name, "language": site.language},
+        "site": {"id": site.id, "name": site.name, "language": site.language,
+                 **site_title(console.gateway.site)},
+        "values": rule_values(console.gateway.site),  # which alarm values to show, with units
         "instance": console.feed.instance, "version": console.version,
     })
 
