@@ -7,7 +7,8 @@ power in building 5 (level 2, cut), and one in building 7 that does not answer
 (level 3, device offline). The gateway runs in this process with its HTTP
 server; Debian's Chromium (driven by Playwright) logs in and takes
 ``console.png`` (1920x1080, English: the alarms), ``console-devices.png`` and
-``console-history.png`` (the other two tabs), ``console-zh.png`` (1440x900, Chinese)
+``console-history.png`` (the other two tabs), ``console-device.png`` (a cabinet's
+page: each port's power, port 2 cut), ``console-zh.png`` (1440x900, Chinese)
 and ``console-phone.png`` (390x844 at 2x, Chinese). The Chinese ones need a CJK font
 (Debian's fonts-wqy-microhei, which scripts/test.sh installs). A thrown-object
 camera in building 5 reports a throw from the east facade, floors 11-13.
@@ -30,6 +31,7 @@ from playwright.async_api import async_playwright
 from gateway.runtime.app import Gateway
 from gateway.config.loader import load_config
 from gateway.console.passwords import hash_password
+from gateway.console.routes import RECENT
 from gateway.console.user_cli import generate_password
 from gateway.console.users import UsersFile
 from gateway.demo.embedded_broker import free_port
@@ -81,17 +83,25 @@ async def main(out: Path) -> None:
         password = generate_password()
         UsersFile(path=folder / "users.yaml").add("wang", "operator", hash_password(password))
         smoke = CabinetModel(ports=4, scenario="smoke", incident_after=2.0, seed=11)
-        power = CabinetModel(ports=4, scenario="overpower", scenario_port=2, incident_after=1.0, seed=12)
+        power = CabinetModel(ports=4, scenario="overpower", scenario_port=2, incident_after=8.0, seed=12)
         http_port = free_port()
         async with CabinetServer(smoke, tcp=("127.0.0.1", 0)) as b3, \
                 CabinetServer(power, tcp=("127.0.0.1", 0)) as b5:
             gateway = Gateway(load_config(site_config(folder, http_port, b3.port, b5.port, free_port())))
             task = asyncio.create_task(gateway.run(), name="gateway")
+            sampler = None
             try:
-                deadline = time.monotonic() + 20
+                while gateway.http is None or not gateway.http.listening:
+                    await asyncio.sleep(0.05)
+                # The device chart: its last 20 s, sampled each second (the console's own
+                # sampling, every 10 s over an hour, would show a sliver this soon).
+                recent = gateway.http.app[RECENT]
+                recent.window, recent.interval = 20.0, 0.5
+                sampler = asyncio.create_task(recent.run(), name="sampler")
+                deadline = time.monotonic() + 30
                 while len({a.rule for a in gateway.alarms.open_alarms()}) < 3:
                     if time.monotonic() > deadline:
-                        raise SystemExit("the scenario did not raise its alarms in 20 s")
+                        raise SystemExit("the scenario did not raise its alarms in 30 s")
                     await asyncio.sleep(0.1)
                 offline = next(a for a in gateway.alarms.open_alarms() if a.rule == "device_offline")
                 gateway.alarms.ack(offline.id, by="wang", note="maintenance called")
@@ -104,6 +114,8 @@ async def main(out: Path) -> None:
                 await asyncio.sleep(6)  # let the ages read like a real night
                 await shoot(f"http://127.0.0.1:{http_port}", password, out)
             finally:
+                if sampler is not None:
+                    sampler.cancel()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -132,6 +144,12 @@ async def shoot(base: str, password: str, out: Path) -> None:
                 await page.wait_for_selector("article.device")
                 await page.screenshot(path=str(out / "console-devices.png"))
                 print(f"wrote {out / 'console-devices.png'}")
+                await page.click('article.device[data-device="charger-b5"] .device-open')
+                await page.wait_for_function("() => document.getElementById('dev-chart').complete"
+                                             " && document.getElementById('dev-chart').naturalWidth > 0")
+                await page.screenshot(path=str(out / "console-device.png"))
+                print(f"wrote {out / 'console-device.png'}")
+                await page.click("#dev-close")
                 await page.click('[data-tab="history"]')
                 await page.wait_for_selector("#history-rows tr")
                 await page.screenshot(path=str(out / "console-history.png"))

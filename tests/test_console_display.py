@@ -142,3 +142,53 @@ async def cjk_fonts_of(page, selector: str) -> list[str]:
     return [f["familyName"] for f in fonts
             if any(name in f["familyName"] for name in ("WenQuanYi", "Noto Sans CJK", "Noto Serif CJK",
                                                         "Droid Sans Fallback", "AR PL"))]
+
+
+async def test_a_device_page_charts_the_last_hour_with_the_cut_visible(
+        tmp_path: Path, unique_id, free_port) -> None:
+    from xml.etree import ElementTree
+
+    from gateway.console.routes import RECENT
+
+    model = CabinetModel(ports=4, scenario="overpower", scenario_port=2, incident_after=5.0, seed=8)
+    port = free_port()
+    async with CabinetServer(model, tcp=("127.0.0.1", 0)) as srv:
+        raw = cabinet_site(unique_id, bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": srv.port},
+                           rules=[OVER_POWER])
+        async with running_gateway(write_site(tmp_path, with_console(raw, tmp_path, port))) as gw, \
+                chromium() as browser:
+            await wait_until(lambda: gw.http.listening and gw.runners[0].health.online, 5, "gateway up")
+            recent = gw.http.app[RECENT]
+            latest = gw.pipeline.latest
+
+            def power(channel: int) -> float | None:
+                reading = latest.get(("charger-1", channel))
+                return reading.values.get("power") if reading else None
+
+            # a sample while port 2 draws power, then (the over-power cut) one at 0 W
+            await wait_until(lambda: (power(2) or 0) > 50, 10, "port 2 charging")
+            recent.sample()
+            await wait_until(lambda: gw.alarms.open_alarms() and power(2) == 0, 15, "port 2 cut")
+            recent.sample()
+
+            page = await browser.new_page(viewport=LAPTOP)
+            await log_in(page, f"http://127.0.0.1:{port}", OPERATOR)
+            await page.click('[data-tab="devices"]')
+            await page.click('article.device[data-device="charger-1"] .device-open')
+            chart = page.locator("#dev-chart")
+            await chart.wait_for()
+            assert await page.locator("#dev-field").input_value() == "power"
+            await page.wait_for_function(
+                "() => document.getElementById('dev-chart').complete"
+                " && document.getElementById('dev-chart').naturalWidth > 0")
+            response = await page.request.get(f"http://127.0.0.1:{port}" + await chart.get_attribute("src"))
+            assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
+            svg = ElementTree.fromstring(await response.text())
+            lines = {el.get("data-channel"): el for el in svg.iter("{http://www.w3.org/2000/svg}polyline")}
+            assert set(lines) == {"Port 1", "Port 2", "Port 3", "Port 4"}
+            assert lines["Port 2"].get("data-last") == "0"  # the cut, on the chart
+            assert len(lines["Port 2"].get("points").split()) >= 2
+            assert ">W<" in await response.text()  # the unit, from the profile
+            await page.screenshot(path=str(tmp_path / "device.png"))
+            bad = await page.request.get(f"http://127.0.0.1:{port}/console/api/devices/charger-1/chart.svg?field=powr")
+            assert bad.status == 400 and "no field 'powr'" in (await bad.json())["error"]

@@ -53,6 +53,11 @@ def _is_flag(spec: DeviceSpec, field: str) -> bool:
 _UNITS: dict[tuple[str, str], dict[str, str]] = {}
 
 
+def field_units(site: Site, spec: DeviceSpec) -> dict[str, str]:
+    """Units of a device's fields, where its profile gives them."""
+    return _units(spec, site)
+
+
 def _units(spec: DeviceSpec, site: Site) -> dict[str, str]:
     """Units of a Modbus device's fields, from its profile (cached per profile)."""
     profile_name = getattr(spec.config, "profile", None)

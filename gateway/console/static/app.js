@@ -449,7 +449,8 @@
       "data-online": status},
       h("header", {},
         h("span", {class: "dot", "aria-hidden": "true"}),
-        h("strong", {text: d.id}),
+        h("button", {type: "button", class: "device-open", text: d.id, title: t("chart_open"),
+          onclick: () => openDevice(d.id)}),
         h("span", {class: "badge " + (status === "online" ? "ok" : status === "offline" ? "warn" : ""),
           text: t("dev_" + status)})),
       h("div", {class: "sub", text: [kindText(d.kind), locationText(where)].filter(Boolean).join(" · ")}),
@@ -475,6 +476,40 @@
           ...fields.map((f) => h("td", {text: valueText(r.values[f])}))))))));
     }
     return card;
+  }
+
+  // ---- a device's page: its last hour as a chart (an SVG the gateway draws) ---------
+
+  const CHART_FIRST = ["power", "temperature", "cabinet_temperature", "body_movement", "door_open"];
+  let chartTimer = null;
+
+  function openDevice(id) {
+    const d = state.devices.find((x) => x.id === id);
+    if (!d) return;
+    const fields = [...new Set(d.readings.flatMap((r) => Object.keys(r.values)))];
+    fields.sort((a, b) => rank(a) - rank(b));
+    $("dev-title").textContent = d.id;
+    $("dev-sub").textContent = [kindText(d.kind), locationText(d.location)].filter(Boolean).join(" · ");
+    $("dev-field").replaceChildren(...fields.map((f) => h("option", {value: f, text: f.replace(/_/g, " ")})));
+    $("dev-field").onchange = () => showChart(d.id);
+    $("device-dialog").dataset.device = d.id;
+    showChart(d.id);
+    clearInterval(chartTimer);
+    chartTimer = setInterval(() => showChart(d.id), 10000);
+    $("device-dialog").showModal();
+  }
+
+  function rank(field) {
+    const i = CHART_FIRST.indexOf(field);
+    return i < 0 ? CHART_FIRST.length : i;
+  }
+
+  function showChart(id) {
+    const field = $("dev-field").value;
+    if (!field) { $("dev-chart").removeAttribute("src"); return; }
+    $("dev-chart").alt = t("chart_title", {field: field.replace(/_/g, " "), channel: id, minutes: 60});
+    $("dev-chart").src = `/console/api/devices/${encodeURIComponent(id)}/chart.svg?field=${encodeURIComponent(field)}`
+      + `&lang=${state.lang}&t=${Date.now()}`;
   }
 
   function tickAges() {
@@ -627,6 +662,8 @@
     $("history-form").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(); });
     $("action-form").addEventListener("submit", confirmDialog);
     $("dlg-cancel").addEventListener("click", () => $("action-dialog").close());
+    $("dev-close").addEventListener("click", () => $("device-dialog").close());
+    $("device-dialog").addEventListener("close", () => clearInterval(chartTimer));
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unlockSound);
     setInterval(tickAges, 1000);
     setInterval(() => {   // watchdog: a link can die without an error event
