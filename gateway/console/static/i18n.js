@@ -101,6 +101,7 @@ window.CG_I18N = {
     kind_power_meter: "Power meter",
     kind_gateway: "Gateway",
     loc_facade: "{v} facade",
+    dir_east: "east", dir_west: "west", dir_south: "south", dir_north: "north",
     loc_floors: "Floors {a}–{b}",
     site_buildings: "Buildings {list}",
     chart_title: "{field} of {channel}, last {minutes} min",
