@@ -6,19 +6,20 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import sys
 from pathlib import Path
 
 from gateway.demo.run import alarm_line, radar_line
 
+REPO = Path(__file__).resolve().parent.parent
 ALARM_ID = re.compile(r"id (\w+-\d+)")
 READINGS = re.compile(r"^\d\d:\d\d:\d\d  cabinet ")  # the first print of what the gateway reads
 
 
 async def demo_until(data_dir: Path, done, timeout: float = 90) -> list[str]:
     """Run the demo until ``done(lines)`` is true, then Ctrl-C it; every output line."""
+    # The README's command (bash scripts/demo.sh), with a private data folder.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "demo", "--data-dir", str(data_dir),
+        "bash", str(REPO / "scripts" / "demo.sh"), "--data-dir", str(data_dir), cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     lines: list[str] = []
     try:
