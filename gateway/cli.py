@@ -49,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                     "(SIGHUP re-reads the config). Devices, the broker and the time-series "
                     "database that cannot be reached are retried. Open alarms and the outbox "
                     "are kept in state_dir (default: a folder per site id under "
-                    "$STATE_DIRECTORY or /var/lib/community-gateway); the first log line "
-                    "says where. Exit status 2 when the config is refused.")
+                    "$STATE_DIRECTORY, else /var/lib/community-gateway as root or "
+                    "~/.local/state/community-gateway otherwise); the first log line says "
+                    "where. Exit status 2 when the config is refused.")
     run.add_argument("config", help="site config YAML file")
     run.set_defaults(handler=_run)
 

@@ -45,3 +45,16 @@ async def test_a_second_site_does_not_restore_the_first_sites_alarms(tmp_path: P
         await wait_until(lambda: gateway.started, what="site-a started again")
         assert [a.message for a in gateway.alarms.open_alarms()] == ["site-a's alarm"]
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["site-a", "site-b"]
+
+
+def test_without_systemd_or_root_state_goes_to_the_users_state_home(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    # os.geteuid is replaced: the tests run as root, and a real second user is not at hand.
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    state = load_config(site_file(tmp_path, "site-a")).config.state_dir
+    assert state == tmp_path / "xdg" / "community-gateway" / "site-a"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert load_config(site_file(tmp_path, "site-a")).config.state_dir == \
+        Path("/var/lib/community-gateway/site-a")

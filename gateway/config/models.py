@@ -266,8 +266,8 @@ class GatewayConfig(Strict):
     http: HttpConfig | None = None
     console: ConsoleConfig | None = None
     # Local state that must survive a restart (open alarms, the outbox). Default: a folder
-    # named after the site id under $STATE_DIRECTORY (systemd's StateDirectory= sets it),
-    # else under /var/lib/community-gateway: two site files never share alarms or cursors.
+    # named after the site id under default_state_root(): two site files never share
+    # alarms or sink cursors.
     state_dir: Path = Field(default_factory=lambda: default_state_root() / "unnamed-site")
     alarms: AlarmsConfig = AlarmsConfig()
     webhooks: list[WebhookConfig] = []
@@ -287,5 +287,14 @@ class GatewayConfig(Strict):
 
 
 def default_state_root() -> Path:
-    """Where sites without ``state_dir`` keep their state, one folder per site id."""
-    return Path(os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/community-gateway")
+    """Where sites without ``state_dir`` keep their state, one folder per site id:
+    $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/community-gateway for
+    root, else the user's $XDG_STATE_HOME/community-gateway (~/.local/state/...), so
+    that `community-gateway run` works from a clone without root."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    if os.geteuid() == 0:
+        return Path("/var/lib/community-gateway")
+    home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(home) / "community-gateway"
