@@ -24,6 +24,7 @@ from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
 
 EXIT_CONFIG = 2
+EXIT_WOULD_NOT_START = 1  # `check`: the file is valid, but a secret or the users file is missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,14 +45,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the gateway with a site config")
+    run = sub.add_parser(
+        "run", help="run the gateway with a site config",
+        description="Check the site config, then poll its devices, apply its alarm rules and "
+                    "forward every reading through the durable outbox until SIGINT/SIGTERM "
+                    "(SIGHUP re-reads the config). Devices, the broker and the time-series "
+                    "database that cannot be reached are retried. Open alarms and the outbox "
+                    "are kept in state_dir (default: a folder per site id under "
+                    "$STATE_DIRECTORY, else /var/lib/community-gateway as root or "
+                    "~/.local/state/community-gateway otherwise); the first log line says "
+                    "where. Exit status 2 when the config is refused.")
     run.add_argument("config", help="site config YAML file")
     run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="check a site config and exit (0 = good)",
                            description="Validate a site config: types, unknown keys, references "
-                                       "between devices, buses, profiles and rules. Prints every "
-                                       "problem with its key path; exits 2 if there is any.")
+                                       "between devices, buses, profiles and rules, then what the "
+                                       "start needs besides the file (secrets in the environment "
+                                       "or files, the console's users file). Prints every problem "
+                                       "with its key path. Exit status: 0 the gateway would start, "
+                                       "1 the file is valid but the gateway would not start, "
+                                       "2 the file has problems.")
     check.add_argument("config", help="site config YAML file")
     check.set_defaults(handler=_check)
 
@@ -59,13 +73,22 @@ def _parser() -> argparse.ArgumentParser:
     add_tool_parsers(sub)  # probe modbus|serial, tail, alarms
     add_outbox_parser(sub)  # what waits for the upstream
 
-    demo = sub.add_parser("demo", help="run the whole system on simulators, no outside service",
-                          description="Starts a simulated charging cabinet, an embedded MQTT "
-                                      "broker and the gateway; shows readings and alarms live "
-                                      "until Ctrl-C.")
+    demo = sub.add_parser(
+        "demo", help="run the whole system on simulators, no outside service",
+        description="Starts, all on loopback, an embedded MQTT broker, four simulated sensor "
+                    "kinds and the gateway: a 4-port EV-bike charging cabinet (Modbus TCP; the "
+                    "--scenario incident on port 3 after 10 s), a fall-detection radar on a "
+                    "pseudo-terminal (a fall after 15 s), a door module and an access terminal "
+                    "(from 25 s: a forced door, five denials, duress, tamper) and a "
+                    "thrown-object camera (a throw after 30 s). "
+                    "Prints readings and each alarm as it happens, and the security-room "
+                    "console's URL with a fresh login, until Ctrl-C. Each run starts with no "
+                    "open alarms.")
     demo.add_argument("--scenario", default="overpower",
                       help="cabinet scenario: normal, overpower, overheat, smoke (default overpower)")
-    demo.add_argument("--data-dir", default="demo-data", help="where the demo keeps its time series")
+    demo.add_argument("--data-dir", default="demo-data",
+                      help="where the demo keeps its config, console login, time series and "
+                           "alarm history (default demo-data)")
     demo.set_defaults(handler=_demo)
 
     sim = sub.add_parser("simulate", help="run a device simulator by hand")
@@ -128,11 +151,12 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     cfg = site.config
     errors = []
+    blockers = list(site.blockers)
     for key, secret in find_secrets(cfg):  # mqtt.password, influxdb.token, http.token, ...
         try:
             value = secret.reveal()
         except ValueError as exc:
-            site.warnings.append(f"{key} ({secret.describe()}): {exc}")
+            blockers.append(f"{key} ({secret.describe()}): {exc}")
             continue
         if key.startswith("mqtt.commands.keys["):
             try:
@@ -144,8 +168,15 @@ def _check(args: argparse.Namespace) -> int:
     if errors:
         print(f"{args.config}: " + "; ".join(errors), file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{args.config}: OK (site {cfg.site.id}: {len(cfg.buses)} buses, "
-          f"{len(cfg.devices)} devices, {len(cfg.rules)} rules)")
+    summary = (f"site {cfg.site.id}: {len(cfg.buses)} buses, {len(cfg.devices)} devices, "
+               f"{len(cfg.rules)} rules")
+    if blockers:
+        print(f"{args.config}: valid ({summary}), but the gateway will not start: "
+              f"{len(blockers)} problem(s)", file=sys.stderr)
+        for blocker in blockers:
+            print(f"  {blocker}", file=sys.stderr)
+        return EXIT_WOULD_NOT_START
+    print(f"{args.config}: OK ({summary})")
     return 0
 
 

@@ -19,7 +19,10 @@ class ConfigError(GatewayError):
         self.file = file
         self.problems = problems
         lines = [f"{file}: {len(problems)} problem(s)"]
-        lines += [f"  {path or '<top>'}: {msg}" for path, msg in problems]
+        # A problem of the whole file (unreadable, not YAML) has no key path: name the file.
+        lines += [f"  {path or file}: {msg}" for path, msg in problems]
+        if [path for path, _ in problems] == [""]:
+            lines = [f"{file}: {problems[0][1]}"]
         super().__init__("\n".join(lines))
 
 

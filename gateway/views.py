@@ -73,6 +73,22 @@ class DevicesView(Protocol):
         ...
 
 
+class DisplayHints(Protocol):
+    """How the console words the site: its header, alarm values worth showing, units."""
+
+    def title(self) -> dict[str, Any]:
+        """``{"title": compound name, "buildings": [...]}``."""
+        ...
+
+    def values(self) -> dict[str, dict[str, Any]]:
+        """Rule id -> ``{"field", "unit"}`` for rules whose alarm value means something."""
+        ...
+
+    def units(self, spec: DeviceSpec) -> dict[str, str]:
+        """A device's field units, where its profile gives them."""
+        ...
+
+
 @dataclass(frozen=True)
 class Views:
     """What the HTTP API and the console read and do, and nothing more."""
@@ -84,6 +100,7 @@ class Views:
     devices: DevicesView
     clock: Clock
     http: HttpConfig | None = None  # the listener: read policy, trusted proxies, stream cap
+    display: DisplayHints | None = None  # the console's header, alarm values, units
 
 
 class RunningParts(Protocol):

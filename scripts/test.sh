@@ -2,7 +2,7 @@
 # The test command: bash scripts/test.sh [pytest args...]
 #
 # On Debian 12 it installs what the integration tests need (mosquitto,
-# victoria-metrics, python3-venv, systemd, openssl, chromium) when missing, creates .venv in the repository,
+# victoria-metrics, python3-venv, systemd, openssl, chromium, a CJK font) when missing, creates .venv in the repository,
 # installs the project with its test extras, and runs pytest. Tests start their
 # own servers on free loopback ports; the system services are not used.
 set -euo pipefail
@@ -14,7 +14,8 @@ VENV="$REPO/.venv"
 # running as PID 1); openssl: the TLS tests make a throwaway CA with it.
 # chromium: the console's browser tests drive Debian's Chromium through Playwright
 # (Playwright's own browser download is never used).
-APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium)
+# fonts-wqy-microhei: a CJK font (4 MB), so the console's Chinese page shows glyphs, not boxes.
+APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium fonts-wqy-microhei)
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -119,8 +119,8 @@ class DoorModel:
     def status_line(self) -> str:
         """One line: each door open/closed, locked/released."""
         return " | ".join(
-            f"door {d + 1} {'OPEN  ' if self._open[d] else 'closed'} "
-            f"{'locked' if self._locked[d] else 'RELEASED'}{' [exit]' if self._exit[d] else ''}"
+            f"door {d + 1} {'OPEN' if self._open[d] else 'closed':<6} "
+            f"{'locked' if self._locked[d] else 'RELEASED':<8} {'[exit]' if self._exit[d] else '':<6}"
             for d in range(self.doors)) + (" [SILENT]" if self.silent else "")
 
 

@@ -15,6 +15,8 @@ from collections import deque
 
 import aiomqtt
 
+from gateway.cancellation import raise_if_stopping
+
 RECONNECT_S = 0.5
 #: Faults an MQTT device simulator can play: publish nothing, or garble its messages.
 FAULTS = ("silence", "malformed")
@@ -95,6 +97,10 @@ class MqttPublisher:
                                           timeout=5) as client:
                     self.connected.set()
                     while True:
+                        # A cancel that arrived while connecting can be lost inside the
+                        # client's connect timeout (Python 3.11's asyncio.timeout); the
+                        # task still counts it, so honour it here rather than wait forever.
+                        raise_if_stopping()
                         while self._pending:
                             topic, payload = self._pending[0]
                             await client.publish(topic, payload, qos=1)
@@ -105,4 +111,7 @@ class MqttPublisher:
                         await self._wake.wait()
             except aiomqtt.MqttError:
                 self.connected.clear()
+                # Cancelled, and the disconnect on the way out failed too (the broker
+                # stopping at the same moment): its error must not swallow the cancel.
+                raise_if_stopping()
                 await asyncio.sleep(RECONNECT_S)

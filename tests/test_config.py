@@ -55,7 +55,8 @@ def test_example_resolves_the_cabinet_profile() -> None:
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     data = example()
     data["devices"][0]["pol_interval"] = 2
-    assert ("devices[0].pol_interval", "unknown key") in problems_of(tmp_path, data)
+    assert ("devices[0].pol_interval", "unknown key (did you mean 'poll_interval'?)") \
+        in problems_of(tmp_path, data)
 
 
 def test_wrong_type_names_key_and_expectation(tmp_path: Path) -> None:
@@ -77,7 +78,8 @@ def test_rule_naming_unknown_device(tmp_path: Path) -> None:
     data = example()
     data["rules"][0]["select"] = {"devices": ["charger-b9"]}
     problems = problems_of(tmp_path, data)
-    assert ("rules[0].select.devices[0]", "no device with id 'charger-b9'") in problems
+    assert ("rules[0].select.devices[0]",
+            "no device with id 'charger-b9' (did you mean 'charger-b3'?)") in problems
 
 
 def test_rule_naming_unknown_field(tmp_path: Path) -> None:
@@ -106,7 +108,7 @@ def test_unknown_bus_and_profile(tmp_path: Path) -> None:
     data["devices"][0]["profile"] = "no-such-profile"
     problems = dict(problems_of(tmp_path, data))
     assert "nowhere" in problems["devices[0].bus"]
-    assert "profile not found" in problems["devices[0].profile"]
+    assert "no profile 'no-such-profile'" in problems["devices[0].profile"]
 
 
 def test_bad_profile_is_named(tmp_path: Path) -> None:

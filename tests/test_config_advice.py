@@ -66,24 +66,27 @@ def test_bus_load_warnings(tmp_path) -> None:
                for w in slow)
 
 
-def test_exposure_warnings(tmp_path, capsys) -> None:
+def test_exposure_warnings(tmp_path, capsys, monkeypatch) -> None:
     raw = {"site": {"id": "s"},
            "devices": [{"id": "m", "type": "synthetic", "kind": "meter", "fields": ["p"]}],
            "http": {"listen": "0.0.0.0:8080"},
            "mqtt": {"host": "10.0.0.5", "username": "s", "password": {"env": "NOT_SET_X"}}}
-    assert main(["check", str(_write(tmp_path, raw))]) == 0
-    out = capsys.readouterr().out
+    assert main(["check", str(_write(tmp_path, raw))]) == 1  # valid, but would not start
+    out, err = capsys.readouterr()
     assert ("http.listen 0.0.0.0:8080 is not loopback and no http.token is set: every /api "
             "request (reads too) is refused") in out
     assert "mqtt: the password goes to 10.0.0.5 in clear text" in out
-    assert "mqtt.password (env NOT_SET_X): environment variable NOT_SET_X is not set" in out
+    assert "the gateway will not start" in err and "OK" not in out
+    assert "mqtt.password (env NOT_SET_X): environment variable NOT_SET_X is not set" in err
     raw["mqtt"]["tls"] = {"insecure": True}
     raw["http"]["listen"] = "127.0.0.1:8080"
+    monkeypatch.setenv("NOT_SET_X", "now-set")
     assert main(["check", str(_write(tmp_path, raw))]) == 0
     out = capsys.readouterr().out
     assert "clear text" not in out and "http.listen" not in out
     assert "mqtt.tls.insecure" in out
     raw["http"] = {"listen": "192.168.1.20:8080", "token": {"env": "NOT_SET_Y"}}
+    monkeypatch.setenv("NOT_SET_Y", "a-token-for-the-lan")
     assert main(["check", str(_write(tmp_path, raw))]) == 0
     out = capsys.readouterr().out
     assert "/api needs the token for reads too, but /healthz and /metrics are open" in out

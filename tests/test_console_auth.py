@@ -409,9 +409,11 @@ async def test_event_stream_sends_snapshot_then_each_transition(client: TestClie
 def test_check_warns_about_a_console_that_cannot_work(tmp_path: Path) -> None:
     raw = {"site": {"id": "s1"}, "state_dir": str(tmp_path / "state"),
            "console": {"users_file": "users.yaml"}}
-    warnings = load_site(write_site(tmp_path, raw)).warnings
-    assert any("no 'http' section" in w for w in warnings)
-    assert any("users file not found" in w for w in warnings)
+    site = load_site(write_site(tmp_path, raw))
+    assert any("no 'http' section" in w for w in site.warnings)
+    [blocker] = site.blockers  # valid, but the gateway would not start
+    assert "users file not found" in blocker
+    assert f"user add NAME --role operator --config {tmp_path / 'site.yaml'}" in blocker
     write_users(tmp_path / "users.yaml")
     raw["http"] = {"listen": "0.0.0.0:8080"}
     warnings = load_site(write_site(tmp_path, raw)).warnings
@@ -419,8 +421,8 @@ def test_check_warns_about_a_console_that_cannot_work(tmp_path: Path) -> None:
     assert not any("users_file" in w for w in warnings)
     raw["http"] = {"listen": "127.0.0.1:8080"}
     (tmp_path / "users.yaml").write_text("users: {wang: {role: operator, password: plain}}\n")
-    [warning] = [w for w in load_site(write_site(tmp_path, raw)).warnings if "console" in w]
-    assert "users.wang.password" in warning and "will not start" in warning
+    [blocker] = load_site(write_site(tmp_path, raw)).blockers
+    assert "users.wang.password" in blocker
 
 
 async def test_behind_a_tls_proxy_the_cookie_is_secure_and_the_proxy_origin_is_accepted(

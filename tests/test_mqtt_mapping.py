@@ -272,3 +272,50 @@ def test_retained_replays_keep_readings_and_drop_events() -> None:
     [reading] = src.handle(topic, msg(uptime=5), retained=True)
     assert reading.values == {"uptime": 5.0}
     assert src.stats["retained_events"] == 1 and src.stats["events"] == 0
+
+
+ISAPI_TERMINAL = """
+kind: door_access
+topic: isapi/+/events
+device_id: {topic_segment: 1}
+timestamp: dateTime
+channels: {name: door, count: 2, path: AccessControllerEvent.doorNo}
+events:
+  path: [AccessControllerEvent.majorEventType, AccessControllerEvent.subEventType]
+  codes:
+    "5:1": {event: granted, attrs: {method: card}}
+    "5:75": {event: granted, attrs: {method: face}}
+    "5:9": {event: denied, attrs: {reason: no_permission}}
+  attrs: {card: AccessControllerEvent.cardNo}
+  once_per: AccessControllerEvent.serialNo
+pseudonymise: [card]
+"""
+
+
+def test_an_event_code_made_of_major_and_minor_isapi_fields() -> None:
+    mapping = MessageMapping(profile=MqttProfile.model_validate(yaml.safe_load(ISAPI_TERMINAL)),
+                             device_id="t1", source="T1", pseudonymise=Pseudonymiser(key=KEY))
+    topic = "isapi/T1/events"
+
+    def event(major, minor, serial):
+        return msg(dateTime="2024-05-01T16:15:30+08:00", eventType="AccessControllerEvent",
+                   AccessControllerEvent={"majorEventType": major, "subEventType": minor,
+                                          "doorNo": 2, "cardNo": "12345678", "serialNo": serial})
+
+    [face] = mapping.decode(topic, event(5, 75, 1), NOW).items
+    assert (face.name, face.channel, face.attrs["method"], face.attrs["code"]) == \
+        ("granted", 2, "face", "5:75")
+    assert face.attrs["card"] != "12345678"  # pseudonymised
+    [denied] = mapping.decode(topic, event(5, 9, 2), NOW).items
+    assert denied.name == "denied" and denied.attrs["reason"] == "no_permission"
+    unknown = mapping.decode(topic, event(5, 8, 3), NOW)
+    assert not unknown.items and unknown.problems[0][0] == "unknown_code"
+    half = mapping.decode(topic, msg(AccessControllerEvent={"majorEventType": 5, "doorNo": 1}), NOW)
+    assert not half.items and "missing" in half.problems[0][1]
+
+
+def test_a_composite_code_must_have_one_part_per_path() -> None:
+    raw = yaml.safe_load(ISAPI_TERMINAL)
+    raw["events"]["codes"]["75"] = "granted"
+    with pytest.raises(ValidationError, match="must have 2 parts joined by ':'"):
+        MqttProfile.model_validate(raw)

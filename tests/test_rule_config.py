@@ -93,7 +93,8 @@ def test_unknown_events_devices_and_kinds_name_their_key(tmp_path) -> None:
     ])
     assert "'thrown'" in found["rules[0].event"] and "throw" in found["rules[0].event"]
     assert "'grant'" in found["rules[1].reset_on"]
-    assert found["rules[2].grants_from[0]"] == "no device with id 'termnal'"
+    assert found["rules[2].grants_from[0]"] == \
+        "no device with id 'termnal' (did you mean 'terminal'?)"
     assert "'remote_open'" in found["rules[3].unless_events[1]"]
     assert "'fall-radar'" in found["rules[4].select.kinds[0]"]
     assert "'falls'" in found["rules[5].first.event"]

@@ -162,7 +162,9 @@ class MessageMapping:
         self._fields = tuple((name, compile_path(f.path), f.map, f.scale)
                              for name, f in profile.fields.items())
         ev = profile.events
-        self._code_path = compile_path(ev.path) if ev else None
+        # One path, or several whose values are joined by ':' (ISAPI's major and minor).
+        self._code_paths = tuple(compile_path(p) for p in (
+            [ev.path] if isinstance(ev.path, str) else ev.path)) if ev else ()
         self._codes = {k: (c.event, dict(c.attrs)) for k, c in ev.codes.items()} if ev else {}
         self._attrs = tuple(
             (name, tuple(compile_path(p) for p in ([paths] if isinstance(paths, str) else paths)))
@@ -220,7 +222,7 @@ class MessageMapping:
         values = self._values(doc, out)
         if values:
             out.items.append(Reading(self.device_id, channel, values, ts))
-        event = self._event(doc, channel, ts, out) if self._code_path is not None else None
+        event = self._event(doc, channel, ts, out) if self._code_paths else None
         if event is not None:
             out.items.append(event)
         elif not values and not out.problems and out.skip is None:
@@ -296,13 +298,15 @@ class MessageMapping:
         return values
 
     def _event(self, doc: dict, channel: int | None, ts: float, out: Decoded) -> DeviceEvent | None:
-        raw = walk(doc, self._code_path)  # type: ignore[arg-type]
-        if raw is None:
+        parts = [walk(doc, path) for path in self._code_paths]
+        if all(raw is None for raw in parts):
             return None
-        key = code_key(raw)
+        keys = [code_key(raw) for raw in parts]
+        key = None if None in keys else ":".join(keys)  # type: ignore[arg-type]
         entry = self._codes.get(key) if key is not None else None
         if entry is None:
-            out.problems.append(("unknown_code", f"code {key!r} is not in the profile's table"))
+            out.problems.append(("unknown_code", f"code {key!r} is not in the profile's table"
+                                 if key is not None else "a part of the event code is missing"))
             return None
         if self._once_path is not None:
             once = walk(doc, self._once_path)

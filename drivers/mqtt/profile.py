@@ -81,9 +81,16 @@ class CodeEntry(_Strict):
 
 
 class EventMap(_Strict):
-    """Events: a payload path holding a code (or name), and a table from code to event."""
+    """Events: a payload path holding a code (or name), and a table from code to event.
 
-    path: Path
+    ``path`` may list several paths when a code is built from several payload fields,
+    as Hikvision ISAPI terminals send ``major`` and ``minor``: the code is then their
+    values joined by ``:`` (``path: [AccessControllerEvent.major, AccessControllerEvent.minor]``
+    with ``codes: {"5:75": granted}``).
+    """
+
+    path: Path | list[Path] = Field(description="payload path of the code, or paths whose "
+                                                "values make it, joined by ':'")
     codes: dict[str, CodeEntry]
     attrs: dict[Name, Path | list[Path]] = Field(
         default={}, description="attribute name -> payload path (or paths, first present wins)")
@@ -107,6 +114,14 @@ class EventMap(_Strict):
     def _coherent(self) -> "EventMap":
         if not self.codes:
             raise ValueError("'codes' needs at least one code")
+        if isinstance(self.path, list):
+            if len(self.path) < 2:
+                raise ValueError("'path' as a list needs two or more paths (or give one path)")
+            parts = len(self.path)
+            for code in self.codes:
+                if len(code.split(":")) != parts:
+                    raise ValueError(f"code {code!r} must have {parts} parts joined by ':' "
+                                     f"(one per path), e.g. '5:75'")
         for name in self.required:
             if name not in self.attrs:
                 raise ValueError(f"required attr {name!r} is not in 'attrs'")

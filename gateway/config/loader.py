@@ -29,6 +29,7 @@ from gateway.config.fire_centre import check_fire_centre
 from gateway.device_faults import FaultSource
 from gateway.config.models import GatewayConfig
 from gateway.config.rule_checks import check_rule
+from gateway.config.suggest import did_you_mean, known_keys
 from gateway.errors import ConfigError
 
 
@@ -75,6 +76,8 @@ class Site:
     config: GatewayConfig
     devices: dict[str, DeviceSpec]
     warnings: list[str] = field(default_factory=list)
+    # Valid, but the gateway will not start like this (a users file that cannot be read).
+    blockers: list[str] = field(default_factory=list)
 
 
 def load_config(path: str | Path, spec_builders: Mapping[type, SpecBuilder]) -> Site:
@@ -84,7 +87,10 @@ def load_config(path: str | Path, spec_builders: Mapping[type, SpecBuilder]) -> 
     config = read_config(path)
     problems: list[tuple[str, str]] = []
     devices = _resolve_devices(path, config, spec_builders, problems)
-    _check_references(config, devices, problems)
+    # Devices whose profile could not be read: rules about them are not checked, since
+    # every problem found there would follow from the one already reported.
+    unresolved = {d.id for d in config.devices} - set(devices)
+    _check_references(config, devices, problems, unresolved)
     if problems:
         raise ConfigError(str(path), problems)
     return Site(path=path, config=config, devices=devices, warnings=_warnings(config, devices))
@@ -98,7 +104,7 @@ def read_config(path: str | Path) -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(str(path), pydantic_problems(exc, raw)) from None
+        raise ConfigError(str(path), pydantic_problems(exc, raw, GatewayConfig)) from None
 
 
 def _read_yaml(path: Path, shown: Path) -> Any:
@@ -114,18 +120,24 @@ def _read_yaml(path: Path, shown: Path) -> Any:
         raise ConfigError(str(shown), [("", f"not valid YAML: {at}{getattr(exc, 'problem', exc)}")]) from None
 
 
-def pydantic_problems(exc: ValidationError, raw: Any) -> list[tuple[str, str]]:
-    """Turn pydantic's errors into (key path, what was expected) pairs."""
+def pydantic_problems(exc: ValidationError, raw: Any,
+                      model: type[BaseModel] | None = None) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (key path, what was expected) pairs; with the
+    validated ``model``, an unknown key names the nearest allowed one."""
     problems = []
     for err in exc.errors():
         path = _key_path(err["loc"], raw)
         kind = err["type"]
         if kind == "extra_forbidden":
-            msg = "unknown key"
+            key = str(err["loc"][-1])
+            msg = "unknown key" + (did_you_mean(key, known_keys(model, err["loc"]))
+                                   if model is not None else "")
         elif kind == "missing":
             msg = "required key is missing"
         elif kind == "union_tag_invalid":
-            msg = (f"unknown type {err['ctx'].get('tag', err['input'])!r}; "
+            tag = str(err['ctx'].get('tag', err['input']))
+            expected = [t.strip(" '") for t in str(err['ctx']['expected_tags']).split(",")]
+            msg = (f"unknown type {tag!r}{did_you_mean(tag, expected)}; "
                    f"expected one of {err['ctx']['expected_tags']}")
         elif kind == "union_tag_not_found":
             msg = f"missing 'type'; expected one of {err['ctx'].get('discriminator', '')}"
@@ -135,7 +147,15 @@ def pydantic_problems(exc: ValidationError, raw: Any) -> list[tuple[str, str]]:
                     and not _holds_secret(err):
                 msg += f" (got {err['input']!r})"
         problems.append((path, msg))
-    return problems
+    return _without_follow_ons(problems)
+
+
+def _without_follow_ons(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A misspelt key also makes the key it meant "missing": report the typo only."""
+    meant = {path.rpartition(".")[0] + "." + msg.split("did you mean '")[1].split("'")[0]
+             for path, msg in problems if "did you mean '" in msg and msg.startswith("unknown key")}
+    return [(path, msg) for path, msg in problems
+            if not (msg == "required key is missing" and path in meant)]
 
 
 _SECRET_KEY = re.compile(r"password|passwd|token|secret|key", re.IGNORECASE)
@@ -203,8 +223,9 @@ class ResolveContext:
 
 def profile_problems(exc: ConfigError, where: str) -> list[tuple[str, str]]:
     """A profile's own problems, reported under the device's ``profile`` key."""
-    return [(f"{where}.profile", f"{exc.file}: {p or ''}{': ' if p else ''}{m}")
-            for p, m in exc.problems]
+    if [p for p, m in exc.problems] == [""] and exc.problems[0][1].startswith("no profile "):
+        return [(f"{where}.profile", exc.problems[0][1])]  # not found: the message names it
+    return [(f"{where}.profile", f"{exc.file}: {p + ': ' if p else ''}{m}") for p, m in exc.problems]
 
 
 def _unique_ids(section: str, ids: list[str], problems: list[tuple[str, str]]) -> set[str]:
@@ -229,12 +250,21 @@ def load_profile(name: str, config_dir: Path, model: type[BaseModel]) -> Any:
             try:
                 return model.model_validate(raw)
             except ValidationError as exc:
-                raise ConfigError(str(candidate), pydantic_problems(exc, raw)) from None
-    raise ConfigError(name, [("", "profile not found; looked in " + ", ".join(map(str, candidates)))])
+                raise ConfigError(str(candidate), pydantic_problems(exc, raw, model)) from None
+    known = profile_names(config_dir)
+    raise ConfigError(name, [("", f"no profile {name!r}{did_you_mean(name, known)}; "
+                                  f"profiles: {known}; looked in "
+                                  + ", ".join(map(str, candidates)))])
+
+
+def profile_names(config_dir: Path) -> list[str]:
+    """Profiles a site in ``config_dir`` can name: its own ``profiles/`` and the shipped ones."""
+    folders = [config_dir / "profiles", Path(str(resources.files("configs") / "profiles"))]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
-                      problems: list[tuple[str, str]]) -> None:
+                      problems: list[tuple[str, str]], unresolved: set[str] = frozenset()) -> None:
     kinds = {d.kind for d in devices.values()}
     groups = _unique_ids("arming", [g.id for g in config.arming], problems)
     for i, rule in enumerate(config.rules):
@@ -245,21 +275,53 @@ def _check_references(config: GatewayConfig, devices: dict[str, DeviceSpec],
         if dev.upstream == "pseudonymised" and config.privacy is None:
             problems.append((f"devices[{i}].upstream", "'pseudonymised' needs a 'privacy' section "
                                                        "with the key: privacy: {key: {env: NAME}}"))
+    broken = [d for d in config.devices if d.id in unresolved]  # kind and fields unknown
     for i, rule in enumerate(config.rules):
         where = f"rules[{i}]"
+        named = _strings(rule.model_dump())
+        if any(d.id in named for d in broken):
+            continue  # about a device already reported as broken: its problems follow from that
+        before = len(problems)
         for j, dev in enumerate(rule.select.devices):
             if dev not in devices:
-                problems.append((f"{where}.select.devices[{j}]", f"no device with id {dev!r}"))
+                problems.append((f"{where}.select.devices[{j}]", f"no device with id {dev!r}"
+                                                                 f"{did_you_mean(dev, devices)}"))
         for j, kind in enumerate(rule.select.kinds):
             if kind not in kinds:
                 problems.append((f"{where}.select.kinds[{j}]",
-                                 f"no device of kind {kind!r}; kinds: {sorted(kinds)}"))
+                                 f"no device of kind {kind!r}{did_you_mean(kind, kinds)}; "
+                                 f"kinds: {sorted(kinds)}"))
         selected = [d for d in devices.values() if selects(rule, d)]
+        if (len(problems) > before or not selected) and any(_may_select(rule, d) for d in broken):
+            del problems[before:]  # the broken device may be the one it means
+            continue
         if not selected:
-            problems.append((f"{where}.select", "selects no device"))
+            if len(problems) == before:  # else a misnamed device or kind says why
+                problems.append((f"{where}.select", "selects no device"))
             continue
         check_rule(rule, where, selected, devices, problems)
     problems.extend(check_fire_centre(config, devices))
+
+
+def _may_select(rule: Any, dev: Any) -> bool:
+    """Whether a rule's selector may match a device whose kind is not known."""
+    sel, loc = rule.select, dev.location
+    kind = getattr(dev, "kind", None)
+    return ((not sel.kinds or kind is None or kind in sel.kinds)
+            and (not sel.devices or dev.id in sel.devices)
+            and (not sel.buildings or loc.building in sel.buildings)
+            and (not sel.units or loc.unit in sel.units))
+
+
+def _strings(value: Any) -> set[str]:
+    """Every string value inside a dumped model."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_strings(v) for v in value)) if value else set()
+    return set()
 
 
 def selects(rule: BaseModel, device: DeviceSpec) -> bool:

@@ -137,12 +137,17 @@ class TelemetryConfig(Strict):
 
 
 class InfluxConfig(Strict):
-    """An InfluxDB v2 write API (InfluxDB, or VictoriaMetrics which accepts it)."""
+    """An InfluxDB v2 write API (InfluxDB, or VictoriaMetrics which accepts it).
+
+    InfluxDB v2 needs an API token (``token: {env: INFLUX_TOKEN}``); VictoriaMetrics
+    takes writes without one, so ``token`` may be left out.
+    """
 
     url: str = Field(pattern=r"^https?://")
     org: str
     bucket: str
-    token: Secret
+    token: Secret | None = Field(default=None, description="InfluxDB v2's API token; "
+                                                          "none for VictoriaMetrics")
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     flush_interval: float = Field(default=1.0, gt=0, le=60)
     timeout: float = Field(default=10.0, gt=0, le=300)
@@ -340,13 +345,37 @@ class GatewayConfig(Strict):
     outbox: OutboxConfig = OutboxConfig()
     http: HttpConfig | None = None
     console: ConsoleConfig | None = None
-    # Local state that must survive a restart (open alarms, the outbox). Default:
-    # $STATE_DIRECTORY, which systemd's StateDirectory= sets, else /var/lib/community-gateway.
-    state_dir: Path = Field(default_factory=lambda: Path(
-        os.environ.get("STATE_DIRECTORY", "/var/lib/community-gateway").split(":")[0]))
+    # Local state that must survive a restart (open alarms, the outbox). Default: a folder
+    # named after the site id under default_state_root(): two site files never share
+    # alarms or sink cursors.
+    state_dir: Path = Field(default_factory=lambda: default_state_root() / "unnamed-site")
     alarms: AlarmsConfig = AlarmsConfig()
     webhooks: list[WebhookConfig] = []
     buses: list[Bus] = []
     devices: list[Device] = []
     rules: list[Rule] = []
     fire_centre: FireCentreConfig | None = None  # the city fire remote-monitoring centre (GB/T 26875.3)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_per_site(cls, data: object) -> object:
+        if isinstance(data, dict) and "state_dir" not in data:
+            site = data.get("site")
+            site_id = site.get("id") if isinstance(site, dict) else None
+            if isinstance(site_id, str) and site_id and "/" not in site_id and site_id not in (".", ".."):
+                return {**data, "state_dir": default_state_root() / site_id}
+        return data
+
+
+def default_state_root() -> Path:
+    """Where sites without ``state_dir`` keep their state, one folder per site id:
+    $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/community-gateway for
+    root, else the user's $XDG_STATE_HOME/community-gateway (~/.local/state/...), so
+    that `community-gateway run` works from a clone without root."""
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    if os.geteuid() == 0:
+        return Path("/var/lib/community-gateway")
+    home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(home) / "community-gateway"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from gateway.config.suggest import did_you_mean
 from gateway.config.rules import (AbsenceRule, ConfirmRule, CountRule, EventRule, ForcedRule,
                                   HeldRule, RateRule, ThresholdRule)
 
@@ -43,7 +44,8 @@ def _need_field(field: str, key: str, selected: list[DeviceSpec],
     found = with_field(selected, field)
     if not found:
         known = sorted(set().union(*(d.fields for d in selected)))
-        problems.append((key, f"no selected device has field {field!r}; fields: {known}"))
+        problems.append((key, f"no selected device has field {field!r}"
+                              f"{did_you_mean(field, known)}; fields: {known}"))
     return found
 
 
@@ -56,7 +58,8 @@ def _need_events(names: list[str], key: str, selected: list[DeviceSpec],
     for j, name in enumerate(names):
         if name not in known:
             problems.append((f"{key}[{j}]" if len(names) > 1 else key,
-                             f"no selected device emits event {name!r}; events: {sorted(known)}"))
+                             f"no selected device emits event {name!r}"
+                             f"{did_you_mean(name, known)}; events: {sorted(known)}"))
     return emitting(selected, names)
 
 
@@ -110,7 +113,8 @@ def _forced_rule(rule: ForcedRule, where: str, selected: list[DeviceSpec],
     granters = list(doors)
     for j, dev in enumerate(rule.grants_from):
         if dev not in devices:
-            problems.append((f"{where}.grants_from[{j}]", f"no device with id {dev!r}"))
+            problems.append((f"{where}.grants_from[{j}]", f"no device with id {dev!r}"
+                                                          f"{did_you_mean(dev, devices)}"))
         else:
             granters.append(devices[dev])
     if granters:
@@ -122,7 +126,8 @@ def _check_actions(rule: Any, where: str, targets: list[DeviceSpec],
                    devices: dict[str, DeviceSpec], problems: Problems) -> None:
     for k, action in enumerate(rule.actions):
         if action.device is not None and action.device not in devices:
-            problems.append((f"{where}.actions[{k}].device", f"no device with id {action.device!r}"))
+            problems.append((f"{where}.actions[{k}].device", f"no device with id {action.device!r}"
+                                                             f"{did_you_mean(action.device, devices)}"))
             continue
         if action.targets is not None:
             on = [d for d in devices.values() if targeted(action.targets, d)]
@@ -134,7 +139,8 @@ def _check_actions(rule: Any, where: str, targets: list[DeviceSpec],
         for target in on:
             if action.write not in target.writable:
                 problems.append((f"{where}.actions[{k}].write",
-                                 f"device {target.id!r} has no writable field {action.write!r}; "
+                                 f"device {target.id!r} has no writable field {action.write!r}"
+                                 f"{did_you_mean(action.write, target.writable)}; "
                                  f"writable: {sorted(target.writable)}"))
                 break
 

@@ -2,7 +2,8 @@
 
 Pages: ``/console/`` (the console), ``/console/login``; static files under
 ``/console/static/``. JSON under ``/console/api/``: ``me``, ``alarms``,
-``devices``, ``history``, ``login``, ``logout`` and ``alarms/{id}/{ack|reset|shelve}``.
+``devices``, ``history``, ``login``, ``logout``, ``alarms/{id}/{ack|reset|shelve}`` and
+``devices/{id}/chart.svg?field=NAME`` (the field's last hour, see ``recent.py``).
 Live updates: ``/console/events`` (server-sent events, see ``stream.py``).
 
 Every route but the login page and static files needs a session. Every POST
@@ -27,10 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError
 from gateway.config.models import ConsoleConfig
+from gateway.console.chart_svg import render_chart
 from gateway.console.history import query_history
 from gateway.console.passwords import ChecksBusy
 from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
+from gateway.console.recent import RecentReadings
 from gateway.console.stream import events
 from gateway.operations.live_events import live_parts
 from gateway.views import Views
@@ -51,6 +54,11 @@ NOTE_MAX = 500
 PLAIN_NAME = re.compile(r"[\w.@-]{1,64}")
 # Shelving choices offered on the page (those within the site's alarms.max_shelve_minutes).
 SHELVE_MINUTES = (15, 30, 60, 120, 240, 480)
+
+
+RECENT = web.AppKey("console-recent", RecentReadings)
+# Channel names on the charts' legends, in the page's language.
+CHANNEL_LABELS = {"en": {"port": "Port {}", "door": "Door {}"}, "zh": {"port": "{}号端口", "door": "{}号门"}}
 
 
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
@@ -76,6 +84,8 @@ def add_console_routes(app: web.Application, views: Views,
     app[CONSOLE] = console
     live_parts(app, views)  # the stream slots and alarm fan-out, shared with /api/stream
     app.on_shutdown.append(console.on_shutdown)
+    app[RECENT] = RecentReadings(latest=views.devices.latest)  # the device charts' last hour
+    app.cleanup_ctx.append(app[RECENT].context)
 
     r = app.router
     r.add_get(PREFIX, _to_index)
@@ -87,6 +97,7 @@ def add_console_routes(app: web.Application, views: Views,
     r.add_get(PREFIX + "/api/alarms", guarded(_alarms))
     r.add_get(PREFIX + "/api/devices", guarded(_devices))
     r.add_get(PREFIX + "/api/history", guarded(_history))
+    r.add_get(PREFIX + "/api/devices/{device_id}/chart.svg", guarded(_chart))
     r.add_post(PREFIX + "/api/alarms/{alarm_id}/{action:%s}" % "|".join(COMMANDS),
                guarded(_action, act=True))
     r.add_get(PREFIX + "/events", guarded(events))
@@ -209,7 +220,10 @@ async def _me(request: web.Request, session: Session) -> web.StreamResponse:
         "user": session.user, "role": session.role, "csrf": session.csrf,
         "actions": list(COMMANDS) if session.can_act else [],
         "shelve_minutes": [m for m in SHELVE_MINUTES if m * 60 <= console.alarms.max_shelve],
-        "site": {"id": site.id, "name": site.name, "language": site.language},
+        "site": {"id": site.id, "name": site.name, "language": site.language,
+                 **(console.display.title() if console.display else {})},
+        # which alarm values to show, with units
+        "values": console.display.values() if console.display else {},
         "instance": console.feed.instance, "version": console.version,
     })
 
@@ -220,6 +234,36 @@ async def _alarms(request: web.Request, session: Session) -> web.StreamResponse:
 
 async def _devices(request: web.Request, session: Session) -> web.StreamResponse:
     return _json({"devices": request.app[CONSOLE].feed.devices()})
+
+
+async def _chart(request: web.Request, session: Session) -> web.StreamResponse:
+    """``chart.svg?field=power[&lang=zh]``: the field's last hour, a line per channel."""
+    console = request.app[CONSOLE]
+    recent = request.app[RECENT]
+    device = request.match_info["device_id"]
+    spec = console.devices.specs().get(device)
+    if spec is None:
+        return _error(404, f"no device {device!r}")
+    field = request.query.get("field", "")
+    if field not in spec.fields:
+        return _error(400, f"device {device!r} has no field {field!r}; fields: {sorted(spec.fields)}")
+    lang = "zh" if request.query.get("lang") == "zh" else "en"
+    names = CHANNEL_LABELS[lang]
+    now = console.clock.time()
+    per_channel = recent.series(device, field, now=now)
+
+    def label(channel: int | None) -> str:
+        if channel is None:
+            return device
+        return names.get(spec.channel_name, spec.channel_name + " {}").format(channel)
+
+    series = {label(ch): points for ch, points in
+              sorted(per_channel.items(), key=lambda kv: -1 if kv[0] is None else kv[0])}
+    svg = render_chart(series, now=now, window=recent.window,
+                       unit=console.display.units(spec).get(field) if console.display else None,
+                       title=f"{device} {field}",
+                       empty_text="暂无读数" if lang == "zh" else "No readings kept yet.")
+    return web.Response(text=svg, content_type="image/svg+xml", headers=SECURITY_HEADERS)
 
 
 async def _history(request: web.Request, session: Session) -> web.StreamResponse:

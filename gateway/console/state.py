@@ -36,6 +36,8 @@ class Console:
         self.views = views
         self.site = views.site  # id, name, language
         self.alarms = views.alarms
+        self.devices = views.devices
+        self.display = views.display
         self.clock = views.clock
         self.config = config
         self.users = UsersFile(path=place(config.users_file))

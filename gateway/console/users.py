@@ -96,7 +96,8 @@ class UsersFile:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(str(self.path), [("", "users file not found; create it with "
-                                                    "`community-gateway user add NAME --role operator`")]) from None
+                                                    "`community-gateway user add NAME --role operator "
+                                                    f"--users-file {self.path}`")]) from None
         except OSError as exc:
             raise ConfigError(str(self.path), [("", f"cannot read users file: {exc.strerror}")]) from None
         try:

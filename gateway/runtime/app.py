@@ -35,6 +35,7 @@ from gateway.operations.systemd import SystemdNotifier, keep_alive
 from gateway.rules.engine import RuleEngine
 from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
 from gateway.runtime.device_runner import DeviceRunner
+from gateway.runtime.display import SiteDisplay
 from gateway.runtime.device_types import DriverContext, build_bus, build_driver
 from gateway.runtime.messages import alarm_location
 from gateway.runtime.mqtt_link import MqttLink
@@ -48,6 +49,7 @@ from gateway.upstream.line_protocol import LineEncoder
 from gateway.views import Views
 
 log = logging.getLogger(__name__)
+ALARM_LOGGER = "gateway.alarm"  # one line per alarm transition (the demo prints its own)
 
 DEVICE_OFFLINE = "device_offline"
 SHUTDOWN_FLUSH_SECONDS = 3.0
@@ -132,7 +134,7 @@ class Gateway:
             devices=SiteDevices(specs=lambda: self.site.devices,
                                 health=lambda: {r.device_id: r.health for r in self.runners},
                                 latest=lambda: self.pipeline.latest),
-            clock=self.clock, http=cfg.http)
+            clock=self.clock, http=cfg.http, display=SiteDisplay(lambda: self.site))
         self.http = None
         if cfg.http is not None:
             watch = PipelineWatch(self.pipeline)
@@ -190,8 +192,9 @@ class Gateway:
 
     async def run(self) -> None:
         """Run until cancelled, then stop cleanly."""
-        log.info("gateway %s starting: %d devices, %d rules, %d sinks", self.site.config.site.id,
-                 len(self.runners), len(self.site.config.rules), len(self.sinks))
+        log.info("gateway %s starting: %d devices, %d rules, %d sinks; state in %s",
+                 self.site.config.site.id, len(self.runners), len(self.site.config.rules),
+                 len(self.sinks), self.alarm_store.path.parent)
         try:
             await self._restore_alarms()  # before anything raises or publishes an alarm
             if self.outbox is not None:
@@ -477,5 +480,6 @@ _LEVELS = {"raised": logging.WARNING, "repeated": logging.WARNING}
 def _log_transition(t: Transition) -> None:
     a = t.alarm
     by = f" by {t.by}" if t.by else ""
-    log.log(_LEVELS.get(t.event, logging.INFO), "alarm %s %s%s: [L%s] %s (device %s, count %s)",
-            a["id"], t.event, by, a["severity"], a["message"], a["device"], a["count"])
+    logging.getLogger(ALARM_LOGGER).log(
+        _LEVELS.get(t.event, logging.INFO), "alarm %s %s%s: [L%s] %s (device %s, count %s)",
+        a["id"], t.event, by, a["severity"], a["message"], a["device"], a["count"])

@@ -29,6 +29,7 @@ from drivers.sia_dc09 import contact_id
 from drivers.synthetic import SyntheticDevice
 from gateway.clock import Clock
 from gateway.config import devices as cfg
+from gateway.config.suggest import did_you_mean
 from gateway.config.loader import (DeviceSpec, ResolveContext, Site, SpecBuilder, load_profile,
                                    profile_problems)
 from gateway.device_faults import FaultSource
@@ -92,7 +93,9 @@ def _synthetic_driver(spec: DeviceSpec, ctx: DriverContext) -> SyntheticDevice:
 
 def _modbus_device_spec(dev: cfg.ModbusDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
     if dev.bus not in ctx.bus_ids:
-        ctx.problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}; buses: {sorted(ctx.bus_ids)}"))
+        ctx.problems.append((f"{where}.bus", f"no bus with id {dev.bus!r}"
+                                             f"{did_you_mean(dev.bus, ctx.bus_ids)}; "
+                                             f"buses: {sorted(ctx.bus_ids)}"))
     try:
         profile = load_profile(dev.profile, ctx.config_dir, ModbusProfile)
     except ConfigError as exc:

@@ -17,5 +17,7 @@ from gateway.runtime.device_types import SPEC_BUILDERS
 def load_site(path: str | Path) -> Site:
     """Read, validate and resolve a site config; raise ConfigError listing every problem."""
     site = load_config(path, SPEC_BUILDERS)
-    site.warnings.extend(console_warnings(site.config, site.path.resolve().parent))
+    warnings, blockers = console_warnings(site.config, site.path.resolve().parent, site.path)
+    site.warnings.extend(warnings)
+    site.blockers.extend(blockers)
     return site

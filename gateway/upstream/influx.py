@@ -22,10 +22,11 @@ _REJECTED = {400, 413, 422}
 class InfluxSink:
     """Writes line-protocol batches with influxdb-client's async write API."""
 
-    def __init__(self, config: InfluxConfig, token: str, name: str = "influxdb"):
+    def __init__(self, config: InfluxConfig, token: str | None, name: str = "influxdb"):
         self.name = name
         self._config = config
-        self._client = InfluxDBClientAsync(url=config.url, token=token, org=config.org,
+        # No token (VictoriaMetrics): the client then sends no Authorization header.
+        self._client = InfluxDBClientAsync(url=config.url, token=token or "", org=config.org,
                                            timeout=int(config.timeout * 1000))
         self._api = self._client.write_api()
 

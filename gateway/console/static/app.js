@@ -305,8 +305,8 @@
         h("span", {class: "level-name", text: t("level_" + a.severity)})),
       h("div", {class: "c-alarm"}, h("div", {class: "message", text: a.message}),
         h("div", {class: "sub", text: `${a.rule} · ${a.device}`})),
-      h("div", {class: "c-location", text: locationText(a.location)}),
-      h("div", {class: "c-value", "data-label": t("col_value"), text: valueText(a.value)}),
+      h("div", {class: "c-location", text: alarmPlace(a)}),
+      h("div", {class: "c-value", "data-label": t("col_value"), text: alarmValue(a)}),
       h("div", {class: "c-count", "data-label": t("col_count"), text: "×" + a.count}),
       h("div", {class: "c-state"}, stateBadges(a)),
       h("div", {class: "c-age age", "data-label": t("col_age"), "data-since": a.first_ts,
@@ -351,6 +351,36 @@
       const known = window.CG_I18N.en[key] !== undefined;
       return t(known ? key : "loc_other", {k, v: location[k]});
     }).join(state.lang === "zh" ? " " : " · ");
+  }
+
+  // Where an alarm is: the device's location, and for a throw the facade and the floors
+  // the camera saw it come from (in the event's details).
+  function alarmPlace(a) {
+    const parts = [locationText(a.location)];
+    const d = a.details || {};
+    if (d.facade) {
+      const dir = "dir_" + d.facade;   // east, west... in the page's language where known
+      parts.push(t("loc_facade", {v: window.CG_I18N[state.lang][dir] !== undefined ? t(dir) : d.facade}));
+    }
+    if (d.floor_low !== undefined && d.floor_low !== null) {
+      const lo = d.floor_low, hi = d.floor_high === undefined || d.floor_high === null ? lo : d.floor_high;
+      parts.push(lo === hi ? t("loc_floor", {v: lo}) : t("loc_floors", {a: lo, b: hi}));
+    }
+    return parts.filter(Boolean).join(state.lang === "zh" ? " " : " · ");
+  }
+
+  // The reading that raised the alarm, with its unit, while its condition holds; nothing
+  // for yes/no conditions (smoke, a fall) and events, and nothing once it cleared (the
+  // value then is the one that cleared it, e.g. 0 W after the cut).
+  function alarmValue(a) {
+    const meta = state.me && state.me.values ? state.me.values[a.rule] : null;
+    if (!meta || !a.condition || typeof a.value !== "number") return "";
+    return valueText(a.value) + (meta.unit ? " " + meta.unit : "");
+  }
+
+  function kindText(kind) {
+    const key = "kind_" + kind;
+    return window.CG_I18N.en[key] !== undefined ? t(key) : String(kind).replace(/_/g, " ");
   }
 
   function valueText(value) {
@@ -414,14 +444,16 @@
     const status = d.online === true ? "online" : d.online === false ? "offline" : "unknown";
     const where = Object.assign({}, d.location || {});
     delete where.building;
-    const card = h("article", {class: `device ${status}`, "data-device": d.id, "data-online": status},
+    const wideCard = d.readings.some((r) => r.channel !== null);
+    const card = h("article", {class: `device ${status}` + (wideCard ? " wide" : ""), "data-device": d.id,
+      "data-online": status},
       h("header", {},
         h("span", {class: "dot", "aria-hidden": "true"}),
-        h("strong", {text: d.id}),
+        h("button", {type: "button", class: "device-open", text: d.id, title: t("chart_open"),
+          onclick: () => openDevice(d.id)}),
         h("span", {class: "badge " + (status === "online" ? "ok" : status === "offline" ? "warn" : ""),
           text: t("dev_" + status)})),
-      h("div", {class: "sub", text: [t("kind_" + d.kind) === "kind_" + d.kind ? d.kind : t("kind_" + d.kind),
-        locationText(where)].filter(Boolean).join(" · ")}),
+      h("div", {class: "sub", text: [kindText(d.kind), locationText(where)].filter(Boolean).join(" · ")}),
       h("div", {class: "sub", text: [d.last_success ? t("dev_last", {age: ageText(d.last_success)}) : t("dev_never"),
         d.errors ? t("dev_errors", {n: d.errors}) : ""].filter(Boolean).join(" · ")}),
     );
@@ -446,6 +478,40 @@
     return card;
   }
 
+  // ---- a device's page: its last hour as a chart (an SVG the gateway draws) ---------
+
+  const CHART_FIRST = ["power", "temperature", "cabinet_temperature", "body_movement", "door_open"];
+  let chartTimer = null;
+
+  function openDevice(id) {
+    const d = state.devices.find((x) => x.id === id);
+    if (!d) return;
+    const fields = [...new Set(d.readings.flatMap((r) => Object.keys(r.values)))];
+    fields.sort((a, b) => rank(a) - rank(b));
+    $("dev-title").textContent = d.id;
+    $("dev-sub").textContent = [kindText(d.kind), locationText(d.location)].filter(Boolean).join(" · ");
+    $("dev-field").replaceChildren(...fields.map((f) => h("option", {value: f, text: f.replace(/_/g, " ")})));
+    $("dev-field").onchange = () => showChart(d.id);
+    $("device-dialog").dataset.device = d.id;
+    showChart(d.id);
+    clearInterval(chartTimer);
+    chartTimer = setInterval(() => showChart(d.id), 10000);
+    $("device-dialog").showModal();
+  }
+
+  function rank(field) {
+    const i = CHART_FIRST.indexOf(field);
+    return i < 0 ? CHART_FIRST.length : i;
+  }
+
+  function showChart(id) {
+    const field = $("dev-field").value;
+    if (!field) { $("dev-chart").removeAttribute("src"); return; }
+    $("dev-chart").alt = t("chart_title", {field: field.replace(/_/g, " "), channel: id, minutes: 60});
+    $("dev-chart").src = `/console/api/devices/${encodeURIComponent(id)}/chart.svg?field=${encodeURIComponent(field)}`
+      + `&lang=${state.lang}&t=${Date.now()}`;
+  }
+
   function tickAges() {
     for (const el of document.querySelectorAll(".age[data-since]")) el.textContent = ageText(el.dataset.since);
     $("clock").textContent = clockText(new Date(serverNow() * 1000));
@@ -456,7 +522,7 @@
   function openDialog(action, alarm) {
     state.dialog = {action, alarm};
     $("dlg-title").textContent = t("dlg_" + action);
-    $("dlg-alarm").textContent = `${t("level", {n: alarm.severity})} · ${alarm.message} · ${locationText(alarm.location)}`;
+    $("dlg-alarm").textContent = `${t("level", {n: alarm.severity})} · ${alarm.message} · ${alarmPlace(alarm)}`;
     $("dlg-note").value = "";
     $("dlg-note").required = action === "shelve";
     $("dlg-note-label").textContent = t(action === "shelve" ? "dlg_note_required" : "dlg_note_optional");
@@ -538,7 +604,7 @@
         h("td", {text: t("ev_" + e.event)}),
         h("td", {text: t("level", {n: e.alarm.severity})}),
         h("td", {text: e.alarm.message}),
-        h("td", {text: locationText(e.alarm.location)}),
+        h("td", {text: alarmPlace(e.alarm)}),
         h("td", {text: e.by || ""}),
         h("td", {text: e.note || ""}))));
       $("history-empty").hidden = body.entries.length > 0;
@@ -565,7 +631,10 @@
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     $("lang").textContent = t("lang_switch");
     if (state.me) {
-      $("site-name").textContent = state.me.site.name || state.me.site.id;
+      const site = state.me.site;
+      $("site-name").textContent = site.title || site.name || site.id;
+      const list = (site.buildings || []).join(state.lang === "zh" ? "、" : " · ");
+      $("site-buildings").textContent = list ? t("site_buildings", {list}) : "";
       $("who").textContent = `${state.me.user} (${t("role_" + state.me.role)})`;
     }
     renderLive();
@@ -593,6 +662,8 @@
     $("history-form").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(); });
     $("action-form").addEventListener("submit", confirmDialog);
     $("dlg-cancel").addEventListener("click", () => $("action-dialog").close());
+    $("dev-close").addEventListener("click", () => $("device-dialog").close());
+    $("device-dialog").addEventListener("close", () => clearInterval(chartTimer));
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unlockSound);
     setInterval(tickAges, 1000);
     setInterval(() => {   // watchdog: a link can die without an error event
