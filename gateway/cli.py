@@ -51,8 +51,14 @@ def _parser() -> argparse.ArgumentParser:
                            description="Validate a site config: types, unknown keys, references "
                                        "between devices, buses, profiles and rules. Prints every "
                                        "problem with its key path; exits 2 if there is any.")
-    check.add_argument("config", help="site config YAML file")
+    check.add_argument("config", help="site config YAML file (or a hub file: one with 'hub:')")
     check.set_defaults(handler=_check)
+
+    hub = sub.add_parser("hub", help="run the hub above the gateways with a hub file",
+                         description="Watches every site in its scope on the broker: live "
+                                     "alarms, gateways offline, history; read-only HTTP API.")
+    hub.add_argument("config", help="hub config YAML file (top-level 'hub:' section)")
+    hub.set_defaults(handler=_hub)
 
     add_user_parser(sub)
     add_tool_parsers(sub)  # probe modbus|serial, tail, alarms
@@ -129,6 +135,11 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.hub.cli import check_hub_file
+
+    checked = check_hub_file(args.config)  # None: not a hub file, a site file then
+    if checked is not None:
+        return checked
     try:
         site = load_config(args.config)
     except ConfigError as exc:
@@ -175,6 +186,13 @@ def _run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signal.SIGHUP)
 
     return run_until_signal(serve())
+
+
+def _hub(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    from gateway.hub.cli import run_hub
+
+    return run_hub(args.config, run_until_signal)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ class SiteInfo(Strict):
     subdistrict: str | None = None
     community: str | None = None
     compound: str | None = None
+    # The building this gateway serves (one gateway per building); a gateway for a small
+    # compound leaves it out and its info names the buildings of its devices' locations.
+    building: str | None = None
     language: Literal["en", "zh"] = "en"
 
 
@@ -66,6 +69,10 @@ class MqttConfig(Strict):
     password: Secret | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)
     tls: MqttTls | None = None
+    health_interval: float = Field(
+        default=30.0, ge=1, le=3600,
+        description="seconds between the retained {prefix}/{site}/health messages the hub "
+                    "watches (it calls a gateway silent after a few missed ones)")
     telemetry: TelemetryConfig | None = Field(
         default=None, description="publish readings on {prefix}/{site}/telemetry/{device} "
                                   "(QoS 1): `true`, or its settings")

@@ -47,6 +47,7 @@ class MqttLink:
         self._password = password
         self._state: dict[str, bytes] = {}  # alarm id -> latest retained payload
         self._events: deque[bytes] = deque()
+        self._retained: dict[str, bytes] = {}  # topic suffix -> latest payload (info, health)
         self.events_dropped = 0
         self._wake = asyncio.Event()
         self.connected = False
@@ -71,6 +72,12 @@ class MqttLink:
         broker (closed while it was away, just before a stop)."""
         for alarm_id in alarm_ids:
             self._state.setdefault(alarm_id, b"")
+        self._wake.set()
+
+    def publish_retained(self, topic_suffix: str, payload: bytes) -> None:
+        """Queue a retained ``{prefix}/{site}/{topic_suffix}`` (info, health) for the
+        publish loop; only the latest payload per suffix is kept while the broker is away."""
+        self._retained[topic_suffix] = payload
         self._wake.set()
 
     @property
@@ -140,6 +147,12 @@ class MqttLink:
                 await client.publish(f"{self.base}/alarms/{alarm_id}", payload, qos=1, retain=True)
                 if self._state.get(alarm_id) is payload:
                     del self._state[alarm_id]
+                self.published += 1
+            while self._retained:
+                suffix, payload = next(iter(self._retained.items()))
+                await client.publish(f"{self.base}/{suffix}", payload, qos=1, retain=True)
+                if self._retained.get(suffix) is payload:
+                    del self._retained[suffix]
                 self.published += 1
             while self._events:
                 event = self._events[0]
