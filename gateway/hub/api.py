@@ -61,7 +61,7 @@ def build_app(view: HubAlarmsView, *, health) -> web.Application:
                 "Content-Disposition": 'attachment; filename="alarm-history.csv"'})
         if wanted != "json":
             raise web.HTTPBadRequest(text="format: json or csv")
-        rows = await view.history(params)
+        rows = await view.search_history(params)
         return web.json_response({"count": len(rows), "transitions": rows})
 
     app.add_routes([web.get("/healthz", healthz), web.get("/api/sites", sites),

@@ -74,7 +74,7 @@ class HubAlarmsView:
                                 r["severity"] if isinstance(r["severity"], int) else 9))
         return out
 
-    async def history(self, params: dict[str, str]) -> list[dict[str, Any]]:
+    async def search_history(self, params: dict[str, str]) -> list[dict[str, Any]]:
         """Transitions matching URL-style parameters (see HistoryQuery.from_params)."""
         return await self.history.search(HistoryQuery.from_params(params))
 
