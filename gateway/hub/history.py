@@ -178,8 +178,9 @@ class HubHistory:
     # -- writing ---------------------------------------------------------------------------
 
     def add(self, *, site: str, place: dict[str, Any], body: dict[str, Any],
-            origin: str = "gateway") -> None:
-        """Queue one transition (the JSON of ``alarm_events``) of ``site``."""
+            origin: str = "gateway", raw: bytes | None = None) -> None:
+        """Queue one transition (the JSON of ``alarm_events``) of ``site``; ``raw``: the
+        same as received, kept as is."""
         alarm = body.get("alarm")
         ts = body.get("ts")
         epoch = parse_ts(ts)
@@ -196,7 +197,9 @@ class HubHistory:
             _text(alarm.get("device")), _text(alarm.get("kind")),
             severity if isinstance(severity, int) else None, _text(alarm.get("rule")),
             _text(alarm.get("state")), _text(body.get("by")), _text(body.get("note")),
-            _text(alarm.get("message")), origin, json.dumps(body, separators=(",", ":"))))
+            _text(alarm.get("message")), origin,
+            raw.decode("utf-8", "replace") if raw is not None
+            else json.dumps(body, separators=(",", ":"))))
         self._idle.clear()
         self._wake.set()
 

@@ -52,7 +52,7 @@ class SiteState:
     health: dict[str, Any] | None = None
     health_at: float | None = None  # when the newest health was made (hub clock, at most now)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    held_events: deque[dict[str, Any]] = field(default_factory=deque)
+    held_events: deque[tuple[dict[str, Any], bytes]] = field(default_factory=deque)
 
     @property
     def hierarchy(self) -> dict[str, Any]:
@@ -92,6 +92,7 @@ class Event:
     site: str
     place: dict[str, Any]
     body: dict[str, Any]
+    raw: bytes | None = None  # the payload as received, stored as is (no second encoding)
 
 
 class LivePicture:
@@ -189,7 +190,7 @@ class LivePicture:
             site.health = site.health_at = site.status = None
             site.held_events.clear()
             return []
-        held = [Event(site.site, site.place(), e) for e in site.held_events]
+        held = [Event(site.site, site.place(), e, raw) for e, raw in site.held_events]
         site.held_events.clear()
         return held
 
@@ -205,9 +206,9 @@ class LivePicture:
             if len(site.held_events) >= MAX_HELD_EVENTS:
                 site.held_events.popleft()
                 self.events_dropped += 1
-            site.held_events.append(body)
+            site.held_events.append((body, payload))
             return []
-        return [Event(site.site, site.place(), body)]
+        return [Event(site.site, site.place(), body, payload)]
 
     def _health(self, site: SiteState, payload: bytes) -> None:
         health = self._json(site, "health", payload) if payload else None

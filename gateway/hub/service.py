@@ -67,7 +67,7 @@ class Hub:
     def on_message(self, topic: str, payload: bytes) -> None:
         """One message from the broker: the live picture, then the history."""
         for event in self.live.handle(topic, payload):
-            self.history.add(site=event.site, place=event.place, body=event.body)
+            self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw)
 
     def health(self) -> tuple[bool, dict]:
         return health_body(hub=self.config.hub.id, connected=self.link.connected,

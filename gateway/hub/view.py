@@ -56,8 +56,17 @@ class HubAlarmsView:
         this level or more urgent)."""
         filters = {k: v for k, v in (filters or {}).items() if v not in (None, "")}
         rows = []
-        for site, alarm in self.live.open_alarms():
-            rows.append(_row(site.place(), alarm, "gateway"))
+        wanted_site = filters.get("site")
+        for site in self.live.in_scope():
+            if wanted_site is not None and site.site != wanted_site:
+                continue  # most calls name a site or a level: skip whole sites early
+            if not site.alarms:
+                continue
+            place = site.place()
+            if any(filters.get(k) not in (None, place.get(k))
+                   for k in ("subdistrict", "community", "compound")):
+                continue
+            rows.extend(_row(place, alarm, "gateway") for alarm in site.alarms.values())
         for alarm in self.alarms.open_alarms():
             site = self.live.sites.get(alarm.device)
             place = site.place() if site is not None else {"site": alarm.device,
