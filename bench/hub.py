@@ -17,6 +17,7 @@ top is measured apart (GET /api/alarms?site=..., a few hundred open alarms).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -118,45 +119,54 @@ async def _phase(port: int, *, gateways: int, rate: float, seconds: float, alarm
             pass
 
 
-async def run(opts) -> list[Figure]:
+@contextlib.contextmanager
+def _broker():
+    """A fresh Mosquitto per phase (no retained state from the one before)."""
     from servers import Mosquitto
 
-    figures: list[Figure] = []
-    seconds = 3.0 if opts.quick else 20.0
     with on_server_cpus():
         # Mosquitto holds at most 1000 QoS 1 messages queued per client by default, even
         # for a connected one, and drops the rest: a hub's broker raises it (docs/hub.md).
         broker = Mosquitto(extra_config=["max_queued_messages 1000000"])
         broker.start()
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-hub-") as d:
-            tmp = Path(d)
-            many = 40 if opts.quick else 500
-            ingest = await _phase(broker.port, gateways=many, rate=1000 if opts.quick else 8000,
-                                  seconds=seconds, alarms=10, tmp=tmp, name="ingest")
-            rate = ingest["taken"] / ingest["elapsed"]
-            offered = 1000 if opts.quick else 8000
-            per_event = ingest["cpu"] / max(ingest["taken"], 1)
-            figures.append(at_least(
-                BENCH, f"alarm transitions ingested, {many} gateways", rate, 5000, "events/s",
-                f"{ingest['published']:,} published, {ingest['taken']:,} in the history "
-                f"({ingest['duplicates']} duplicates, {ingest['skipped']} skipped) in {ingest['elapsed']:.1f} s; hub CPU "
-                f"{ingest['cpu'] / ingest['elapsed']:.0%} of a core, {per_event * 1e6:.0f} us a "
-                f"transition (2 MQTT messages), so ~{1 / per_event:,.0f}/s on a whole core; "
-                f"offered {offered:,}/s; {ingest['open']:,} open alarms held"))
-            some = 20 if opts.quick else 200
-            steady = await _phase(broker.port, gateways=some, rate=200 if opts.quick else 1000,
-                                  seconds=seconds, alarms=5, tmp=tmp, name="latency")
-            lat = steady["latencies"]
-            figures.append(at_most(
-                BENCH, f"publish to hub live picture p99, {some} gateways",
-                percentile(lat, 99) * 1000, 1000, "ms",
-                f"p50 {percentile(lat, 50) * 1000:.0f} ms over {len(lat):,} alarm states at "
-                f"{steady['published'] / max(seconds, 1e-9):,.0f} transitions/s"))
-            figures.append(info(
-                BENCH, "GET /api/alarms?site= under load p99", percentile(steady["http_ms"], 99),
-                "ms", f"p50 {percentile(steady['http_ms'], 50):.1f} ms, "
-                      f"{len(steady['http_ms'])} requests, {steady['open']:,} open alarms"))
+        yield broker
     finally:
         broker.close()
+
+
+async def run(opts) -> list[Figure]:
+    figures: list[Figure] = []
+    seconds = 3.0 if opts.quick else 20.0
+    offered = 1000 if opts.quick else 8000
+    with tempfile.TemporaryDirectory(prefix="bench-hub-") as d:
+        tmp = Path(d)
+        many = 40 if opts.quick else 500
+        with _broker() as broker:
+            ingest = await _phase(broker.port, gateways=many, rate=offered, seconds=seconds,
+                                  alarms=10, tmp=tmp, name="ingest")
+        rate = ingest["taken"] / ingest["elapsed"]
+        per_event = ingest["cpu"] / max(ingest["taken"], 1)
+        figures.append(at_least(
+            BENCH, f"alarm transitions ingested, {many} gateways", rate, 5000, "events/s",
+            f"{ingest['published']:,} published, {ingest['taken']:,} in the history "
+            f"({ingest['duplicates']} duplicates, {ingest['skipped']} skipped) in "
+            f"{ingest['elapsed']:.1f} s; hub CPU {ingest['cpu'] / ingest['elapsed']:.0%} of a "
+            f"core, {per_event * 1e6:.0f} us a transition (2 MQTT messages), so "
+            f"~{1 / per_event:,.0f}/s on a whole core; offered {offered:,}/s; "
+            f"{ingest['open']:,} open alarms held"))
+        some = 20 if opts.quick else 200
+        with _broker() as broker:
+            steady = await _phase(broker.port, gateways=some, rate=200 if opts.quick else 1000,
+                                  seconds=seconds, alarms=5, tmp=tmp, name="latency")
+        lat = steady["latencies"]
+        figures.append(at_most(
+            BENCH, f"publish to hub live picture p99, {some} gateways",
+            percentile(lat, 99) * 1000, 1000, "ms",
+            f"p50 {percentile(lat, 50) * 1000:.0f} ms over {len(lat):,} alarm states at "
+            f"{steady['published'] / max(seconds, 1e-9):,.0f} transitions/s"))
+        figures.append(info(
+            BENCH, "GET /api/alarms?site= under load p99", percentile(steady["http_ms"], 99),
+            "ms", f"p50 {percentile(steady['http_ms'], 50):.1f} ms, "
+                  f"{len(steady['http_ms'])} requests, {steady['open']:,} open alarms"))
     return figures

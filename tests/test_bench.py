@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ["throughput", "latency", "modbus", "memory", "protocols", "drain", "fire_centre"]
+BENCHMARKS = ["throughput", "latency", "modbus", "memory", "protocols", "drain", "fire_centre",
+              "hub"]
 
 pytestmark = pytest.mark.integration
 

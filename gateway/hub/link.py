@@ -1,7 +1,8 @@
 """The hub's MQTT connection: subscribes to every site's retained state and events.
 
-Subscriptions (QoS 1), under ``{prefix}``: ``+/info``, ``+/status``, ``+/health``,
-``+/alarms/+`` (retained) and ``+/alarm_events``. The session is persistent
+Subscriptions, under ``{prefix}``: ``+/info``, ``+/status``, ``+/health``,
+``+/alarms/+`` (retained, QoS 0: all of it comes again at every connect) and
+``+/alarm_events`` (QoS 1). The session is persistent
 (``clean_session: false``), so events published while the hub was away are
 delivered when it is back (and may come twice: the history deduplicates).
 
@@ -28,7 +29,10 @@ from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = ("info", "status", "health", "alarms/+", "alarm_events")
+# Retained state at QoS 0: the whole of it comes again at every connect (the rebuild), so
+# nothing is lost that a QoS 1 session would have kept; and the hub answers no PUBACK for
+# each alarm state (half its messages). Events, which nothing resends, at QoS 1.
+SUBSCRIPTIONS = (("info", 0), ("status", 0), ("health", 0), ("alarms/+", 0), ("alarm_events", 1))
 SYNC_TIMEOUT = 10.0  # past this without the marker back, sweep anyway (and say so)
 
 
@@ -94,8 +98,8 @@ class HubLink:
         self.synced.clear()
         marker = secrets.token_hex(8).encode()
         await client.subscribe(self.sync_topic, qos=1)
-        for suffix in SUBSCRIPTIONS:
-            await client.subscribe(f"{self.prefix}/+/{suffix}", qos=1)
+        for suffix, qos in SUBSCRIPTIONS:
+            await client.subscribe(f"{self.prefix}/+/{suffix}", qos=qos)
         await client.publish(self.sync_topic, marker, qos=1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SYNC_TIMEOUT

@@ -50,7 +50,7 @@ class SiteState:
     in_scope: bool | None = None  # None until its info says
     status: str | None = None  # "online" / "offline" (the last will), as retained
     health: dict[str, Any] | None = None
-    health_at: float | None = None  # when the newest health was made (hub clock, at most now)
+    health_at: float | None = None  # when the newest health arrived (hub clock)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     held_events: deque[tuple[dict[str, Any], bytes]] = field(default_factory=deque)
 
@@ -214,12 +214,10 @@ class LivePicture:
         health = self._json(site, "health", payload) if payload else None
         if health is None:
             return
-        now = self._clock.time()
-        made = parse_ts(health.get("ts"))
         site.health = health
-        # A retained health may be old (the gateway died while the hub was away); a clock
-        # ahead of ours must not make it look newer than now.
-        site.health_at = now if made is None else min(now, made)
+        # When it arrived, by the hub's clock: a gateway's clock may be off, and one that died
+        # while the hub was away says so by its last will (status offline), not by its health.
+        site.health_at = self._clock.time()
 
     def _alarm(self, site: SiteState, alarm_id: str, payload: bytes) -> None:
         if not payload:

@@ -141,17 +141,22 @@ class SiteStatusPublisher:
             log.exception("site health could not be built")
 
     async def run(self) -> None:
-        """Publish info at start and after every reconnect, health every interval."""
+        """Publish info at start, after every reconnect and after a reload (new devices),
+        health every interval."""
         self.publish(with_info=True)
         was_connected = self._link.connected
+        site = self._gateway.site
         since_health = 0.0
         step = min(RECONNECT_CHECK, self.interval)
         while True:
             await asyncio.sleep(step)
             since_health += step
             connected = self._link.connected
-            if connected and not was_connected:
-                self.publish(with_info=True)  # the broker may have lost its retained copy
+            reloaded = self._gateway.site is not site
+            if (connected and not was_connected) or reloaded:
+                # the broker may have lost its retained copy; a reload may change the devices
+                site = self._gateway.site
+                self.publish(with_info=True)
                 since_health = 0.0
             elif since_health >= self.interval:
                 self.publish(with_info=False)
