@@ -372,3 +372,35 @@ async def test_a_gateway_whose_health_stops_raises_the_hub_alarm(tmp_path, mosqu
         assert "silent" in alarm.message and alarm.details == {"gateway": "silent"}
         await publish(mosquitto.port, [("community/n-b1/health", health(), True)])
         await wait_until(lambda: alarm.state == "cleared", 5, "cleared once health is back")
+
+
+async def test_info_and_health_wait_for_a_broker_that_comes_later(tmp_path, free_port) -> None:
+    from servers import Mosquitto
+
+    broker = Mosquitto(free_port())
+    try:
+        path = write_site(tmp_path, gateway_site("n-b1", broker.port, tmp_path / "state",
+                                                 alarm=False))
+        async with running_gateway(path) as gateway:
+            await wait_until(lambda: gateway.site_status.published >= 2, 10, "health built")
+            assert not gateway.mqtt.connected
+            broker.start()  # the broker comes up after the gateway
+            async with MqttRecorder(broker.port, "community/n-b1/+") as late:
+                await late.wait_for(lambda: late.json_on("/info") and late.json_on("/health"), 15)
+        assert late.json_on("/info")[0][1]["hierarchy"]["community"] == "North"
+    finally:
+        broker.close()
+
+
+async def test_two_hub_replicas_show_the_same_live_state(tmp_path, mosquitto) -> None:
+    path = write_site(tmp_path, gateway_site("n-b2", mosquitto.port, tmp_path / "state", alarm=True))
+    one = hub_config(tmp_path, mosquitto.port, hub_id="room-a")
+    two = hub_config(tmp_path, mosquitto.port, hub_id="room-b")
+    async with running_hub(one) as a, running_gateway(path), running_hub(two) as b:
+        def picture(hub: Hub) -> tuple:
+            return (sorted((r["site"], r["id"], r["state"]) for r in hub.view.open_alarms()),
+                    {s: g["state"] for s, g in gateways(hub.view.fleet()).items()})
+
+        await wait_until(lambda: picture(a)[0] and picture(a)[1] == {"n-b2": "online"}, 15,
+                         "the alarm at the first hub")
+        await wait_until(lambda: picture(a) == picture(b), 5, "the same picture at both")
