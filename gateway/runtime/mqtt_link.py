@@ -139,6 +139,9 @@ class MqttLink:
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         while True:
+            # A stop that raced a publish (3.11's wait_for inside aiomqtt) was swallowed:
+            # without this the loop would wait here for good, and the gateway never stop.
+            raise_if_stopping()
             await self._wake.wait()
             self._wake.clear()
             # Retained state first, so a console reacting to an event finds it.
@@ -152,8 +155,7 @@ class MqttLink:
                 suffix, payload = next(iter(self._retained.items()))
                 await client.publish(f"{self.base}/{suffix}", payload, qos=1, retain=True)
                 if self._retained.get(suffix) is payload:
-                    del self._retained[suffix]
-                self.published += 1
+                    del self._retained[suffix]  # not counted in `published` (alarm messages)
             while self._events:
                 event = self._events[0]
                 await client.publish(f"{self.base}/alarm_events", event, qos=1)

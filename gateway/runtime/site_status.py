@@ -143,8 +143,9 @@ class SiteStatusPublisher:
     async def run(self) -> None:
         """Publish info at start, after every reconnect and after a reload (new devices),
         health every interval."""
-        self.publish(with_info=True)
-        was_connected = self._link.connected
+        self.publish(with_info=True)  # queued in the link until its first connect
+        # The first connect sends what is queued: republish only after a later reconnect.
+        was_connected = True
         site = self._gateway.site
         since_health = 0.0
         step = min(RECONNECT_CHECK, self.interval)
