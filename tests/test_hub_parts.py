@@ -226,3 +226,78 @@ async def test_history_rejects_a_bad_filter(tmp_path: Path) -> None:
         HistoryQuery.from_params({"since": "yesterday"})
     with pytest.raises(HistoryError, match="level"):
         HistoryQuery.from_params({"level": "urgent"})
+
+
+# -- the hub's own alarms and the console's seam ----------------------------------------------
+
+
+async def test_gateway_watch_and_the_view_of_hub_alarms(tmp_path: Path) -> None:
+    from gateway.alarms.manager import AlarmManager
+    from gateway.hub.config import HubAlarms
+    from gateway.hub.view import CommandNotDelivered, HubAlarmsView
+    from gateway.hub.watch import GatewayWatch
+
+    clock = Clock()
+    live = LivePicture(prefix="community", scope=HubScope(communities=["North"]), clock=clock)
+    alarms = AlarmManager(clock=clock)
+    history = HubHistory(path=tmp_path / "h.sqlite3", retention_days=1, clock=clock)
+    watch = GatewayWatch(live=live, alarms=alarms, config=HubAlarms(silent_after_intervals=3))
+    view = HubAlarmsView(hub_id="room", live=live, alarms=alarms, history=history,
+                         silent_after_intervals=3, clock=clock)
+    for site, community in (("n1", "North"), ("n2", "North"), ("s1", "South")):
+        live.handle(f"community/{site}/info", info(site, community))
+        live.handle(f"community/{site}/status", b"online")
+        live.handle(f"community/{site}/health", b'{"interval": 1}')
+    live.handle("community/n2/alarms/a1", json.dumps(alarm("a1", severity=1)).encode())
+    live.handle("community/n2/alarms/a2", json.dumps(alarm("a2", severity=3)).encode())
+    watch.check(clock.time())
+    assert alarms.open_alarms() == []
+    live.handle("community/n1/status", b"offline")  # its last will
+    live.handle("community/s1/status", b"offline")  # outside the scope: never an alarm
+    clock.now += 2
+    watch.check(clock.time())
+    [hub_alarm] = alarms.open_alarms()
+    assert (hub_alarm.device, hub_alarm.kind, hub_alarm.details) == ("n1", "gateway",
+                                                                      {"gateway": "offline"})
+    rows = view.open_alarms()
+    # unacknowledged urgent first, then the others by severity
+    assert [(r["site"], r["id"], r["origin"]) for r in rows] == [
+        ("n2", "a1", "gateway"), ("n1", hub_alarm.id, "hub"), ("n2", "a2", "gateway")]
+    assert [r["id"] for r in view.open_alarms({"compound": "North-1", "level": "2"})] == \
+        ["a1", hub_alarm.id]
+    fleet = view.fleet()
+    assert fleet["counts"] == {"gateways": 2, "gateways_offline": 1, "devices": 0,
+                               "devices_offline": 0, "open_alarms": 3, "unacked_urgent": 1}
+    # n2 goes silent: no health for 3 intervals
+    clock.now += 5
+    watch.check(clock.time())
+    assert {a.device for a in alarms.open_alarms()} == {"n1", "n2"}
+    # the console's seam: the hub's own alarms are acted on here, a gateway's need signing
+    acked = await view.apply_command(site="n1", alarm_id=hub_alarm.id, command="ack",
+                                     body={"note": "on it"}, by="wang")
+    assert acked["acked"] is True
+    with pytest.raises(CommandNotDelivered):
+        await view.apply_command(site="n2", alarm_id="a1", command="ack", body={}, by="wang")
+    live.handle("community/n1/status", b"online")
+    live.handle("community/n1/health", b'{"interval": 1}')
+    watch.check(clock.time())
+    assert {a.device for a in alarms.open_alarms()} == {"n2"}  # acked and back: closed
+
+
+def test_the_hub_command_refuses_a_bad_file_or_a_missing_secret(tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    def hub(path: Path) -> subprocess.CompletedProcess:
+        # a process of its own: the command sets up logging for the whole interpreter
+        return subprocess.run([sys.executable, "-m", "gateway", "hub", str(path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    bad = hub_file(tmp_path, scope={"communities": "North"})
+    done = hub(bad)
+    assert done.returncode == 2 and "scope.communities" in done.stderr
+    monkeypatch.delenv("HUB_TEST_PASSWORD", raising=False)
+    path = hub_file(tmp_path, broker={"host": "127.0.0.1", "password": {"env": "HUB_TEST_PASSWORD"}})
+    assert main(["check", str(path)]) == 0
+    assert "broker.password (env HUB_TEST_PASSWORD)" in capsys.readouterr().out  # a warning
+    done = hub(path)
+    assert done.returncode == 2
+    assert "broker.password: environment variable HUB_TEST_PASSWORD is not set" in done.stderr
