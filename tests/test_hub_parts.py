@@ -301,3 +301,15 @@ def test_the_hub_command_refuses_a_bad_file_or_a_missing_secret(tmp_path: Path, 
     done = hub(path)
     assert done.returncode == 2
     assert "broker.password: environment variable HUB_TEST_PASSWORD is not set" in done.stderr
+
+
+def test_a_gateway_that_never_sent_health_is_judged_by_its_status_only() -> None:
+    clock = Clock()
+    live = LivePicture(prefix="community", scope=HubScope(all=True), clock=clock)
+    live.handle("community/old/info", info("old", "North"))
+    live.handle("community/old/status", b"online")  # a version without health
+    clock.now += 3600
+    assert live.sites["old"].gateway_state(clock.time(), 3) == "online"
+    live.handle("community/old/health", b'{"interval": 1}')
+    clock.now += 4
+    assert live.sites["old"].gateway_state(clock.time(), 3) == "silent"

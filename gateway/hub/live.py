@@ -67,13 +67,16 @@ class SiteState:
         return DEFAULT_HEALTH_INTERVAL
 
     def gateway_state(self, now: float, silent_after_intervals: float) -> str:
-        """online, offline (its last will or a clean stop), silent (online but no health
-        for that many intervals) or unknown (no status yet)."""
+        """online, offline (its last will or a clean stop), silent (online, but its health
+        stopped arriving for that many intervals) or unknown (no status yet)."""
         if self.status == OFFLINE:
             return OFFLINE
         if self.status != ONLINE:
             return UNKNOWN
-        if self.health_at is None or now - self.health_at > silent_after_intervals * self.health_interval:
+        # Silence is judged only once health has come (since the hub started, or retained):
+        # a gateway of a version without health must not be called silent.
+        if self.health_at is not None and \
+                now - self.health_at > silent_after_intervals * self.health_interval:
             return SILENT
         return ONLINE
 
