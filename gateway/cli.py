@@ -66,8 +66,14 @@ def _parser() -> argparse.ArgumentParser:
                                        "with its key path. Exit status: 0 the gateway would start, "
                                        "1 the file is valid but the gateway would not start, "
                                        "2 the file has problems.")
-    check.add_argument("config", help="site config YAML file")
+    check.add_argument("config", help="site config YAML file (or a hub file: one with 'hub:')")
     check.set_defaults(handler=_check)
+
+    hub = sub.add_parser("hub", help="run the hub above the gateways with a hub file",
+                         description="Watches every site in its scope on the broker: live "
+                                     "alarms, gateways offline, history; read-only HTTP API.")
+    hub.add_argument("config", help="hub config YAML file (top-level 'hub:' section)")
+    hub.set_defaults(handler=_hub)
 
     add_user_parser(sub)
     add_tool_parsers(sub)  # probe modbus|serial, tail, alarms
@@ -144,6 +150,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from gateway.hub.cli import check_hub_file
+
+    checked = check_hub_file(args.config)  # None: not a hub file, a site file then
+    if checked is not None:
+        return checked
     try:
         site = load_site(args.config)
     except ConfigError as exc:
@@ -208,6 +219,13 @@ def _run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signal.SIGHUP)
 
     return run_until_signal(serve())
+
+
+def _hub(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    from gateway.hub.cli import run_hub
+
+    return run_hub(args.config, run_until_signal)
 
 
 def _demo(args: argparse.Namespace) -> int:

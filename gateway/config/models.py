@@ -24,6 +24,9 @@ class SiteInfo(Strict):
     subdistrict: str | None = None
     community: str | None = None
     compound: str | None = None
+    # The building this gateway serves (one gateway per building); a gateway for a small
+    # compound leaves it out and its info names the buildings of its devices' locations.
+    building: str | None = None
     language: Literal["en", "zh"] = "en"
 
 
@@ -70,6 +73,10 @@ class MqttConfig(Strict):
     commands: MqttCommandsConfig | None = Field(
         default=None, description="operators' signed commands on {prefix}/{site}/alarms/{id}/"
                                   "{ack|reset|shelve|unshelve}; default off (not subscribed)")
+    health_interval: float = Field(
+        default=30.0, ge=1, le=3600,
+        description="seconds between the retained {prefix}/{site}/health messages the hub "
+                    "watches (it calls a gateway silent after a few missed ones)")
     telemetry: TelemetryConfig | None = Field(
         default=None, description="publish readings on {prefix}/{site}/telemetry/{device} "
                                   "(QoS 1): `true`, or its settings")

@@ -39,6 +39,7 @@ from gateway.runtime.display import SiteDisplay
 from gateway.runtime.device_types import DriverContext, build_bus, build_driver
 from gateway.runtime.messages import alarm_location
 from gateway.runtime.mqtt_link import MqttLink
+from gateway.runtime.site_status import SiteStatusPublisher
 from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.privacy import upstream_identities, upstream_mode
 from gateway.runtime.reload import ReloadPlan, hand_over_alarms, reload_config
@@ -120,6 +121,8 @@ class Gateway:
             password = _reveal(cfg.mqtt.password, "mqtt.password", site)
             self.mqtt = MqttLink(config=cfg.mqtt, site_id=cfg.site.id, alarms=self.alarms,
                                  password=password, commands=self._command_verifier())
+        # Retained info and health for the hub above (gateway.runtime.site_status).
+        self.site_status = SiteStatusPublisher(self, self.mqtt) if self.mqtt is not None else None
         self.fire_centre = None  # the city fire remote-monitoring centre, imported only when used
         if cfg.fire_centre is not None:
             from gateway.upstream.fire_centre.service import FireCentreService
@@ -216,6 +219,8 @@ class Gateway:
                     tg.create_task(sink.run(), name=f"sink[{sink.sink.name}]")
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run(), name="mqtt")
+                if self.site_status is not None:
+                    tg.create_task(self.site_status.run(), name="site-status")
                 if self.fire_centre is not None:
                     tg.create_task(self.fire_centre.run(), name="fire-centre")
                 for runner in self.runners:

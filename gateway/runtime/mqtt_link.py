@@ -62,6 +62,7 @@ class MqttLink:
         self._password = password
         self._state: dict[str, bytes] = {}  # alarm id -> latest retained payload
         self._events: deque[bytes] = deque()
+        self._retained: dict[str, bytes] = {}  # topic suffix -> latest payload (info, health)
         self.events_dropped = 0
         self._wake = asyncio.Event()
         self.connected = False
@@ -91,6 +92,12 @@ class MqttLink:
         broker (closed while it was away, just before a stop)."""
         for alarm_id in alarm_ids:
             self._state.setdefault(alarm_id, b"")
+        self._wake.set()
+
+    def publish_retained(self, topic_suffix: str, payload: bytes) -> None:
+        """Queue a retained ``{prefix}/{site}/{topic_suffix}`` (info, health) for the
+        publish loop; only the latest payload per suffix is kept while the broker is away."""
+        self._retained[topic_suffix] = payload
         self._wake.set()
 
     @property
@@ -193,6 +200,12 @@ class MqttLink:
                 del self._state[alarm_id]
             sent.add(alarm_id)
             self.published += 1
+        while self._retained:
+            suffix, retained = next(iter(self._retained.items()))
+            await client.publish(f"{self.base}/{suffix}", retained, qos=1, retain=True)
+            raise_if_stopping()
+            if self._retained.get(suffix) is retained:
+                del self._retained[suffix]  # not counted in `published` (alarm messages)
         while self._events:
             event = self._events[0]
             await client.publish(f"{self.base}/alarm_events", event, qos=1)

@@ -1,0 +1,139 @@
+"""The hub's MQTT connection: subscribes to every site's retained state and events.
+
+Subscriptions, under ``{prefix}``: ``+/info``, ``+/status``, ``+/health``,
+``+/alarms/+`` (retained, QoS 0: all of it comes again at every connect) and
+``+/alarm_events`` (QoS 1). The session is persistent
+(``clean_session: false``), so events published while the hub was away are
+delivered when it is back (and may come twice: the history deduplicates).
+
+At every connect the live picture is rebuilt from retained state: the hub marks
+it, subscribes, then publishes a marker to its own topic
+``{prefix}/_hub/{client id}/sync``. The broker delivers a client's messages in
+order, so when the marker comes back every retained message has arrived and
+alarms that were not confirmed (closed while the hub was away) are swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+
+import aiomqtt
+
+from gateway.backoff import Backoff
+from gateway.cancellation import raise_if_stopping
+from gateway.hub.config import HubBroker
+from gateway.mqtt_tls import tls_context
+
+log = logging.getLogger(__name__)
+
+# Retained state at QoS 0: the whole of it comes again at every connect (the rebuild), so
+# nothing is lost that a QoS 1 session would have kept; and the hub answers no PUBACK for
+# each alarm state (half its messages). Events, which nothing resends, at QoS 1.
+SUBSCRIPTIONS = (("info", 0), ("status", 0), ("health", 0), ("alarms/+", 0), ("alarm_events", 1))
+SYNC_TIMEOUT = 10.0  # past this without the marker back, sweep anyway (and say so)
+
+
+class HubLink:
+    """Stays connected; hands every message to ``on_message(topic, payload)``."""
+
+    def __init__(self, *, config: HubBroker, client_id: str, password: str | None,
+                 on_message: Callable[[str, bytes], None], begin_sync: Callable[[], None],
+                 end_sync: Callable[[], int]):
+        self.config = config
+        self.client_id = client_id
+        self.prefix = config.prefix
+        self._password = password
+        self._on_message = on_message
+        self._begin_sync = begin_sync
+        self._end_sync = end_sync
+        self.sync_topic = f"{config.prefix}/_hub/{client_id}/sync"
+        self.connected = False
+        self.synced = asyncio.Event()  # set once the picture is rebuilt after a connect
+        self.connects = 0
+        self.received = 0
+        self.handler_errors = 0
+
+    async def run(self) -> None:
+        """Stay connected until cancelled."""
+        backoff = Backoff(initial=0.2, cap=15.0)
+        was_down = False
+        while True:
+            try:
+                async with self._client() as client:
+                    self.connected = True
+                    self.connects += 1
+                    was_down = False
+                    backoff.reset()
+                    log.info("hub: MQTT connected to %s:%s as %s", self.config.host,
+                             self.config.port, self.client_id)
+                    await self._serve(client)
+            except Exception as exc:  # reconnects, whatever broke it
+                raise_if_stopping()
+                self.connected = False
+                self.synced.clear()
+                if not was_down:
+                    if isinstance(exc, aiomqtt.MqttError):
+                        log.error("hub: MQTT broker %s:%s unreachable: %s", self.config.host,
+                                  self.config.port, exc)
+                    else:
+                        log.exception("hub: MQTT link to %s:%s failed", self.config.host,
+                                      self.config.port)
+                was_down = True
+            finally:
+                self.connected = False
+            await asyncio.sleep(backoff.next_delay())
+
+    def _client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self.config.host, self.config.port, identifier=self.client_id,
+            username=self.config.username, password=self._password,
+            keepalive=self.config.keepalive, clean_session=False, timeout=10,
+            tls_context=tls_context(self.config.tls), max_queued_incoming_messages=0)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        self._begin_sync()
+        self.synced.clear()
+        marker = secrets.token_hex(8).encode()
+        await client.subscribe(self.sync_topic, qos=1)
+        for suffix, qos in SUBSCRIPTIONS:
+            await client.subscribe(f"{self.prefix}/+/{suffix}", qos=qos)
+        await client.publish(self.sync_topic, marker, qos=1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SYNC_TIMEOUT
+        waiting = True
+        messages = aiter(client.messages)
+        while True:
+            if waiting:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await anext(messages)
+                except TimeoutError:
+                    log.warning("hub: the sync marker did not come back within %g s; the live "
+                                "picture is rebuilt from what arrived", SYNC_TIMEOUT)
+                    self._synced()
+                    waiting = False
+                    continue
+            else:
+                message = await anext(messages)
+            topic = message.topic.value
+            if topic == self.sync_topic:
+                if waiting and bytes(message.payload or b"") == marker:
+                    self._synced()
+                    waiting = False
+                continue
+            self.received += 1
+            try:
+                self._on_message(topic, bytes(message.payload or b""))
+            except Exception:  # a bug must cost one message, not the connection
+                self.handler_errors += 1
+                log.exception("hub: message on %s could not be handled", topic)
+
+    def _synced(self) -> None:
+        dropped = self._end_sync()
+        if dropped:
+            log.info("hub: %d alarms closed while away were dropped from the live picture",
+                     dropped)
+        self.synced.set()

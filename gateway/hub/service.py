@@ -1,0 +1,147 @@
+"""The hub process: the live picture from the broker, the history, the hub's own alarms
+(gateways offline or silent, sent by webhook) and the read-only HTTP API.
+
+``community-gateway hub HUB.yaml`` runs ``Hub(config).run()`` until a signal.
+It imports no gateway runtime and no driver: aiomqtt, aiohttp, pydantic, sqlite3,
+gateway.alarms and the small shared modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from gateway.alarms.manager import AlarmManager, Transition
+from gateway.alarms.store import AlarmStore, StateFileError
+from gateway.alarms.webhook import WebhookSender
+from gateway.clock import SystemClock
+from gateway.errors import ConfigError
+from gateway.hub.api import HubHttpServer, build_app, health_body
+from gateway.hub.config import HubConfig
+from gateway.hub.history import HubHistory
+from gateway.hub.link import HubLink
+from gateway.hub.live import LivePicture
+from gateway.hub.view import HubAlarmsView
+from gateway.hub.watch import GatewayWatch
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """Everything one hub runs; ``await run()`` until cancelled."""
+
+    def __init__(self, config: HubConfig, *, clock=None):
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.live = LivePicture(prefix=config.broker.prefix, scope=config.scope, clock=self.clock)
+        self.history = HubHistory(path=config.history_path,
+                                  retention_days=config.history.retention_days, clock=self.clock)
+        self.alarms = AlarmManager(clock=self.clock, listeners=[_log_transition],
+                                   escalate_after=config.alarms.escalate_after,
+                                   max_shelve=config.alarms.max_shelve_minutes * 60)
+        # The hub's own open alarms survive a restart, so a gateway still offline is not
+        # raised (and sent by webhook) a second time.
+        self.alarm_store = AlarmStore(state_dir=config.state_dir,
+                                      history_days=config.history.retention_days,
+                                      clock=self.clock)
+        self.alarms.add_listener(self.alarm_store.on_transition)
+        self.alarms.add_listener(self._record_own_transition)
+        self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token"))
+                         for i, w in enumerate(config.webhooks)]
+        for webhook in self.webhooks:
+            self.alarms.add_listener(webhook.on_transition)
+        self.watch = GatewayWatch(live=self.live, alarms=self.alarms, config=config.alarms)
+        self.view = HubAlarmsView(hub_id=config.hub.id, live=self.live, alarms=self.alarms,
+                                  history=self.history,
+                                  silent_after_intervals=config.alarms.silent_after_intervals,
+                                  clock=self.clock)
+        self.link = HubLink(config=config.broker, client_id=config.client_id,
+                            password=_reveal(config.broker.password, "broker.password"),
+                            on_message=self.on_message, begin_sync=self.live.begin_sync,
+                            end_sync=self.live.end_sync)
+        self.http = None
+        if config.http is not None:
+            self.http = HubHttpServer(config=config.http,
+                                      app=build_app(self.view, health=self.health))
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """One message from the broker: the live picture, then the history."""
+        for event in self.live.handle(topic, payload):
+            self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw)
+
+    def health(self) -> tuple[bool, dict]:
+        return health_body(hub=self.config.hub.id, connected=self.link.connected,
+                           synced=self.link.synced.is_set(),
+                           history_pending=self.history.pending,
+                           extra={"sites": len(self.live.in_scope()),
+                                  "messages": self.live.messages, "skipped": self.live.skipped,
+                                  "history_written": self.history.written,
+                                  "history_duplicates": self.history.duplicates})
+
+    async def run(self) -> None:
+        """Run until cancelled, then stop cleanly."""
+        log.info("hub %s starting: scope %s, broker %s:%s", self.config.hub.id,
+                 self.config.scope.describe(), self.config.broker.host, self.config.broker.port)
+        try:
+            await self.history.open()
+            restored = self.alarms.restore(await self.alarm_store.open())
+        except (OSError, StateFileError) as exc:
+            raise ConfigError("hub", [("state_dir", f"{self.config.state_dir}: {exc}")]) from None
+        except Exception as exc:  # sqlite3.Error from the history file
+            raise ConfigError("hub", [("history.path", f"{self.config.history_path}: {exc}")]) from None
+        if restored:
+            log.info("hub: %d own alarms restored", len(restored))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.history.run(), name="hub-history")
+                tg.create_task(self.alarm_store.run(), name="hub-alarm-store")
+                tg.create_task(self.link.run(), name="hub-mqtt")
+                tg.create_task(self._timers(), name="hub-timers")
+                for i, webhook in enumerate(self.webhooks):
+                    tg.create_task(webhook.run(), name=f"webhook[{i}]")
+                if self.http is not None:
+                    tg.create_task(self.http.run(), name="hub-http")
+        finally:
+            await self.alarm_store.close()
+            await self.history.close()
+            log.info("hub %s stopped", self.config.hub.id)
+
+    async def _timers(self) -> None:
+        """Gateways offline or silent, then the hub alarms' shelving and escalation."""
+        interval = self.config.alarms.tick_interval
+        failing = False
+        while True:
+            await asyncio.sleep(interval)
+            if not self.link.synced.is_set():
+                continue  # the picture is being rebuilt: no state is known yet
+            try:
+                now = self.clock.time()
+                self.watch.check(now)
+                self.alarms.tick(now)
+            except Exception:
+                if not failing:
+                    log.exception("hub: gateway watch failed; retrying every tick")
+                failing = True
+            else:
+                failing = False
+
+    def _record_own_transition(self, t: Transition) -> None:
+        site = self.live.sites.get(t.alarm.get("device"))  # type: ignore[arg-type]
+        place = site.place() if site is not None else {}
+        self.history.add(site=str(t.alarm.get("device")), place=place, body=t.to_json(),
+                         origin="hub")
+
+
+def _reveal(secret, key: str) -> str | None:
+    if secret is None:
+        return None
+    try:
+        return secret.reveal()
+    except ValueError as exc:
+        raise ConfigError("hub", [(key, str(exc))]) from None
+
+
+def _log_transition(t: Transition) -> None:
+    alarm = t.alarm
+    level = logging.WARNING if t.event in ("raised", "repeated", "escalated") else logging.INFO
+    log.log(level, "hub alarm %s %s: %s", alarm.get("id"), t.event, alarm.get("message"))

@@ -1,0 +1,48 @@
+"""The hub's own alarms: a gateway offline (its last will, or a stop) or silent (its
+health stopped arriving), raised in an AlarmManager like any gateway's alarm and
+cleared when the gateway is back.
+
+One alarm per gateway (rule ``gateway_offline``, device = the site id, kind
+``gateway``), located at the site's place so the filters by level find it. A site
+whose status the hub has not learned yet (just after a start) is left as it is:
+neither raised nor cleared.
+"""
+
+from __future__ import annotations
+
+from gateway.alarms.manager import AlarmManager
+from gateway.hub.config import HubAlarms
+from gateway.hub.live import OFFLINE, ONLINE, SILENT, LivePicture
+
+RULE = "gateway_offline"
+KIND = "gateway"
+
+
+class GatewayWatch:
+    """Turns each site's gateway state into the hub alarm (call ``check`` periodically)."""
+
+    def __init__(self, *, live: LivePicture, alarms: AlarmManager, config: HubAlarms):
+        self._live = live
+        self._alarms = alarms
+        self._config = config
+
+    def check(self, now: float) -> None:
+        """Raise or clear each site's gateway alarm from its state now."""
+        for site in self._live.in_scope():
+            state = site.gateway_state(now, self._config.silent_after_intervals)
+            if state in (OFFLINE, SILENT):
+                place = site.place()
+                location = {k: v for k, v in place.items() if v is not None and k != "site_name"}
+                if state == OFFLINE:
+                    message = f"gateway {place['site_name']} offline"
+                else:
+                    message = (f"gateway {place['site_name']} silent: no health for "
+                               f"{self._config.silent_after_intervals:g} intervals")
+                # While the condition holds this only refreshes the open alarm (no event).
+                self._alarms.activate(
+                    rule=RULE, severity=self._config.severity, device=site.site, kind=KIND,
+                    channel=None, location=location, message=message, value=None, ts=now,
+                    details={"gateway": state})
+            elif state == ONLINE:
+                self._alarms.deactivate(rule=RULE, device=site.site, channel=None, value=None,
+                                        ts=now)
