@@ -20,7 +20,6 @@ from pathlib import Path
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from gateway.config.advice import advice
@@ -30,6 +29,7 @@ from gateway.device_faults import FaultSource
 from gateway.config.models import GatewayConfig
 from gateway.config.rule_checks import check_rule
 from gateway.config.suggest import did_you_mean, known_keys
+from gateway.config.yaml_file import read_yaml
 from gateway.errors import ConfigError
 
 
@@ -100,24 +100,11 @@ def read_config(path: str | Path) -> GatewayConfig:
     """Read a site file and check its types and keys, without resolving devices (for
     commands that need one section only: the users file, the outbox)."""
     path = Path(path)
-    raw = _read_yaml(path, path)
+    raw = read_yaml(path)
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(str(path), pydantic_problems(exc, raw, GatewayConfig)) from None
-
-
-def _read_yaml(path: Path, shown: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(shown), [("", f"cannot read file: {exc.strerror}")]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
-        raise ConfigError(str(shown), [("", f"not valid YAML: {at}{getattr(exc, 'problem', exc)}")]) from None
 
 
 def pydantic_problems(exc: ValidationError, raw: Any,
@@ -246,7 +233,7 @@ def load_profile(name: str, config_dir: Path, model: type[BaseModel]) -> Any:
     ]
     for candidate in candidates:
         if candidate.is_file():
-            raw = _read_yaml(candidate, candidate)
+            raw = read_yaml(candidate)
             try:
                 return model.model_validate(raw)
             except ValidationError as exc:

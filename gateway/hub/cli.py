@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from gateway.errors import ConfigError
-from gateway.hub.config import check_secrets, is_hub_file, load_hub_config, read_yaml
+from gateway.config.yaml_file import read_yaml
+from gateway.hub.config import check_secrets, is_hub_file, load_hub_config
 
 EXIT_CONFIG = 2
 

@@ -17,11 +17,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.config.base import Id, Secret, Strict
 from gateway.config.models import HttpConfig, MqttTls, WebhookConfig
+from gateway.config.yaml_file import read_yaml
 from gateway.errors import ConfigError
 
 
@@ -177,20 +177,6 @@ class HubConfig(Strict):
 def is_hub_file(raw: object) -> bool:
     """Whether parsed YAML is a hub file (it has a top-level ``hub:`` section)."""
     return isinstance(raw, dict) and "hub" in raw
-
-
-def read_yaml(path: Path) -> Any:
-    """The file's YAML, or ConfigError naming the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), [("", f"cannot read file: {exc.strerror}")]) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), [("", f"not valid YAML: {at}{getattr(exc, 'problem', exc)}")]) from None
 
 
 def load_hub_config(path: str | Path) -> HubConfig:
