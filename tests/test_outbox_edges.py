@@ -1,0 +1,139 @@
+"""The outbox where a slip loses data quietly: the flush at shutdown, a commit cut short by
+cancellation, and the budget's deletions with events between the readings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from gateway.clock import FakeClock
+from gateway.errors import OutboxError
+from gateway.outbox import EVENT, READING, OutboxWriter, SqliteOutbox
+from harness import running_gateway, wait_until, write_site
+
+
+def rows(n: int, start: int = 0, kind: int = READING, device: str = "d1") -> list[tuple]:
+    return [(kind, device, 1_700_000_000.0 + i, f"m,device={device} v={float(i)} {i}", None)
+            for i in range(start, start + n)]
+
+
+class Position:
+    """A sink's position as the writer sees it, without a sink."""
+
+    def __init__(self, name: str = "influxdb"):
+        self.name = name
+        self.cursor = 0
+        self.oldest_ts = None
+        self.lost_rows = 0
+
+    def start_at(self, cursor: int) -> None:
+        self.cursor = cursor
+
+    def notify(self, head: int) -> None:
+        pass
+
+    def lost(self, n: int) -> None:
+        self.lost_rows += n
+
+    def stats(self) -> dict:
+        return {"buffered": 0, "cursor": self.cursor, "oldest_unsent_age_seconds": 0.0,
+                "quarantined": 0}
+
+
+def writer(store, *, commit_rows: int = 1000) -> OutboxWriter:
+    w = OutboxWriter(store=store, commit_interval=60.0, commit_rows=commit_rows,
+                     max_staged=100_000, clock=FakeClock())
+    w.attach(Position())
+    return w
+
+
+async def test_the_flush_at_shutdown_commits_every_staged_row(tmp_path) -> None:
+    store = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w = writer(store)
+    await w.open()
+    w.add(rows(7))  # fewer than commit_rows, long before the commit interval: all staged
+    w.add(rows(1, 7, kind=EVENT, device="door"))
+    assert w.staged == 8 and store.rows == 0
+    await w.flush()
+    assert w.staged == 0 and w.committed_id == 8 and w.accepted == 8
+    await w.close()
+    reopened = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    reopened.open(["influxdb"])
+    assert [r[0] for r in reopened.read(0, 100, "line")] == list(range(1, 9))
+    reopened.close()
+
+
+class FailingAppend(SqliteOutbox):
+    """A store whose next append blocks in its thread until told, then fails (a disk
+    error that arrives while the gateway is being stopped)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_next = True
+
+    def append(self, rows):
+        if self.fail_next:
+            self.fail_next = False
+            self.entered.set()
+            self.release.wait(10)
+            raise OutboxError(str(self.path), "commit failed: disk I/O error")
+        return super().append(rows)
+
+
+async def test_a_commit_that_fails_while_cancelled_keeps_its_rows_for_the_flush(tmp_path) -> None:
+    store = FailingAppend(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w = writer(store)
+    await w.open()
+    w.add(rows(5))
+    commit = asyncio.create_task(w.commit())
+    await wait_until(store.entered.is_set, 5, "commit running in its thread")
+    commit.cancel()  # the stop arrives while the disk is busy ...
+    await asyncio.sleep(0)
+    store.release.set()  # ... and then the commit fails
+    try:
+        await commit
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the cancellation was swallowed")
+    assert w.staged == 5 and w.accepted == 0  # staged again, in order, not lost
+    await w.flush()  # the flush at shutdown commits them
+    assert w.staged == 0 and w.accepted == 5
+    assert [r[0] for r in store.read(0, 100, "line")] == [1, 2, 3, 4, 5]
+    await w.close()
+
+
+def test_the_budget_deletes_only_readings_even_between_them(tmp_path) -> None:
+    # Events interleaved with the readings the budget drops: every event stays.
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=128 * 1024)
+    s.open(["influxdb"])
+    events = 0
+    for k in range(20):
+        s.append(rows(200, k * 200))
+        s.append(rows(1, 10_000 + k, kind=EVENT, device="door"))
+        events += 1
+    assert s.used_bytes() > s.budget_bytes
+    dropped = s.enforce_budget()
+    assert dropped and s.used_bytes() <= s.budget_bytes
+    left = s.read(0, 100_000, "line")
+    assert sum("device=door" in line for _, line in left) == events  # no event went
+    assert len(left) + len(dropped) == 20 * 201 and s.rows == len(left)
+    assert not set(dropped) & {i for i, line in left}
+    s.close()
+
+
+async def test_a_stopped_gateway_has_sent_every_reading_it_took(tmp_path, unique_id) -> None:
+    # The commit interval is longer than the run: every reading is still staged when the
+    # stop comes, so only the shutdown's flush can get them to the sink.
+    series = tmp_path / "series.lp"
+    raw = {"site": {"id": unique_id}, "local_series": {"path": str(series)},
+           "outbox": {"commit_interval": 60, "commit_rows": 1_000_000},
+           "devices": [{"id": "m1", "type": "synthetic", "kind": "meter", "fields": ["power"],
+                        "poll_interval": 0.01}]}
+    async with running_gateway(write_site(tmp_path, raw)) as gw:
+        await wait_until(lambda: gw.pipeline.readings >= 20, 5, "readings taken")
+    taken = gw.pipeline.readings + gw.pipeline.events
+    lines = series.read_text().splitlines()
+    assert taken >= 20 and len(lines) == taken
