@@ -137,3 +137,38 @@ async def test_a_stopped_gateway_has_sent_every_reading_it_took(tmp_path, unique
     taken = gw.pipeline.readings + gw.pipeline.events
     lines = series.read_text().splitlines()
     assert taken >= 20 and len(lines) == taken
+
+
+# -- the store's counts and boundaries (found by mutation testing) --------------------------
+
+
+def test_purge_deletes_up_to_and_including_its_id_in_slices_and_counts_them(tmp_path,
+                                                                             monkeypatch) -> None:
+    from gateway.outbox import store as store_module
+
+    monkeypatch.setattr(store_module, "DELETE_SLICE", 3)  # several slices from a few rows
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    assert s.append(rows(10)) == 10 and s.head == 10
+    assert s.purge(1) == 1 and s.rows == 9  # exactly the first row
+    assert [r[0] for r in s.read(0, 100, "line")][0] == 2
+    assert s.purge(8) == 7 and s.rows == 2  # ids 2..8 over three slices
+    assert [r[0] for r in s.read(0, 100, "line")] == [9, 10]
+    s.close()
+
+
+def test_the_budget_drops_down_to_its_low_water_not_much_further(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=128 * 1024)
+    s.open(["influxdb"])
+    for k in range(20):
+        s.append(rows(200, k * 200))
+    first = len(s.enforce_budget())
+    assert first and s.dropped == first
+    assert s.used_bytes() <= s.budget_bytes
+    # what is left is about the low water mark (90 %): not a wholesale clear-out
+    assert s.used_bytes() > 0.6 * s.budget_bytes and s.rows > 1000
+    for k in range(20, 30):
+        s.append(rows(200, k * 200))
+    second = len(s.enforce_budget())
+    assert second and s.dropped == first + second  # a running count
+    s.close()
