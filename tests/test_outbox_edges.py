@@ -172,3 +172,49 @@ def test_the_budget_drops_down_to_its_low_water_not_much_further(tmp_path) -> No
     second = len(s.enforce_budget())
     assert second and s.dropped == first + second  # a running count
     s.close()
+
+
+def test_a_full_disk_is_told_apart_from_other_failures() -> None:
+    import errno
+    import sqlite3
+
+    from gateway.outbox.store import _is_disk_full
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert _is_disk_full(full)
+    assert _is_disk_full(sqlite3.OperationalError("database or disk is full"))  # no code given
+    assert _is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert _is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    assert not _is_disk_full(locked)
+    assert not _is_disk_full(sqlite3.DatabaseError("file is not a database"))
+    assert not _is_disk_full(OSError(errno.EIO, "Input/output error"))
+
+
+def test_errors_say_what_was_being_done(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 20)
+    s.open(["influxdb"])
+    s.append(rows(10))
+    assert s.usage() == s.used_bytes() / (1 << 20) and 0 < s.usage() < 1
+    s._con.execute("DROP TABLE rows")  # a damaged file, seen by each operation in turn
+    for call, doing in ((lambda: s.append(rows(1)), "commit failed"),
+                        (lambda: s.read(0, 10, "line"), "read failed"),
+                        (lambda: s.purge(5), "purge failed"),
+                        (lambda: s.oldest_ts(0), "read failed"),
+                        (lambda: s.quarantine("influxdb", [1], 400, "bad", 1.0), "quarantine failed")):
+        try:
+            call()
+        except OutboxError as exc:
+            assert exc.detail.startswith(doing) and not exc.disk_full, exc.detail
+        else:
+            raise AssertionError(f"{doing}: no error")
+    s._con.execute("DROP TABLE cursors")
+    try:
+        s.advance("influxdb", 3)
+    except OutboxError as exc:
+        assert exc.detail.startswith("cursor update failed")
+    else:
+        raise AssertionError("no error")
+    s.close()
