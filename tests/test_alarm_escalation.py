@@ -81,6 +81,7 @@ def test_unshelving_at_the_timer_arms_escalation_from_the_timer_time() -> None:
     assert alarm.next_escalation is None
     manager.tick(clock.time() + 90)  # the timer's own "now", later than the clock
     assert alarm.shelved_until is None and alarm.next_escalation == clock.time() + 150
+    assert alarm.escalations == 0 and seen[-1].event == "unshelved"  # a full period from now
     manager.shelve(alarm.id, by="wang", minutes=1)
     manager.unshelve(alarm.id, by="li", note="back")
     assert (seen[-1].event, seen[-1].by, seen[-1].note) == ("unshelved", "li", "back")
@@ -151,14 +152,23 @@ def test_what_is_published_about_an_alarm() -> None:
     assert manager.deactivate(rule="r", device="cab", channel=1, value=None, ts=clock.time()) is alarm
     assert len(seen) == 1  # an event has no condition to clear
     manager.ack(alarm.id, by="x")
-    raise_alarm(manager, clock)  # a new occurrence: not acknowledged any more
-    steady = raise_alarm(manager, clock, momentary=False)
-    steady2 = manager.find("r", "cab", 1)
-    assert steady is steady2 and steady.acked is False and seen[-1].alarm["acked"] is False
+    latched = raise_alarm(manager, clock, latch=True)
+    manager.ack(latched.id, by="x")
     manager.deactivate(rule="r", device="cab", channel=1, value=0.0, ts=clock.time())
-    assert seen[-1].alarm["condition"] is False
-    manager.condition_unknown(steady)
-    assert steady.to_json()["condition"] is False
+    assert seen[-1].event == "condition_cleared" and seen[-1].alarm["condition"] is False
+    assert raise_alarm(manager, clock) is latched  # a new occurrence: to acknowledge again
+    assert seen[-1].event == "repeated" and seen[-1].alarm["acked"] is False
+    manager.condition_unknown(latched)
+    assert latched.to_json()["condition"] is False
+
+
+def test_open_alarms_are_most_severe_first_then_newest() -> None:
+    manager, clock, _ = manager_with_log()
+    for rule, severity in (("a", 2), ("b", 1), ("c", 2)):
+        manager.activate(rule=rule, severity=severity, device="d", kind="k", channel=None,
+                         location={}, message="m", value=None, ts=clock.time())
+        clock.advance(1)
+    assert [a.rule for a in manager.open_alarms()] == ["b", "c", "a"]
 
 
 def test_history_in_memory_keeps_the_newest_entries() -> None:
