@@ -11,7 +11,6 @@ from aiohttp.test_utils import make_mocked_request
 
 from gateway.clock import FakeClock
 from gateway.errors import DriverError
-from gateway.log_limit import LogLimit
 from gateway.operations.http_api import TOKEN, bearer_token
 from gateway.readings import Reading
 from gateway.runtime.device_runner import DeviceRunner
@@ -94,6 +93,8 @@ class FlakyDriver:
             raise DriverError("m1", "no response")
         if step == "bug":
             raise KeyError("register 40001")
+        if step == "bug2":
+            raise ValueError("a second, different bug")
         if step == "hang":
             await asyncio.Event().wait()
         return [Reading("m1", None, {"power": float(self.polls)}, 0.0)]
@@ -118,7 +119,6 @@ async def run_script(script: list[str], until, *, offline_after: int = 2):
                           on_offline=lambda dev, why: seen.append(("offline", dev, why)),
                           on_online=lambda dev: seen.append(("online", dev)), clock=clock)
     runner._poll_limit = 0.05  # a hung poll gives up quickly here (10 s by default)
-    runner._bug_log = LogLimit(every=600, clock=clock.monotonic)
 
     task = asyncio.create_task(runner.run(), name="test-runner")
     try:
@@ -132,13 +132,20 @@ async def run_script(script: list[str], until, *, offline_after: int = 2):
 
 async def test_health_counts_polls_errors_and_the_way_back_online() -> None:
     runner, seen, emitted, clock = await run_script(
-        ["ok", "fail", "fail", "bug", "ok"], lambda r, s: r.health.polls >= 5)
+        ["ok", "fail", "ok", "fail", "fail", "bug", "ok"], lambda r, s: r.health.polls >= 7)
     h = runner.health
+    assert h.device == "m1"
     assert seen == [("offline", "m1", "no response"), ("online", "m1")]
-    assert h.online is True and h.errors == 3 and h.consecutive_errors == 0
+    assert h.online is True and h.errors == 4 and h.consecutive_errors == 0
     assert h.last_error == "internal error: KeyError('register 40001')"
-    assert h.last_success == clock.time() and h.response_time is not None and h.response_time >= 0
-    assert [r.values["power"] for r in emitted][:2] == [1.0, 5.0]
+    assert h.last_success == clock.time() and 0 <= h.response_time < 60
+    assert [r.values["power"] for r in emitted][:3] == [1.0, 3.0, 7.0]
+
+
+async def test_each_kind_of_driver_bug_gets_its_own_first_report(caplog) -> None:
+    await run_script(["bug", "bug", "bug2"], lambda r, s: r.health.errors >= 3)
+    logged = [r.getMessage() for r in caplog.records if "unexpected error in driver" in r.getMessage()]
+    assert len(logged) == 2 and all(m.startswith("m1: ") for m in logged)
 
 
 async def test_a_first_poll_that_works_brings_the_device_online_without_a_back_online() -> None:
