@@ -341,7 +341,8 @@ class OutboxWriter:
     async def quarantine(self, sink: str, ids: list[int], status: int | None, error: str) -> int:
         """Move refused rows aside."""
         return await _to_the_end(self._call(self.store.quarantine, sink, ids, status, error,
-                                            self._clock.time()), f"{sink}: quarantine of {len(ids)} rows")
+                                            self._clock.time()),
+                                 f"{sink}: quarantine of {len(ids)} rows")
 
     # -- metrics -------------------------------------------------------------------------------
 
