@@ -33,6 +33,7 @@ import random
 import time
 from collections.abc import Callable
 
+from gateway.clock import SystemClock
 from simulators.background import cancel_and_wait
 from simulators.modbus_server import CabinetServer as ModbusSimServer
 from simulators.mqtt_publisher import MqttPublisher, check_fault, iso_ms
@@ -139,12 +140,15 @@ class DoorSimulator:
                  incident_after: float = 10.0, incident_door: int = 1, held_s: float = 150.0,
                  traffic_every: float = 12.0, walk_s: float = 3.0, release_s: float = 5.0,
                  heartbeat_s: float = 10.0, fault: str | None = None, seed: int | None = None,
-                 out: Callable[[str], object] | None = None):
+                 out: Callable[[str], object] | None = None, clock=None):
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; scenarios: {sorted(SCENARIOS)}")
         if not 1 <= incident_door <= doors:
             raise ValueError(f"incident door {incident_door} is not one of the {doors} doors")
         self.model = DoorModel(doors, slave=slave)
+        # The terminal's event times; a test shares its clock with the gateway to let
+        # scenario time pass without waiting for it.
+        self._clock = clock or SystemClock()
         self.broker = broker
         self.terminal_id = terminal_id
         self.topic = f"access/{terminal_id}/events"
@@ -212,7 +216,7 @@ class DoorSimulator:
     # -- what the terminal says ------------------------------------------------
 
     def _say(self, doc: dict) -> None:
-        doc = {"terminal": self.terminal_id, "time": iso_ms(time.time()), **doc}
+        doc = {"terminal": self.terminal_id, "time": iso_ms(self._clock.time()), **doc}
         if not self.publisher.publish_doc(self.topic, doc, fault=self.fault,
                                           bare={"terminal": self.terminal_id}):
             return

@@ -50,9 +50,9 @@ def write_site(tmp_path: Path, raw: dict) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(path: Path) -> AsyncIterator[Gateway]:
+async def running_gateway(path: Path, *, clock=None) -> AsyncIterator[Gateway]:
     """Run a gateway from a config file as a task; stop it (cancel) on exit."""
-    gateway = Gateway(load_site(path))
+    gateway = Gateway(load_site(path), clock=clock)
     task = asyncio.create_task(gateway.run(), name="test-gateway")
     try:
         yield gateway
@@ -60,6 +60,23 @@ async def running_gateway(path: Path) -> AsyncIterator[Gateway]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class SteppedClock:
+    """Wall time that a test can step forward (scenario time passing without a sleep);
+    monotonic time, which paces polls and timeouts, runs as usual."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 class MqttRecorder:

@@ -16,7 +16,7 @@ import aiomqtt
 import pytest
 
 from drivers.mqtt.mapping import parse_timestamp
-from harness import MqttRecorder, running_gateway, wait_until, write_site
+from harness import MqttRecorder, SteppedClock, running_gateway, wait_until, write_site
 from simulators.door import RESIDENTS, STRANGER_CARD, DoorSimulator
 
 KEY = "test-pseudonym-key-0123456789"
@@ -137,22 +137,38 @@ async def test_readings_and_events_reach_victoriametrics_and_no_raw_card_leaves(
 
 async def test_forced_and_held_doors_raise_alarms_a_granted_door_does_not(
         tmp_path, mosquitto, unique_id) -> None:
+    clock = SteppedClock()  # the terminal's and the gateway's time
     async with DoorSimulator(broker=("127.0.0.1", mosquitto.port), terminal_id=unique_id,
-                             walk_s=0.3, release_s=1.0) as sim, \
+                             walk_s=0.3, release_s=1.0, clock=clock) as sim, \
             MqttRecorder(mosquitto.port, f"community/{unique_id}/alarm_events") as mqtt:
         raw = door_site(unique_id, mqtt_port=mosquitto.port, modbus_port=sim.modbus_port,
                         terminal=unique_id, rules=DOOR_RULES)
-        async with running_gateway(write_site(tmp_path, raw)) as gw:
+        async with running_gateway(write_site(tmp_path, raw), clock=clock) as gw:
             await wait_until(lambda: gw.drivers["terminal"].connected
                              and ("doors", 2) in gw.pipeline.latest, 5, "gateway ready")
-            sim.swipe(1)
+
+            async def granted(grant) -> None:
+                # A person opens the door a moment after the grant: the gateway has the
+                # grant (MQTT) before it polls the opening (Modbus), as on site.
+                events = gw.pipeline.events
+                await grant
+                await wait_until(lambda: gw.pipeline.events > events, 5, "the grant seen")
+
+            await granted(asyncio.sleep(0, sim.swipe(1)))
             await sim.walk_through(1)      # granted: no alarm
-            await sim.press_exit(2)
+            await granted(sim.press_exit(2))
             await sim.walk_through(2)      # exit button: no alarm
-            await asyncio.sleep(2.2)       # scenario time: the grants age past `within`
+            await granted(sim.press_exit(2))  # pressed, but nobody goes through: a grant unused
+            closed = clock.time()
+            # Before time moves on, the gateway has seen the door module polled since the
+            # doors closed, at the time it happened.
+            await wait_until(lambda: all(gw.pipeline.latest[("doors", d)].ts > closed
+                                         for d in (1, 2)), 5, "the walks seen")
+            clock.advance(2.2)             # scenario time: the grants age past `within`
             await sim.force_open(2, 0.3)   # nobody granted: forced
             forced = await mqtt.wait_for(lambda: raised(mqtt, "door-forced"), 3)
-            await sim.hold_open(1, 1.2)    # granted, but open past 0.6 s: held
+            await granted(asyncio.sleep(0, sim.swipe(1)))
+            await sim.walk_through(1, 1.2)  # granted, but open past 0.6 s: held
             held = await mqtt.wait_for(lambda: raised(mqtt, "door-held"), 3)
     assert [a["location"] for a in forced] == [{"building": "3", "unit": "1", "door": 2}]
     assert forced[0]["severity"] == 1

@@ -102,10 +102,15 @@ def test_unknown_events_devices_and_kinds_name_their_key(tmp_path) -> None:
 
 
 def test_devices_that_do_not_declare_events_accept_any_name(tmp_path) -> None:
+    rule = {"id": "a", "type": "event", "select": {"devices": ["camera"]}, "event": "anything_at_all"}
+    # the camera declares its events: a name it never sends is refused, with its key path ...
+    assert "'anything_at_all'" in problems(tmp_path, [rule])["rules[0].event"]
     devices = [dict(d) for d in DEVICES]
-    del devices[3]["events"]  # the camera
-    load_site(site(tmp_path, [{"id": "a", "type": "event", "select": {"devices": ["camera"]},
-                                 "event": "anything_at_all"}], devices))
+    del devices[3]["events"]  # ... one that declares none may send any name
+    loaded = load_site(site(tmp_path, [rule], devices))
+    [event_rule] = loaded.config.rules
+    assert isinstance(event_rule, EventRule) and event_rule.event == ["anything_at_all"]
+    assert loaded.devices["camera"].events is None
 
 
 def test_shape_errors(tmp_path) -> None:

@@ -27,12 +27,12 @@ def raise_(manager: AlarmManager, severity: int = 1, channel: int | None = None,
 
 
 def test_filter_by_event_and_severity_and_shelving() -> None:
-    manager, sender = make(min_severity=2, events=["raised", "repeated", "escalated"])
+    manager, sender = make(min_severity=2, events=["raised", "repeated", "cleared", "escalated"])
     raise_(manager, severity=3, channel=1)  # level 3: not sent
     alarm = raise_(manager, severity=2, channel=2, momentary=False)
     manager.ack(alarm.id, by="x")  # not in `events`
     manager.shelve(alarm.id, by="x", minutes=5)
-    manager.deactivate(rule="r", device="d", channel=2, value=None, ts=2.0)
+    manager.deactivate(rule="r", device="d", channel=2, value=None, ts=2.0)  # shelved: held back
     assert [e.event for e in sender._queue] == ["raised"]
 
 

@@ -334,12 +334,14 @@ class OutboxWriter:
 
     async def advance(self, sink: str, last_id: int) -> None:
         """Persist a sink's cursor; runs to its end even if the caller is cancelled."""
-        await _to_the_end(self._call(self.store.advance, sink, last_id))
+        await _to_the_end(self._call(self.store.advance, sink, last_id),
+                          f"{sink}: cursor move to row {last_id}")
 
     async def quarantine(self, sink: str, ids: list[int], status: int | None, error: str) -> int:
         """Move refused rows aside."""
         return await _to_the_end(self._call(self.store.quarantine, sink, ids, status, error,
-                                            self._clock.time()))
+                                            self._clock.time()),
+                                 f"{sink}: quarantine of {len(ids)} rows")
 
     # -- metrics -------------------------------------------------------------------------------
 
@@ -384,13 +386,16 @@ def _age(now: float, ts: float | None) -> float:
     return 0.0 if ts is None else max(0.0, now - ts)
 
 
-async def _to_the_end(coro):
+async def _to_the_end(coro, what: str):
     """Await ``coro``; if cancelled meanwhile, still let it finish (a commit or a cursor
-    move half-known is worse than a short delay), then re-raise the cancellation."""
+    move half-known is worse than a short delay), then re-raise the cancellation. Its
+    failure then has no caller left to hear it: it is logged, saying ``what`` failed."""
     task = asyncio.ensure_future(coro)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
+        try:
             await task
+        except Exception as exc:
+            log.error("outbox: %s failed while stopping: %s", what, exc)
         raise

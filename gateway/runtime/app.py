@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from pathlib import Path
 
@@ -266,8 +265,10 @@ class Gateway:
             self.runners.remove(runner)
         driver = self.drivers.pop(device_id, None)
         if driver is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await driver.close()  # type: ignore[attr-defined]
+            except Exception:  # the device is gone from the config either way; say what failed
+                log.exception("%s: closing its driver failed", device_id)
         return runner
 
     async def apply_reload(self, site: Site, plan: ReloadPlan) -> None:
@@ -387,16 +388,24 @@ class Gateway:
             self.fire_centre.close()  # its frames were committed as they were made
         if self.outbox is not None:
             await self.outbox.flush()  # what the pipeline took is committed: accepted
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
                 await self.actions.wait_idle()
                 for sink in self.sinks:
-                    with contextlib.suppress(Exception):
+                    try:
                         await sink.flush()
+                    except Exception:  # the rows stay in the outbox for the next start
+                        log.exception("stopping: sending the last rows to %s failed; they stay "
+                                      "in the outbox", sink.name)
+        except TimeoutError:
+            log.warning("stopping: device writes and the last upstream rows not done within "
+                        "%g s; unsent rows stay in the outbox", SHUTDOWN_FLUSH_SECONDS)
         await self.actions.cancel()  # a write still hanging must not outlive its bus
         for sink in self.sinks:
-            with contextlib.suppress(Exception):
+            try:
                 await sink.sink.close()
+            except Exception:
+                log.exception("stopping: closing the %s sink failed", sink.name)
         if self.outbox is not None:
             await self.outbox.close()
         for bus in self.buses.values():

@@ -17,6 +17,7 @@ from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError, DriverTimeout
 from gateway.device_health import DeviceHealth
+from gateway.log_limit import LogLimit, held_note
 from gateway.readings import Reading
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class DeviceRunner:
         self._clock = clock
         # A poll that hangs (a driver bug, a wedged adapter) must not stall the device forever.
         self._poll_limit = max(10.0, 5 * interval)
+        # A driver bug's traceback: the first, then one a period (not once ever: a second
+        # incident must show; not every poll: a flapping device must not flood the journal).
+        self._bug_log = LogLimit()
 
     async def run(self) -> None:
         """Poll until cancelled; never raises anything but CancelledError."""
@@ -66,8 +70,9 @@ class DeviceRunner:
                 due = loop.time()
                 continue
             except Exception as exc:  # a bug in a driver stays inside this device
-                if self.health.consecutive_errors == 0:  # the traceback once, not every retry
-                    log.exception("%s: unexpected error in driver", self.device_id)
+                held = self._bug_log.allow(type(exc))
+                if held is not None:
+                    log.exception("%s: unexpected error in driver%s", self.device_id, held_note(held))
                 await asyncio.sleep(self._failed(f"internal error: {exc!r}", backoff))
                 due = loop.time()
                 continue

@@ -20,7 +20,6 @@ the open alarms so a console that connects later sees the truth.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -130,13 +129,22 @@ class MqttLink:
                             names=("mqtt[publish]", "mqtt[commands]"))
                     except asyncio.CancelledError:
                         # A clean stop says so at once; the will covers a crash.
-                        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                        try:
                             async with asyncio.timeout(1):
                                 await client.publish(f"{self.base}/status", b"offline",
                                                      qos=1, retain=True)
+                        except (aiomqtt.MqttError, TimeoutError) as exc:
+                            # A clean disconnect sends no will: the retained status
+                            # says online until the next start.
+                            log.warning("MQTT: publishing the offline status at the stop "
+                                        "failed: %s", exc or type(exc).__name__)
                         raise
             except Exception as exc:  # the alarm link reconnects, whatever broke it
-                # aiomqtt's disconnect on the way out of a stop can fail too: the stop wins.
+                # aiomqtt's disconnect on the way out of a stop can fail too: the stop
+                # wins, and the failure is said.
+                if _stopping():
+                    log.warning("MQTT: disconnecting from %s:%s at the stop failed: %s",
+                                self.config.host, self.config.port, exc or type(exc).__name__)
                 raise_if_stopping()
                 self.connected = False
                 if not was_down:
@@ -273,3 +281,8 @@ async def _first_failure(*loops, names: tuple[str, ...]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _stopping() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

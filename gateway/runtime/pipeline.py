@@ -17,6 +17,7 @@ from gateway.config.loader import DeviceSpec
 from gateway.config.rule_checks import targeted
 from gateway.alarms.protection import Protections
 from gateway.runtime.faults import FaultWatch
+from gateway.log_limit import LogLimit, held_note
 from gateway.runtime.messages import alarm_location, rule_message
 from gateway.readings import DeviceEvent, Reading
 from gateway.rules.engine import RuleChange, RuleEngine
@@ -58,7 +59,7 @@ class Pipeline:
         self.events = 0
         self.queue_full = 0
         self.failed = 0  # items skipped because processing them raised
-        self._failed_devices: set[str] = set()
+        self._failure_log = LogLimit()  # per device: the first traceback, then one a period
 
     def reconfigure(self, devices: dict[str, DeviceSpec], *, rules: RuleEngine | None,
                     removed: list[str], upstream_ids: dict[str, str | None] | None = None,
@@ -161,9 +162,9 @@ class Pipeline:
     def _failed(self, item: Reading | DeviceEvent) -> None:
         self.failed += 1
         device = getattr(item, "device", "?")
-        if device not in self._failed_devices:  # the traceback once per device
-            self._failed_devices.add(device)
-            log.exception("pipeline: %r from %s skipped", item, device)
+        held = self._failure_log.allow(device)
+        if held is not None:
+            log.exception("pipeline: %r from %s skipped%s", item, device, held_note(held))
 
     def _event(self, event: DeviceEvent) -> tuple | None:
         self.events += 1

@@ -18,6 +18,7 @@ from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.errors import DriverError
 from gateway.device_health import DeviceHealth
+from gateway.log_limit import LogLimit, held_note
 from gateway.readings import DeviceEvent, Reading
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class StreamRunner:
         self._clock = clock
         self._backoff_cap = backoff_cap
         self._last_item = 0.0
+        self._bug_log = LogLimit()  # a driver bug's traceback: the first, then one a period
 
     async def run(self) -> None:
         """Stream until cancelled; never raises anything but CancelledError."""
@@ -65,8 +67,10 @@ class StreamRunner:
                 except DriverError as exc:
                     detail = exc.detail  # the device id is said by whoever logs it
                 except Exception as exc:  # a bug in a driver stays inside this device
-                    if self.health.consecutive_errors == 0:  # once, not every reconnect
-                        log.exception("%s: unexpected error in driver", self.device_id)
+                    held = self._bug_log.allow(type(exc))
+                    if held is not None:
+                        log.exception("%s: unexpected error in driver%s", self.device_id,
+                                      held_note(held))
                     detail = f"internal error: {exc!r}"
                 raise_if_stopping()  # a library turned our stop into its own error
                 self.health.errors += 1

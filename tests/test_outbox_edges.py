@@ -1,0 +1,221 @@
+"""The outbox where a slip loses data quietly: the flush at shutdown, a commit cut short by
+cancellation, and the budget's deletions with events between the readings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from gateway.clock import FakeClock
+from gateway.errors import OutboxError
+from gateway.outbox import EVENT, READING, OutboxWriter, SqliteOutbox
+from harness import running_gateway, wait_until, write_site
+
+
+def rows(n: int, start: int = 0, kind: int = READING, device: str = "d1") -> list[tuple]:
+    return [(kind, device, 1_700_000_000.0 + i, f"m,device={device} v={float(i)} {i}", None)
+            for i in range(start, start + n)]
+
+
+class Position:
+    """A sink's position as the writer sees it, without a sink."""
+
+    def __init__(self, name: str = "influxdb"):
+        self.name = name
+        self.cursor = 0
+        self.oldest_ts = None
+        self.lost_rows = 0
+        self.quarantined = 0
+
+    def start_at(self, cursor: int) -> None:
+        self.cursor = cursor
+
+    def notify(self, head: int) -> None:
+        pass
+
+    def lost(self, n: int) -> None:
+        self.lost_rows += n
+
+    def stats(self) -> dict:
+        return {"buffered": 0, "cursor": self.cursor, "oldest_unsent_age_seconds": 0.0,
+                "quarantined": 0}
+
+
+def writer(store, *, commit_rows: int = 1000) -> OutboxWriter:
+    w = OutboxWriter(store=store, commit_interval=60.0, commit_rows=commit_rows,
+                     max_staged=100_000, clock=FakeClock())
+    w.attach(Position())
+    return w
+
+
+async def test_the_flush_at_shutdown_commits_every_staged_row(tmp_path) -> None:
+    store = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w = writer(store)
+    await w.open()
+    w.add(rows(7))  # fewer than commit_rows, long before the commit interval: all staged
+    w.add(rows(1, 7, kind=EVENT, device="door"))
+    assert w.staged == 8 and store.rows == 0
+    await w.flush()
+    assert w.staged == 0 and w.committed_id == 8 and w.accepted == 8
+    await w.close()
+    reopened = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    reopened.open(["influxdb"])
+    assert [r[0] for r in reopened.read(0, 100, "line")] == list(range(1, 9))
+    reopened.close()
+
+
+class FailingAppend(SqliteOutbox):
+    """A store whose next append blocks in its thread until told, then fails (a disk
+    error that arrives while the gateway is being stopped)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail_next = True
+
+    def append(self, rows):
+        if self.fail_next:
+            self.fail_next = False
+            self.entered.set()
+            self.release.wait(10)
+            raise OutboxError(str(self.path), "commit failed: disk I/O error")
+        return super().append(rows)
+
+
+async def test_a_commit_that_fails_while_cancelled_keeps_its_rows_for_the_flush(tmp_path) -> None:
+    store = FailingAppend(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w = writer(store)
+    await w.open()
+    w.add(rows(5))
+    commit = asyncio.create_task(w.commit())
+    await wait_until(store.entered.is_set, 5, "commit running in its thread")
+    commit.cancel()  # the stop arrives while the disk is busy ...
+    await asyncio.sleep(0)
+    store.release.set()  # ... and then the commit fails
+    try:
+        await commit
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the cancellation was swallowed")
+    assert w.staged == 5 and w.accepted == 0  # staged again, in order, not lost
+    await w.flush()  # the flush at shutdown commits them
+    assert w.staged == 0 and w.accepted == 5
+    assert [r[0] for r in store.read(0, 100, "line")] == [1, 2, 3, 4, 5]
+    await w.close()
+
+
+def test_the_budget_deletes_only_readings_even_between_them(tmp_path) -> None:
+    # Events interleaved with the readings the budget drops: every event stays.
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=128 * 1024)
+    s.open(["influxdb"])
+    events = 0
+    for k in range(20):
+        s.append(rows(200, k * 200))
+        s.append(rows(1, 10_000 + k, kind=EVENT, device="door"))
+        events += 1
+    assert s.used_bytes() > s.budget_bytes
+    dropped = s.enforce_budget()
+    assert dropped and s.used_bytes() <= s.budget_bytes
+    left = s.read(0, 100_000, "line")
+    assert sum("device=door" in line for _, line in left) == events  # no event went
+    assert len(left) + len(dropped) == 20 * 201 and s.rows == len(left)
+    assert not set(dropped) & {i for i, line in left}
+    s.close()
+
+
+async def test_a_stopped_gateway_has_sent_every_reading_it_took(tmp_path, unique_id) -> None:
+    # The commit interval is longer than the run: every reading is still staged when the
+    # stop comes, so only the shutdown's flush can get them to the sink.
+    series = tmp_path / "series.lp"
+    raw = {"site": {"id": unique_id}, "local_series": {"path": str(series)},
+           "outbox": {"commit_interval": 60, "commit_rows": 1_000_000},
+           "devices": [{"id": "m1", "type": "synthetic", "kind": "meter", "fields": ["power"],
+                        "poll_interval": 0.01}]}
+    async with running_gateway(write_site(tmp_path, raw)) as gw:
+        await wait_until(lambda: gw.pipeline.readings >= 20, 5, "readings taken")
+    taken = gw.pipeline.readings + gw.pipeline.events
+    lines = series.read_text().splitlines()
+    assert taken >= 20 and len(lines) == taken
+
+
+# -- the store's counts and boundaries (found by mutation testing) --------------------------
+
+
+def test_purge_deletes_up_to_and_including_its_id_in_slices_and_counts_them(tmp_path,
+                                                                             monkeypatch) -> None:
+    from gateway.outbox import store as store_module
+
+    monkeypatch.setattr(store_module, "DELETE_SLICE", 3)  # several slices from a few rows
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    assert s.append(rows(10)) == 10 and s.head == 10
+    assert s.purge(1) == 1 and s.rows == 9  # exactly the first row
+    assert [r[0] for r in s.read(0, 100, "line")][0] == 2
+    assert s.purge(8) == 7 and s.rows == 2  # ids 2..8 over three slices
+    assert [r[0] for r in s.read(0, 100, "line")] == [9, 10]
+    s.close()
+
+
+def test_the_budget_drops_down_to_its_low_water_not_much_further(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=128 * 1024)
+    s.open(["influxdb"])
+    for k in range(20):
+        s.append(rows(200, k * 200))
+    first = len(s.enforce_budget())
+    assert first and s.dropped == first
+    assert s.used_bytes() <= s.budget_bytes
+    # what is left is about the low water mark (90 %): not a wholesale clear-out
+    assert s.used_bytes() > 0.6 * s.budget_bytes and s.rows > 1000
+    for k in range(20, 30):
+        s.append(rows(200, k * 200))
+    second = len(s.enforce_budget())
+    assert second and s.dropped == first + second  # a running count
+    s.close()
+
+
+def test_a_full_disk_is_told_apart_from_other_failures() -> None:
+    import errno
+    import sqlite3
+
+    from gateway.outbox.store import _is_disk_full
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert _is_disk_full(full)
+    assert _is_disk_full(sqlite3.OperationalError("database or disk is full"))  # no code given
+    assert _is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert _is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = sqlite3.SQLITE_BUSY
+    assert not _is_disk_full(locked)
+    assert not _is_disk_full(sqlite3.DatabaseError("file is not a database"))
+    assert not _is_disk_full(OSError(errno.EIO, "Input/output error"))
+
+
+def test_errors_say_what_was_being_done(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 20)
+    s.open(["influxdb"])
+    s.append(rows(10))
+    assert s.usage() == s.used_bytes() / (1 << 20) and 0 < s.usage() < 1
+    s._con.execute("DROP TABLE rows")  # a damaged file, seen by each operation in turn
+    for call, doing in ((lambda: s.append(rows(1)), "commit failed"),
+                        (lambda: s.read(0, 10, "line"), "read failed"),
+                        (lambda: s.purge(5), "purge failed"),
+                        (lambda: s.oldest_ts(0), "read failed"),
+                        (lambda: s.quarantine("influxdb", [1], 400, "bad", 1.0), "quarantine failed")):
+        try:
+            call()
+        except OutboxError as exc:
+            assert exc.detail.startswith(doing) and not exc.disk_full, exc.detail
+        else:
+            raise AssertionError(f"{doing}: no error")
+    s._con.execute("DROP TABLE cursors")
+    try:
+        s.advance("influxdb", 3)
+    except OutboxError as exc:
+        assert exc.detail.startswith("cursor update failed")
+    else:
+        raise AssertionError("no error")
+    s.close()
