@@ -167,7 +167,8 @@ async def test_the_digest_tab_shows_a_device_fault_as_the_day_builds_up(
             row = page.locator('#digest-since-table tr[data-device="water-supply"]')
             await row.wait_for(timeout=5000)
             assert await row.locator(".d-faults").inner_text() == "pressure transmitter loop open ×1"
-            assert await row.locator(".d-open").inner_text() == fault
+            assert (await row.locator(".d-open").inner_text()).startswith(
+                "pressure transmitter loop open (since ")
             assert "No digest made yet" in await page.locator("#digest-latest").inner_text()
             assert await page.locator("#tab-zones").is_hidden()
 

@@ -54,6 +54,7 @@
     d_faults: "Faults",
     d_still_open: "Still open",
     d_kind: "Kind",
+    d_offline: "offline",
     d_location: "Location",
   });
   Object.assign(window.CG_I18N.zh, {
@@ -104,6 +105,7 @@
     d_faults: "故障",
     d_still_open: "仍未恢复",
     d_kind: "类型",
+    d_offline: "离线",
     d_location: "位置",
   });
 
@@ -350,6 +352,11 @@
          h("p", {class: "empty", text: t("d_none_yet")})]));
   }
 
+  function troubleText(rule) {   // device_offline, device_fault:<fault> -> words
+    if (rule === "device_offline") return t("d_offline");
+    return rule.replace(/^device_fault:/, "").replace(/_/g, " ");
+  }
+
   function digestBlock(digest, titleKey, tableId) {
     const title = h("h2", {text: t(titleKey, {from: when(digest.from), to: when(digest.to)})});
     if (!digest.devices.length) return [title, h("p", {class: "empty", text: t("d_clean")})];
@@ -362,7 +369,9 @@
       h("td", {class: "d-offline-times", text: String(dev.offline_times)}),
       h("td", {class: "d-offline-minutes", text: String(dev.offline_minutes)}),
       h("td", {class: "d-faults", text: Object.entries(dev.faults || {}).map(([f, n]) => `${f} ×${n}`).join(", ")}),
-      h("td", {class: "d-open", text: Object.keys(dev.still_open || {}).join(", ")})));
+      h("td", {class: "d-open", text: Object.entries(dev.still_open || {})
+        .map(([rule, since]) => `${troubleText(rule)} (${t("z_since").toLowerCase()} ${when(since)})`)
+        .join(", ")})));
     return [title, h("table", {class: "history", id: tableId}, h("thead", {}, h("tr", {}, ...head)),
                      h("tbody", {}, ...rows))];
   }
