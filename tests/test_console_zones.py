@@ -178,3 +178,70 @@ async def test_the_digest_tab_shows_a_device_fault_as_the_day_builds_up(
             latest = page.locator('#digest-latest-table tr[data-device="water-supply"]')
             await latest.wait_for(timeout=5000)
             assert await latest.locator(".d-faults").inner_text() == "pressure transmitter loop open ×1"
+
+
+# -- the routes over HTTP, without a browser --------------------------------------------
+
+
+def zone_site(tmp_path: Path) -> dict:
+    from console_support import write_users
+
+    write_users(tmp_path / "users.yaml")
+    return {"site": {"id": "s1"}, "state_dir": str(tmp_path / "state"),
+            "arming": [{"id": "fence", "name": "Fence", "schedule": ["22:00-06:00"]}],
+            "devices": [{"id": "di", "type": "synthetic", "kind": "perimeter", "channels": 8,
+                         "fields": ["loop_closed"], "poll_interval": 60}],
+            "console": {"users_file": "users.yaml", "audit_file": "audit.jsonl"}}
+
+
+async def test_the_zone_routes_say_why_they_refuse(tmp_path: Path) -> None:
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.console.routes import add_console_routes
+    from gateway.runtime.app import Gateway
+    from gateway.runtime.site import load_site
+    from test_console_auth import login
+
+    gw = Gateway(load_site(write_site(tmp_path, zone_site(tmp_path))))
+    app = web.Application()
+    add_console_routes(app, gw.views)
+    soon = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    async with TestClient(TestServer(app)) as client:
+        headers = {"X-CSRF-Token": await login(client, OPERATOR)}
+
+        async def post(action: str, body: dict) -> tuple[int, dict]:
+            r = await client.post(f"/console/api/zones/{action}", json=body, headers=headers)
+            return r.status, await r.json()
+
+        assert await post("disarm", {"group": "fence"}) == (400, {"error": "a note is required: say why"})
+        assert (await post("disarm", {"group": "gate", "note": "x"}))[0] == 404
+        assert await post("bypass", {"device": "di", "channel": 9, "note": "x", "until": soon}) == \
+            (400, {"error": "device di has inputs 1..8"})
+        assert (await post("bypass", {"device": "nope", "channel": 1, "note": "x", "until": soon}))[0] == 404
+        status, body = await post("bypass", {"device": "di", "channel": 1, "note": "x",
+                                             "until": "2030-01-01T08:00:00"})
+        assert status == 400 and "time zone" in body["error"]
+        status, body = await post("out_of_service", {"device": "di", "note": "x",
+                                                     "until": "2099-01-01T08:00:00Z"})
+        assert status == 400 and "30 days" in body["error"]
+        assert await post("end_bypass", {"device": "di", "channel": 1}) == \
+            (409, {"error": "di:1 is not bypassed"})
+        assert (await post("arm", {"group": "fence", "note": "x", "extra": 1}))[0] == 400
+        assert gw.protections.snapshot()["bypassed"] == [] and not gw.protections.arming
+        status, body = await post("arm", {"group": "fence", "note": "early shift", "until": soon})
+        assert status == 200 and body["groups"][0]["armed"] and body["groups"][0]["by"] == OPERATOR[0]
+        assert [d["id"] for d in body["devices"]] == ["di"]
+        # a console without zones (a hub's, say) says so
+        bare = web.Application()
+        add_console_routes(bare, replace(gw.views, zones=None, digest=None))
+    async with TestClient(TestServer(bare)) as client:
+        headers = {"X-CSRF-Token": await login(client, OPERATOR)}
+        assert (await client.get("/console/api/zones")).status == 404
+        assert (await client.get("/console/api/digest")).status == 404
+        r = await client.post("/console/api/zones/arm", json={"group": "fence", "note": "x"},
+                              headers=headers)
+        assert r.status == 404
