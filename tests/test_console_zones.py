@@ -92,12 +92,16 @@ async def test_operator_disarms_and_bypasses_with_notes_and_a_viewer_cannot(
             # bypass input 2 (the detector cover) until the time in the form, with a note
             await page.select_option("#bypass-device", "perimeter-north")
             await page.fill("#bypass-channel", "2")
+            assert await page.locator("#bypass-channel-name").inner_text() == \
+                "north fence segment 2 detector cover"
             await page.fill("#bypass-note", "cover being replaced")
             await page.click('#bypass-form button[type="submit"]')
             row = page.locator('#zone-bypassed tr[data-input="perimeter-north:2"]')
             await row.wait_for(timeout=5000)
             assert await row.locator(".z-by").inner_text() == OPERATOR[0]
             assert await row.locator(".z-note").inner_text() == "cover being replaced"
+            assert await row.locator(".z-input-name").inner_text() == \
+                "north fence segment 2 detector cover"
             assert gw.protections.hold_back("tamper", "perimeter-north", 2,
                                             gw.clock.time()) == "bypassed"
             # an end time in the past is refused by the gateway, with the reason

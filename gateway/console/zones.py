@@ -96,11 +96,21 @@ def add_zone_routes(app: web.Application, guarded, json_body, to_json, error) ->
 
 
 def _snapshot(console) -> dict[str, object]:
-    """The zones as they are, with the devices (and input counts) to choose from."""
+    """The zones as they are, with the devices (input counts, the inputs' names) to choose
+    from; a bypassed input carries its name, as a guard knows it."""
     specs = console.views.devices.specs()
-    devices = [{"id": d, "kind": spec.kind, "inputs": spec.channel_count or 0}
+    names = {d: {ch: str(place["zone_name"]) for ch, place in spec.channel_places.items()
+                 if place.get("zone_name")} for d, spec in specs.items()}
+    devices = [{"id": d, "kind": spec.kind, "inputs": spec.channel_count or 0,
+                "names": {str(ch): name for ch, name in sorted(names[d].items())}}
                for d, spec in sorted(specs.items())]
-    return {**console.views.zones.snapshot(), "devices": devices}
+    snapshot = console.views.zones.snapshot()
+    for entry in snapshot["bypassed"]:
+        device, _, channel = str(entry["input"]).rpartition(":")
+        name = names.get(device, {}).get(int(channel)) if channel.isdigit() else None
+        if name:
+            entry["name"] = name
+    return {**snapshot, "devices": devices}
 
 
 def _apply(console, action: str, body: ZoneBody, *, by: str) -> None:

@@ -217,7 +217,7 @@
   function bypassRow(b) {
     const [device, channel] = b.input.split(":");
     return h("tr", {"data-input": b.input},
-      h("td", {class: "z-input", text: b.input}),
+      h("td", {class: "z-input"}, b.input, b.name ? h("div", {class: "sub z-input-name", text: b.name}) : null),
       h("td", {class: "z-by", text: b.by}),
       h("td", {class: "z-note", text: b.note}),
       h("td", {class: "z-since", text: when(b.since)}),
@@ -254,10 +254,12 @@
     limitChannel();
   }
 
-  function limitChannel() {
+  function limitChannel() {   // the input's range, and its name as the site file gives it
     const option = $("bypass-device").selectedOptions[0];
     const max = option ? Number(option.dataset.inputs) : 0;
     $("bypass-channel").max = max > 0 ? String(max) : "";
+    const device = ((z.data && z.data.devices) || []).find((d) => option && d.id === option.value);
+    $("bypass-channel-name").textContent = (device && device.names[$("bypass-channel").value]) || "";
   }
 
   async function change(action, body) {
@@ -399,6 +401,7 @@
     z.me = await api("/console/api/me");
     $("lang").addEventListener("click", () => setTimeout(() => { renderZones(); renderDigest(); }, 0));
     $("bypass-device").addEventListener("change", limitChannel);
+    $("bypass-channel").addEventListener("input", limitChannel);
     $("bypass-form").addEventListener("submit", submitBypass);
     $("oos-form").addEventListener("submit", submitOos);
     $("zone-dlg-form").addEventListener("submit", confirmArm);
