@@ -1,7 +1,8 @@
 """The seams between the running gateway and what shows it or counts it.
 
 The HTTP API and the security-room console see alarms and devices only through
-``AlarmsView`` and ``DevicesView`` (with a clock and the site's identity, bundled
+``AlarmsView`` and ``DevicesView`` (zones and the device digest through ``ZonesView``
+and ``DigestView``, where the process has them) (with a clock and the site's identity, bundled
 in ``Views``); metrics and liveness read ``RunningParts``. The gateway process
 implements them (``gateway.runtime.views``); a process showing many sites' alarms
 (the hub) can serve the same console by implementing them for its sites.
@@ -73,6 +74,44 @@ class DevicesView(Protocol):
         ...
 
 
+class ZonesView(Protocol):
+    """Arming groups, bypassed inputs and devices out of service (gateway.alarms.protection),
+    and the operators' changes to them; each change is logged with who and why."""
+
+    def snapshot(self) -> dict[str, object]:
+        """``{"groups": [...], "bypassed": [...], "out_of_service": [...]}`` as they are now."""
+        ...
+
+    def set_armed(self, group: str, armed: bool, *, by: str, note: str,
+                  until: float | None = None) -> object:
+        """Arm or disarm a group by hand (KeyError: no such group)."""
+        ...
+
+    def bypass(self, device: str, channel: int, *, by: str, note: str, until: float) -> object:
+        """Hold back every alarm of one input until ``until``."""
+        ...
+
+    def end_bypass(self, device: str, channel: int, *, by: str) -> bool:
+        """End a bypass now; False if the input was not bypassed."""
+        ...
+
+    def take_out_of_service(self, device: str, *, by: str, note: str, until: float) -> object:
+        """Hold back every alarm of a device until ``until``."""
+        ...
+
+    def return_to_service(self, device: str, *, by: str) -> bool:
+        """End a device's out-of-service now; False if it was in service."""
+        ...
+
+
+class DigestView(Protocol):
+    """The daily digest of devices that were offline or faulty (gateway.alarms.digest)."""
+
+    def report(self) -> dict[str, object]:
+        """``{"latest": the last digest or None, "since": the one building up since}``."""
+        ...
+
+
 class DisplayHints(Protocol):
     """How the console words the site: its header, alarm values worth showing, units."""
 
@@ -101,6 +140,8 @@ class Views:
     clock: Clock
     http: HttpConfig | None = None  # the listener: read policy, trusted proxies, stream cap
     display: DisplayHints | None = None  # the console's header, alarm values, units
+    zones: ZonesView | None = None  # arming groups, bypasses, out of service (console "Zones")
+    digest: DigestView | None = None  # the daily device digest (console "Digest")
 
 
 class RunningParts(Protocol):

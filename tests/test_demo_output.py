@@ -58,6 +58,46 @@ async def test_a_second_demo_starts_fresh_and_each_alarm_is_printed_once(tmp_pat
     assert "restored" not in text and "escalated" not in text and alarm_id not in text
 
 
+# What the new kinds raise in the demo (gateway/demo/facilities.py), in the order it comes.
+NEW_KINDS = {
+    "perimeter-north": "Intrusion: north fence segment 2",    # the I/O module's fence
+    "panel-b7": "One-key alarm: emergency button",            # the DC-09 alarm panel
+    "health-9-1204": "No breathing detected",                 # the breathing radar
+    "smoke-b3-charging": "FIRE reported by the smoke detector",  # the smoke detector
+}
+
+
+def _raised(lines: list[str], device: str) -> list[str]:
+    return [x for x in lines if "ALARM" in x and " raised " in x and f"({device}, id" in x]
+
+
+async def test_the_demo_carries_the_new_kinds_and_the_smoke_cuts_the_cabinet(tmp_path: Path) -> None:
+    def done(lines: list[str]) -> bool:
+        fired = [i for i, x in enumerate(lines) if NEW_KINDS["smoke-b3-charging"] in x]
+        # after the fire, a cabinet line with every port cut
+        return bool(fired) and any(x.count("OFF") == 4 for x in lines[fired[0]:]
+                                   if READINGS.match(x))
+
+    lines = await demo_until(tmp_path, done, timeout=150)
+    text = "\n".join(lines)
+    for what in ("I/O module (perimeter-north) on Modbus TCP", "alarm panel 1234 (panel-b7) reports "
+                 "over SIA DC-09", "breathing radar MR60BHA2 (health-9-1204) on pty",
+                 "smoke detector sd-b3-0001"):
+        assert f"demo: {what}" in text, text
+    for device, message in NEW_KINDS.items():
+        raised = _raised(lines, device)
+        assert [x for x in raised if message in x], (device, text)
+    # the one-key button on the I/O module, as well as the panel's
+    assert [x for x in _raised(lines, "perimeter-north") if "One-key alarm at building 7" in x], text
+    # each alarm once (not also as the gateway's own log line)
+    for line in (x for x in lines if "ALARM" in x and " raised " in x):
+        alarm_id = ALARM_ID.search(line).group(1)
+        assert [x for x in lines if alarm_id in x and " raised " in x] == [line], text
+    # what the gateway reads of them, in the demo's columns
+    assert any(re.match(r"^\d\d:\d\d:\d\d  fence     fence inputs 1-8 \[[-O]{8}\]", x) for x in lines)
+    assert any(re.match(r"^\d\d:\d\d:\d\d  rooms     1204 bedroom: breathing", x) for x in lines)
+
+
 def test_alarm_lines_keep_their_columns() -> None:
     def event(name: str, message: str, count: int = 1) -> dict:
         return {"event": name, "alarm": {"severity": 1, "message": message, "device": "d",

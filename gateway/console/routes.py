@@ -3,7 +3,8 @@
 Pages: ``/console/`` (the console), ``/console/login``; static files under
 ``/console/static/``. JSON under ``/console/api/``: ``me``, ``alarms``,
 ``devices``, ``history``, ``login``, ``logout``, ``alarms/{id}/{ack|reset|shelve}`` and
-``devices/{id}/chart.svg?field=NAME`` (the field's last hour, see ``recent.py``).
+``devices/{id}/chart.svg?field=NAME`` (the field's last hour, see ``recent.py``);
+``zones``, ``zones/{action}`` and ``digest`` (see ``zones.py``).
 Live updates: ``/console/events`` (server-sent events, see ``stream.py``).
 
 Every route but the login page and static files needs a session. Every POST
@@ -35,6 +36,7 @@ from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
 from gateway.console.recent import RecentReadings
 from gateway.console.stream import events
+from gateway.console.zones import add_zone_routes
 from gateway.operations.live_events import live_parts
 from gateway.views import Views
 
@@ -101,6 +103,7 @@ def add_console_routes(app: web.Application, views: Views,
     r.add_post(PREFIX + "/api/alarms/{alarm_id}/{action:%s}" % "|".join(COMMANDS),
                guarded(_action, act=True))
     r.add_get(PREFIX + "/events", guarded(events))
+    add_zone_routes(app, guarded, _json_body, _json, _error)  # Zones and Digest (zones.py)
     r.add_static(PREFIX + "/static/", STATIC, append_version=False)
     log.info("console: /console/ (%d users in %s)", len(users), console.users.path)
     return console

@@ -1,4 +1,6 @@
-"""``community-gateway demo``: a charging cabinet simulator, a broker and the gateway, together.
+"""``community-gateway demo``: a charging cabinet simulator, a broker and the gateway, together,
+with the fall radar, doors and camera (demo.radar, demo.access) and the perimeter, alarm
+panel, breathing radar and smoke detector (demo.facilities).
 
 Everything runs in this process on loopback: the cabinet answers Modbus TCP, an
 embedded MQTT broker carries the alarms, the time series go to a local
@@ -24,6 +26,7 @@ from gateway.runtime.site import load_site
 from gateway.console.demo_setup import DemoLogin, enable_console
 from gateway.demo.access import DEVICES as ACCESS_DEVICES
 from gateway.demo.access import DemoAccess, demo_access
+from gateway.demo.facilities import DemoFacilities, demo_facilities
 from gateway.demo.radar import DemoRadar, demo_radar
 from gateway.demo.embedded_broker import embedded_broker, free_port
 from simulators.charging_cabinet import CabinetModel
@@ -35,7 +38,8 @@ CABINET = "charger-b3"  # the cabinet's device id in configs/charging-site.yaml
 
 def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
                 radar: DemoRadar | None = None, access: DemoAccess | None = None,
-                http_port: int | None = None) -> tuple[Path, DemoLogin | None]:
+                http_port: int | None = None,
+                facilities: DemoFacilities | None = None) -> tuple[Path, DemoLogin | None]:
     """The example charging site, pointed at the simulators; written into ``data_dir``.
 
     With ``http_port`` the security-room console is on, with a fresh login.
@@ -51,6 +55,8 @@ def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
         radar.add_to_site(raw)
     if access is not None:
         access.add_to_site(raw)
+    if facilities is not None:
+        facilities.add_to_site(raw)
     data_dir.mkdir(parents=True, exist_ok=True)
     login = enable_console(raw, data_dir, http_port=http_port) if http_port else None
     path = data_dir / "demo-site.yaml"
@@ -72,8 +78,10 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
     async with embedded_broker() as (host, mqtt_port), \
             CabinetServer(model, tcp=("127.0.0.1", free_port())) as cabinet, \
             demo_radar() as radar, \
-            demo_access(broker=(host, mqtt_port), data_dir=data, out=_simulator_line) as access:
-        path, login = demo_config(data, mqtt_port, cabinet.port, radar, access, http_port=free_port())
+            demo_access(broker=(host, mqtt_port), data_dir=data, out=_simulator_line) as access, \
+            demo_facilities(broker=(host, mqtt_port), out=_simulator_line) as facilities:
+        path, login = demo_config(data, mqtt_port, cabinet.port, radar, access, http_port=free_port(),
+                                  facilities=facilities)
         site = load_site(path)
         gateway = Gateway(site)
         if cleared is not None:
@@ -83,6 +91,8 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
               f"incident on port 3 after 10 s)", flush=True)
         print(f"demo: {radar.describe()}", flush=True)
         print(f"demo: {access.describe()}", flush=True)
+        for line in facilities.describe():
+            print(f"demo: {line}", flush=True)
         print(f"demo: MQTT broker on {host}:{mqtt_port}; alarms under "
               f"community/{site.config.site.id}/alarms/#", flush=True)
         print(f"demo: time series kept locally in {site.config.local_series.path} "
@@ -91,12 +101,13 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
             print(f"demo: {login.describe()}", flush=True)
         print(f"demo: every {print_every:g} s what the gateway reads: the cabinet's ports "
               "(relay, power, temperature), the radar (whether someone is in the room, moving "
-              "or still, body movement 0-100, fall) and the doors; each alarm once, as the "
+              "or still, body movement 0-100, fall), the doors, the fence's inputs, the breathing "
+              "radar and the smoke detector; each alarm once, as the "
               "security room gets it. Ctrl-C stops", flush=True)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run(), name="gateway")
             tg.create_task(_print_alarms(host, mqtt_port, site.config.site.id), name="demo[alarms]")
-            tg.create_task(_print_readings(gateway, print_every, radar, access),
+            tg.create_task(_print_readings(gateway, print_every, radar, access, facilities),
                            name="demo[readings]")
 
 
@@ -177,7 +188,8 @@ def radar_line(values: dict[str, int], room: str) -> str:
 
 
 async def _print_readings(gateway: Gateway, every: float, radar: DemoRadar | None = None,
-                          access: DemoAccess | None = None) -> None:
+                          access: DemoAccess | None = None,
+                          facilities: DemoFacilities | None = None) -> None:
     while True:
         await asyncio.sleep(every)
         latest = gateway.pipeline.latest
@@ -197,3 +209,6 @@ async def _print_readings(gateway: Gateway, every: float, radar: DemoRadar | Non
             print(f"{now}  {'radar':<9} {radar_line(values, room)}", flush=True)
         if access is not None:
             print(f"{now}  {'doors':<9} {access.door.model.status_line()}", flush=True)
+        if facilities is not None:
+            print(f"{now}  {'fence':<9} {facilities.fence_line(latest)}", flush=True)
+            print(f"{now}  {'rooms':<9} {facilities.rooms_line(latest)}", flush=True)

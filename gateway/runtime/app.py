@@ -43,7 +43,7 @@ from gateway.runtime.pipeline import Pipeline
 from gateway.runtime.privacy import upstream_identities, upstream_mode
 from gateway.runtime.reload import ReloadPlan, hand_over_alarms, reload_config
 from gateway.runtime.stream_runner import StreamRunner
-from gateway.runtime.views import SiteAlarms, SiteDevices
+from gateway.runtime.views import SiteAlarms, SiteDevices, SiteDigest
 from gateway.upstream.factory import build_upstream
 from gateway.upstream.line_protocol import LineEncoder
 from gateway.views import Views
@@ -136,7 +136,8 @@ class Gateway:
             devices=SiteDevices(specs=lambda: self.site.devices,
                                 health=lambda: {r.device_id: r.health for r in self.runners},
                                 latest=lambda: self.pipeline.latest),
-            clock=self.clock, http=cfg.http, display=SiteDisplay(lambda: self.site))
+            clock=self.clock, http=cfg.http, display=SiteDisplay(lambda: self.site),
+            zones=self.protections, digest=SiteDigest(self.digest))
         self.http = None
         if cfg.http is not None:
             watch = PipelineWatch(self.pipeline)

@@ -1,4 +1,4 @@
-"""The running gateway seen through ``gateway.views``: its alarms and its devices."""
+"""The running gateway seen through ``gateway.views``: its alarms, devices and digest."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from gateway.alarms.commands import apply_command
+from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore
 
@@ -55,3 +56,13 @@ class SiteDevices:
         self.specs = specs
         self.health = health
         self.latest = latest
+
+
+class SiteDigest:
+    """One site's daily device digest as a ``DigestView``."""
+
+    def __init__(self, digest: DeviceDigest):
+        self._digest = digest
+
+    def report(self) -> dict[str, object]:
+        return {"latest": self._digest.latest, "since": self._digest.build(new_day=False)}
