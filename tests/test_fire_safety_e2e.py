@@ -68,3 +68,25 @@ async def test_a_detectors_fire_alarm_cuts_the_rooms_cabinets_and_faults_are_dev
     assert raised["severity"] == 1 and raised["message"] == "FIRE in charging room A: cabinets there cut"
     assert raised["location"] == ROOM
     assert battery[0]["metric"]["device"] == "smoke-a" and set(battery[0]["values"]) == {87}
+
+
+def test_a_detectors_heartbeat_is_readings_and_no_unknown_event() -> None:
+    """The profile's ``no_event`` codes carry fields only (no event, nothing counted)."""
+    import json
+    from pathlib import Path
+
+    from drivers.mqtt.mapping import MessageMapping
+    from drivers.mqtt.profile import MqttProfile
+    from gateway.config.loader import load_profile
+
+    profile = load_profile("smoke-detector", Path("configs"), MqttProfile)
+    mapping = MessageMapping(profile=profile, device_id="sd", source="sd-1")
+    doc = {"ts": "2026-12-01T08:00:00Z", "event": "heartbeat", "battery": 87, "temperature": 24.5,
+           "smoke_density": 0.02}
+    from datetime import datetime
+
+    now = datetime.fromisoformat("2026-12-01T08:00:00+00:00").timestamp()
+    decoded = mapping.decode("fire-detectors/sd-1/report", json.dumps(doc).encode(), now)
+    assert not decoded.problems and not [i for i in decoded.items if hasattr(i, "name")]
+    [reading] = decoded.items
+    assert reading.values == {"battery": 87.0, "temperature": 24.5, "smoke_density": 0.02}

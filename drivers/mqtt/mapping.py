@@ -166,6 +166,7 @@ class MessageMapping:
         self._code_paths = tuple(compile_path(p) for p in (
             [ev.path] if isinstance(ev.path, str) else ev.path)) if ev else ()
         self._codes = {k: (c.event, dict(c.attrs)) for k, c in ev.codes.items()} if ev else {}
+        self._no_event = frozenset(str(c) for c in ev.no_event) if ev else frozenset()
         self._attrs = tuple(
             (name, tuple(compile_path(p) for p in ([paths] if isinstance(paths, str) else paths)))
             for name, paths in (ev.attrs.items() if ev else ()))
@@ -304,6 +305,8 @@ class MessageMapping:
         keys = [code_key(raw) for raw in parts]
         key = None if None in keys else ":".join(keys)  # type: ignore[arg-type]
         entry = self._codes.get(key) if key is not None else None
+        if entry is None and key in self._no_event:
+            return None  # a heartbeat: its fields are the message's point
         if entry is None:
             out.problems.append(("unknown_code", f"code {key!r} is not in the profile's table"
                                  if key is not None else "a part of the event code is missing"))

@@ -100,6 +100,9 @@ class EventMap(_Strict):
     once_per: Path | None = Field(
         default=None, description="payload path of an event id: later messages with an id "
                                   "already seen (a stop pulse, a redelivery) are dropped")
+    no_event: list[str] = Field(
+        default=[], description="codes that are no event (a heartbeat): the message's fields "
+                                "are taken, nothing is raised or counted as unknown")
 
     @field_validator("codes", mode="before")
     @classmethod
