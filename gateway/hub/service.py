@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.alarms.signing import check_secret
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
 from gateway.hub.api import HubHttpServer, build_app, health_body
+from gateway.hub.commands import MqttCommandSender
 from gateway.hub.config import HubConfig
 from gateway.hub.history import HubHistory
 from gateway.hub.link import HubLink
@@ -58,7 +60,14 @@ class Hub:
         self.link = HubLink(config=config.broker, client_id=config.client_id,
                             password=_reveal(config.broker.password, "broker.password"),
                             on_message=self.on_message, begin_sync=self.live.begin_sync,
-                            end_sync=self.live.end_sync)
+                            end_sync=self.live.end_sync, commands=config.commands is not None)
+        self.commands = None
+        if config.commands is not None:
+            self.commands = MqttCommandSender(
+                prefix=config.broker.prefix, key_id=config.commands.key_id,
+                secret=_command_secret(config), publish=self.link.publish,
+                confirm_timeout=config.commands.confirm_timeout)
+            self.view.commands = self.commands
         self.http = None
         if config.http is not None:
             self.http = HubHttpServer(config=config.http,
@@ -68,6 +77,8 @@ class Hub:
         """One message from the broker: the live picture, then the history."""
         for event in self.live.handle(topic, payload):
             self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw)
+        if self.commands is not None:
+            self.commands.on_message(topic, payload)
 
     def health(self) -> tuple[bool, dict]:
         return health_body(hub=self.config.hub.id, connected=self.link.connected,
@@ -139,6 +150,15 @@ def _reveal(secret, key: str) -> str | None:
         return secret.reveal()
     except ValueError as exc:
         raise ConfigError("hub", [(key, str(exc))]) from None
+
+
+def _command_secret(config: HubConfig) -> str:
+    secret = _reveal(config.commands.key, "commands.key")
+    try:
+        check_secret(secret or "")
+    except ValueError as exc:
+        raise ConfigError("hub", [("commands.key", str(exc))]) from None
+    return secret
 
 
 def _log_transition(t: Transition) -> None:

@@ -25,6 +25,15 @@ class CommandNotDelivered(Exception):
     """A command the hub cannot deliver (no sender yet, gateway offline, not confirmed)."""
 
 
+class CommandRefusedByGateway(Exception):
+    """The gateway refused a command (its answer on ``.../{command}/error``)."""
+
+    def __init__(self, reason: str, status: int = 400):
+        self.reason = reason
+        self.status = status
+        super().__init__(reason)
+
+
 class CommandSender(Protocol):
     """Sends an operator's command to a gateway, signed (issue "Trust"); confirmed by the
     gateway's retained state or reported as not delivered."""
@@ -184,4 +193,5 @@ def _matches(row: dict[str, Any], filters: dict[str, str], level: int | None) ->
     return True
 
 
-__all__ = ["HubAlarmsView", "CommandSender", "CommandNotDelivered", "KIND"]
+__all__ = ["HubAlarmsView", "CommandSender", "CommandNotDelivered", "CommandRefusedByGateway",
+           "KIND"]
