@@ -89,6 +89,30 @@ class DisplayHints(Protocol):
         ...
 
 
+class CommandOutcome(Exception):
+    """A command that was not done, as a console shows it: ``state`` is "not_delivered"
+    (no confirmation in time) or "refused" (the gateway said why); ``status`` as in HTTP."""
+
+    state = "failed"
+    status = 502
+
+
+class ManySites(Protocol):
+    """What a console showing many sites (the hub) adds: its identity for the page and
+    the fleet by level. Alarm and device rows then carry ``site``, ``subdistrict``,
+    ``community``, ``compound`` and ``building``, and each user's scope (users file)
+    limits every read, stream and command to the rows it covers."""
+
+    def me(self) -> dict[str, Any]:
+        """``{"hub": True, "levels": [...], ...}`` for ``/console/api/me``."""
+        ...
+
+    def fleet(self, covers: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any]:
+        """subdistricts -> communities -> compounds -> gateways, limited to the places
+        ``covers`` accepts (None: all)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Views:
     """What the HTTP API and the console read and do, and nothing more."""
@@ -101,6 +125,7 @@ class Views:
     clock: Clock
     http: HttpConfig | None = None  # the listener: read policy, trusted proxies, stream cap
     display: DisplayHints | None = None  # the console's header, alarm values, units
+    hub: ManySites | None = None  # set by the hub: many sites, users with a scope
 
 
 class RunningParts(Protocol):

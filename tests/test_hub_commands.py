@@ -72,7 +72,7 @@ async def test_an_ack_in_the_hub_changes_the_gateways_retained_state(tmp_path, m
                 await hub.view.apply_command(site="n-b1", alarm_id=alarm_id, command="reset",
                                              body={"note": "checked"}, by="guard wang")
             assert "condition is still present" in refused.value.reason
-            assert refused.value.status == 409
+            assert refused.value.gateway_status == 409
             # a body the gateway would refuse is refused before anything is sent
             with pytest.raises(CommandError):
                 await hub.view.apply_command(site="n-b1", alarm_id=alarm_id, command="shelve",
