@@ -126,6 +126,11 @@ async def test_a_user_scoped_to_one_community_never_sees_or_commands_another(
         async with admin.get(f"{base}/console/api/history") as r:
             assert {e["alarm"]["site"] for e in (await r.json())["entries"]} == {"n-b1", "s-b7"}
 
+        # the hub's read API has no user and so no scope: with a console it needs the token
+        for path in ("/api/alarms", "/api/sites", "/api/history"):
+            async with north.get(f"{base}{path}") as r:
+                assert r.status == 403, path
+
         # a command on South's alarm: refused as unknown, and nothing reaches the broker
         headers = {"X-CSRF-Token": me["csrf"]}
         async with north.post(f"{base}/console/api/alarms/s-b7:a9/ack", json={},
@@ -137,3 +142,22 @@ async def test_a_user_scoped_to_one_community_never_sees_or_commands_another(
             body = await r.json()
             assert r.status == 504 and body["state"] == "not_delivered", body
         assert [topic for _, topic, _ in commands.messages] == ["community/n-b1/alarms/a1/ack"]
+
+
+def test_a_users_file_keeps_scopes_and_stays_readable_without_them(tmp_path, monkeypatch) -> None:
+    import io
+
+    from gateway.cli import main
+    path = tmp_path / "users.yaml"
+    # a gateway's users file of before: no scope, no admin
+    UsersFile(path=path).add("wang", "operator", hash_password("night-shift-1"))
+    before = UsersFile(path=path).load()["wang"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("north-pass-1\n"))
+    assert main(["user", "add", "zhou", "--role", "viewer", "--community", "North",
+                 "--community", "East", "-f", str(path), "--password-stdin"]) == 0
+    users = UsersFile(path=path).load()
+    assert users["wang"].scope is None and users["wang"].credential == before.credential
+    assert users["zhou"].scope.describe() == {"communities": ["North", "East"]}
+    assert users["zhou"].scope.covers({"community": "North"})
+    assert not users["zhou"].scope.covers({"community": "South"})
+    assert "scope:" in path.read_text()

@@ -18,6 +18,7 @@ from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
 from gateway.hub.api import HubHttpServer, build_app, health_body
+from gateway.config.advice import is_loopback
 from gateway.config.models import ConsoleConfig, SiteInfo
 from gateway.console.routes import add_console_routes
 from gateway.hub.commands import MqttCommandSender
@@ -75,7 +76,10 @@ class Hub:
         self.http = None
         self.console_alarms: HubConsoleAlarms | None = None
         if config.http is not None:
-            app = build_app(self.view, health=self.health)
+            token = _reveal(config.http.token, "http.token")
+            app = build_app(self.view, health=self.health, token=token,
+                            reads_need_token=config.console is not None
+                            or not is_loopback(config.http.host))
             if config.console is not None:
                 self._add_console(app)
             self.http = HubHttpServer(config=config.http, app=app)
