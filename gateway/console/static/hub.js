@@ -157,18 +157,22 @@
       : ["fleet_name", "fleet_gateways", "fleet_offline", "fleet_devices_offline", "fleet_open", "fleet_urgent"];
     const rows = nodes.map((n) => {
       const c = n.counts;
-      const urgent = h("td", {class: c.unacked_urgent ? "hot" : "", text: String(c.unacked_urgent)});
+      // data-label: a phone shows each number with its name (no table header there)
+      const cell = (key, value, cls) => h("td", {class: cls || "", "data-label": t(key), text: String(value)});
+      const urgent = cell("fleet_urgent", c.unacked_urgent, c.unacked_urgent ? "hot" : "");
       if (level === "gateway") {
         return h("tr", {"data-fleet-row": n.site, "data-state": n.state, class: "gw-" + n.state},
-          h("td", {text: `${n.name} (${n.site})`}), h("td", {text: t("gw_" + n.state)}),
-          h("td", {text: `${c.devices_offline}/${c.devices}`}), h("td", {text: String(c.open_alarms)}), urgent);
+          h("td", {text: `${n.name} (${n.site})`}), cell("fleet_state", t("gw_" + n.state)),
+          cell("fleet_devices_offline", `${c.devices_offline}/${c.devices}`),
+          cell("fleet_open", c.open_alarms), urgent);
       }
       const name = h("button", {type: "button", class: "link-button", text: n.name,
         onclick: () => { fleetPath.push(n.name); loadFleet(); }});
       return h("tr", {"data-fleet-row": n.name},
-        h("td", {}, name), h("td", {text: String(c.gateways)}),
-        h("td", {class: c.gateways_offline ? "hot" : "", text: String(c.gateways_offline)}),
-        h("td", {text: `${c.devices_offline}/${c.devices}`}), h("td", {text: String(c.open_alarms)}), urgent);
+        h("td", {}, name), cell("fleet_gateways", c.gateways),
+        cell("fleet_offline", c.gateways_offline, c.gateways_offline ? "hot" : ""),
+        cell("fleet_devices_offline", `${c.devices_offline}/${c.devices}`),
+        cell("fleet_open", c.open_alarms), urgent);
     });
     const toAlarms = h("button", {type: "button", class: "act", text: t("fleet_alarms"), onclick: () => {
       setFilters(where());
