@@ -91,6 +91,10 @@ async def test_an_incident_appears_in_the_hub_console_and_an_ack_there_is_confir
             gateway_row = page.locator('table.fleet[data-level="gateway"] tr[data-fleet-row="n-b2"]')
             await gateway_row.wait_for()
             assert await gateway_row.get_attribute("data-state") == "online"
+            # each level has its own address: a reload comes back to the compound's page
+            assert page.url.endswith("/console/#fleet/Riverside/North/N2")
+            await page.reload()
+            await gateway_row.wait_for()
             await page.screenshot(path=str(tmp_path / "hub-fleet.png"))
             await page.click('[data-tab="alarms"]')
 

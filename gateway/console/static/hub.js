@@ -131,6 +131,10 @@
 
   function renderFleet(fleet) {
     const {h, t} = ctx;
+    // Each level is its own address (#fleet/Subdistrict/Community/Compound): a bookmark or
+    // a reload comes back to the same page.
+    const hash = "#" + ["fleet", ...fleetPath].map(encodeURIComponent).join("/");
+    if (window.location.hash !== hash) history.replaceState(null, "", hash);
     // Walk down the chosen path; a level that vanished ends the walk there.
     let nodes = fleet.subdistricts;
     let level = "subdistrict";
@@ -207,11 +211,18 @@
     document.querySelector("nav.tabs").append(tab);
     $("content").append(h("section", {id: "tab-fleet", class: "tab", "aria-label": "fleet", hidden: true}));
     // app.js binds every [data-tab] button to its showTab; the fleet section is shown here.
+    if (window.location.hash.startsWith("#fleet")) {
+      fleetPath.push(...window.location.hash.split("/").slice(1, 4).map(decodeURIComponent));
+      setTimeout(() => tab.click(), 0);   // once app.js has bound the tabs
+    }
     document.querySelector("nav.tabs").addEventListener("click", (e) => {
       const button = e.target.closest("[data-tab]");
       if (!button) return;
       $("tab-fleet").hidden = button.dataset.tab !== "fleet";
       clearInterval(fleetTimer);
+      if (button.dataset.tab !== "fleet" && window.location.hash) {
+        history.replaceState(null, "", window.location.pathname);
+      }
       if (button.dataset.tab === "fleet") {
         loadFleet();
         fleetTimer = setInterval(loadFleet, 3000);
