@@ -128,6 +128,30 @@ class DisplayHints(Protocol):
         ...
 
 
+class CommandOutcome(Exception):
+    """A command that was not done, as a console shows it: ``state`` is "not_delivered"
+    (no confirmation in time) or "refused" (the gateway said why); ``status`` as in HTTP."""
+
+    state = "failed"
+    status = 502
+
+
+class ManySites(Protocol):
+    """What a console showing many sites (the hub) adds: its identity for the page and
+    the fleet by level. Alarm and device rows then carry ``site``, ``subdistrict``,
+    ``community``, ``compound`` and ``building``, and each user's scope (users file)
+    limits every read, stream and command to the rows it covers."""
+
+    def me(self) -> dict[str, Any]:
+        """``{"hub": True, "levels": [...], ...}`` for ``/console/api/me``."""
+        ...
+
+    def fleet(self, covers: Callable[[dict[str, Any]], bool] | None) -> dict[str, Any]:
+        """subdistricts -> communities -> compounds -> gateways, limited to the places
+        ``covers`` accepts (None: all)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Views:
     """What the HTTP API and the console read and do, and nothing more."""
@@ -142,6 +166,7 @@ class Views:
     display: DisplayHints | None = None  # the console's header, alarm values, units
     zones: ZonesView | None = None  # arming groups, bypasses, out of service (console "Zones")
     digest: DigestView | None = None  # the daily device digest (console "Digest")
+    hub: ManySites | None = None  # set by the hub: many sites, users with a scope
 
 
 class RunningParts(Protocol):

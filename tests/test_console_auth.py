@@ -69,7 +69,7 @@ def test_users_file_round_trip_is_private_and_holds_hashes_only(tmp_path: Path) 
 def test_users_file_refuses_plain_passwords_and_unknown_roles(tmp_path: Path) -> None:
     path = tmp_path / "users.yaml"
     path.write_text("users:\n  wang: {role: operator, password: hunter22}\n"
-                    "  li: {role: admin, password: 'scrypt$16384$8$1$AAAA$BBBB'}\n")
+                    "  li: {role: root, password: 'scrypt$16384$8$1$AAAA$BBBB'}\n")
     with pytest.raises(ConfigError) as err:
         UsersFile(path=path).load()
     keys = [key for key, _ in err.value.problems]

@@ -55,4 +55,7 @@ class LiveFeed:
 
     def devices(self) -> list[dict[str, object]]:
         """Every configured device with its location, health and last readings."""
+        rows = getattr(self._devices, "rows", None)  # the hub: its gateways, ready-made rows
+        if rows is not None:
+            return rows()
         return devices_view(self._devices)

@@ -16,6 +16,7 @@ operator role; the viewer role sees everything and changes nothing.
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 import math
 import re
@@ -38,7 +39,7 @@ from gateway.console.recent import RecentReadings
 from gateway.console.stream import events
 from gateway.console.zones import add_zone_routes
 from gateway.operations.live_events import live_parts
-from gateway.views import Views
+from gateway.views import CommandOutcome, Views
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def add_console_routes(app: web.Application, views: Views,
                guarded(_action, act=True))
     r.add_get(PREFIX + "/events", guarded(events))
     add_zone_routes(app, guarded, _json_body, _json, _error)  # Zones and Digest (zones.py)
+    if views.hub is not None:  # a console of many sites (the hub): the fleet by level
+        r.add_get(PREFIX + "/api/fleet", guarded(_fleet))
     r.add_static(PREFIX + "/static/", STATIC, append_version=False)
     log.info("console: /console/ (%d users in %s)", len(users), console.users.path)
     return console
@@ -228,15 +231,37 @@ async def _me(request: web.Request, session: Session) -> web.StreamResponse:
         # which alarm values to show, with units
         "values": console.display.values() if console.display else {},
         "instance": console.feed.instance, "version": console.version,
+        **_hub_me(console, session),
     })
 
 
+def _hub_me(console: Console, session: Session) -> dict[str, object]:
+    """The hub's part of ``me``: ``hub: true``, its levels and the user's scope."""
+    if console.views.hub is None:
+        return {}
+    user = console.users.get(session.user)
+    scope = user.scope.describe() if user is not None and user.scope is not None else None
+    return {**console.views.hub.me(), "user_scope": scope}
+
+
+async def _fleet(request: web.Request, session: Session) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    return _json(console.views.hub.fleet(console.covers(session)))
+
+
+def _visible(console: Console, session: Session, rows: list[dict]) -> list[dict]:
+    covers = console.covers(session)
+    return rows if covers is None else [r for r in rows if covers(r)]
+
+
 async def _alarms(request: web.Request, session: Session) -> web.StreamResponse:
-    return _json({"alarms": request.app[CONSOLE].feed.alarms()})
+    console = request.app[CONSOLE]
+    return _json({"alarms": _visible(console, session, console.feed.alarms())})
 
 
 async def _devices(request: web.Request, session: Session) -> web.StreamResponse:
-    return _json({"devices": request.app[CONSOLE].feed.devices()})
+    console = request.app[CONSOLE]
+    return _json({"devices": _visible(console, session, console.feed.devices())})
 
 
 async def _chart(request: web.Request, session: Session) -> web.StreamResponse:
@@ -272,7 +297,11 @@ async def _chart(request: web.Request, session: Session) -> web.StreamResponse:
 async def _history(request: web.Request, session: Session) -> web.StreamResponse:
     console = request.app[CONSOLE]
     try:
-        entries = query_history(await console.transitions(), dict(request.query))
+        transitions = await console.transitions()
+        covers = console.covers(session)
+        if covers is not None:
+            transitions = [t for t in transitions if covers(t["alarm"])]
+        entries = query_history(transitions, dict(request.query))
     except ValueError as exc:
         return _error(400, str(exc))
     return _json({"entries": entries})
@@ -297,11 +326,23 @@ async def _action(request: web.Request, session: Session) -> web.StreamResponse:
     try:
         if action == "shelve" and not note:
             raise CommandError(action, alarm_id, "shelving needs a note saying why", 400)
+        covers = console.covers(session)
+        if covers is not None and not any(a["id"] == alarm_id and covers(a)
+                                          for a in console.feed.alarms()):
+            # outside the user's scope: as if it did not exist (and nothing is sent)
+            raise CommandError(action, alarm_id, f"no open alarm {alarm_id!r}", 404)
         alarm = console.alarms.apply_command(alarm_id, action, command)
+        if inspect.isawaitable(alarm):  # the hub: sent, then confirmed by the gateway
+            alarm = await alarm
     except CommandError as exc:
         await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
                                    ok=False, detail=exc.detail, remote=console.remote(request))
         return _error(exc.status, exc.detail)
+    except CommandOutcome as exc:  # the hub: not delivered, or refused by the gateway
+        await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
+                                   ok=False, detail=f"{exc.state}: {exc}",
+                                   remote=console.remote(request))
+        return _error(exc.status, str(exc), state=exc.state)
     await console.audit.record(operator=session.user, action=action, target=alarm_id, note=note,
                                remote=console.remote(request))
     return _json({"alarm": alarm.to_json()})

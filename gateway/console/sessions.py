@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway import json_safe
-from gateway.console.users import ROLES, User
+from gateway.console.users import ACTING_ROLES, ROLES, User
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class Session:
 
     @property
     def can_act(self) -> bool:
-        """Operators act on alarms; viewers only look."""
-        return self.role == "operator"
+        """Operators (and admins) act on alarms; viewers only look."""
+        return self.role in ACTING_ROLES
 
 
 class SessionStore:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -69,6 +70,17 @@ class Console:
             await self.sessions.drop(token)
             return None
         return session
+
+    def covers(self, session: Session) -> Callable[[dict], bool] | None:
+        """On a console of many sites (the hub): whether a row (an alarm, a gateway, a
+        place) is in the session's user's scope; None when everything may be seen (a
+        gateway's console, or a hub user without a scope)."""
+        if self.views.hub is None:
+            return None
+        user = self.users.get(session.user)
+        if user is None:
+            return lambda row: False
+        return user.scope.covers if user.scope is not None else None
 
     def remote(self, request: web.Request) -> str:
         """The client's address (from X-Forwarded-For only behind a trusted proxy)."""

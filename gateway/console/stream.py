@@ -33,23 +33,30 @@ async def events(request: web.Request, session: Session) -> web.StreamResponse:
     """Stream alarm transitions and device health to one page until it goes or the server stops."""
     console = request.app[CONSOLE]
     fanout, slots = live_parts(request.app, console.views)
-    return await serve_events(request, ConsoleStream(console, request.cookies.get(COOKIE)),
+    stream = ConsoleStream(console, request.cookies.get(COOKIE), covers=console.covers(session))
+    return await serve_events(request, stream,
                               fanout=fanout, slots=slots, tick=TICK_SECONDS, keepalive=PING_SECONDS)
 
 
 class ConsoleStream:
     """What a console page is sent (an ``EventSource`` for ``serve_events``)."""
 
-    def __init__(self, console: Console, token: str | None):
+    def __init__(self, console: Console, token: str | None, covers=None):
         self.console = console
         self.token = token
         self.devices = ""
+        # A hub user's scope: only the alarms and gateways it covers are ever sent.
+        self.covers = covers
 
     def _snapshot(self) -> bytes:
         feed = self.console.feed
         device_list = feed.devices()
+        alarms = feed.alarms()
+        if self.covers is not None:
+            device_list = [d for d in device_list if self.covers(d)]
+            alarms = [a for a in alarms if self.covers(a)]
         self.devices = json_safe.dumps({"devices": device_list})
-        return event("snapshot", {"alarms": feed.alarms(), "devices": device_list})
+        return event("snapshot", {"alarms": alarms, "devices": device_list})
 
     async def opening(self) -> list[bytes]:
         feed = self.console.feed
@@ -57,14 +64,20 @@ class ConsoleStream:
                                 "server_time": self.console.clock.time()})
         return [hello, self._snapshot()]
 
-    def alarm(self, item: dict[str, object]) -> bytes:
+    def alarm(self, item: dict[str, object]) -> bytes | None:
+        if self.covers is not None and not self.covers(item.get("alarm") or {}):
+            return None
         return event("alarm", item)
 
     async def lagged(self) -> tuple[list[bytes], bool]:
         return [self._snapshot()], False
 
     def tick(self) -> list[bytes]:
-        latest = self.console.feed.devices_text()
+        if self.covers is not None:
+            latest = json_safe.dumps({"devices": [d for d in self.console.feed.devices()
+                                                  if self.covers(d)]})
+        else:
+            latest = self.console.feed.devices_text()
         if latest == self.devices:
             return []
         self.devices = latest

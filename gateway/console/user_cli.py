@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from gateway.console.passwords import MIN_LENGTH, hash_password
-from gateway.console.users import ROLES, UsersFile
+from gateway.console.users import ROLES, UserScope, UsersFile
 from gateway.errors import ConfigError
 
 EXIT_USAGE = 2
@@ -32,7 +32,14 @@ def add_user_parser(sub: argparse._SubParsersAction) -> None:
     add = actions.add_parser("add", help="add a user (asks for the password twice)")
     add.add_argument("name")
     add.add_argument("--role", choices=ROLES, required=True,
-                     help="operator: acknowledge, reset, shelve; viewer: read only")
+                     help="operator: acknowledge, reset, shelve; viewer: read only; "
+                          "admin: as operator")
+    # A hub console user's scope (the gateway's console ignores it): what they see and act on.
+    add.add_argument("--subdistrict", help="hub console: limit the user to this subdistrict")
+    add.add_argument("--community", action="append", default=[], metavar="NAME",
+                     help="hub console: limit the user to these communities (repeatable)")
+    add.add_argument("--compound", action="append", default=[], metavar="NAME",
+                     help="hub console: limit the user to these compounds (repeatable)")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input")
     add.add_argument("--replace", action="store_true",
@@ -54,14 +61,20 @@ def run_user_command(args: argparse.Namespace) -> int:
         users = UsersFile(path=_users_path(args))
         if args.user_action == "list":
             for user in sorted(users.load().values(), key=lambda u: u.name):
-                print(f"{user.name}\t{user.role}")
+                scope = f"\t{user.scope.describe()}" if user.scope else ""
+                print(f"{user.name}\t{user.role}{scope}")
             return 0
         if args.user_action == "remove":
             users.remove(args.name)
             print(f"removed {args.name} from {users.path}")
             return 0
         password = _read_password(args.password_stdin)
-        users.add(args.name, args.role, hash_password(password), replace=args.replace)
+        scope = None
+        if args.subdistrict or args.community or args.compound:
+            scope = UserScope(subdistrict=args.subdistrict, communities=args.community,
+                              compounds=args.compound)
+        users.add(args.name, args.role, hash_password(password), replace=args.replace,
+                  scope=scope)
         print(f"{'updated' if args.replace else 'added'} {args.name} ({args.role}) in {users.path}")
         return 0
     except ConfigError as exc:

@@ -29,6 +29,7 @@ from gateway.demo.access import DemoAccess, demo_access
 from gateway.demo.facilities import DemoFacilities, demo_facilities
 from gateway.demo.radar import DemoRadar, demo_radar
 from gateway.demo.embedded_broker import embedded_broker, free_port
+from gateway.demo.hub import DemoHub
 from simulators.charging_cabinet import CabinetModel
 from simulators.modbus_server import CabinetServer
 
@@ -39,7 +40,8 @@ CABINET = "charger-b3"  # the cabinet's device id in configs/charging-site.yaml
 def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
                 radar: DemoRadar | None = None, access: DemoAccess | None = None,
                 http_port: int | None = None,
-                facilities: DemoFacilities | None = None) -> tuple[Path, DemoLogin | None]:
+                facilities: DemoFacilities | None = None,
+                hub: DemoHub | None = None) -> tuple[Path, DemoLogin | None]:
     """The example charging site, pointed at the simulators; written into ``data_dir``.
 
     With ``http_port`` the security-room console is on, with a fresh login.
@@ -57,6 +59,8 @@ def demo_config(data_dir: Path, mqtt_port: int, modbus_port: int,
         access.add_to_site(raw)
     if facilities is not None:
         facilities.add_to_site(raw)
+    if hub is not None:
+        hub.add_to_site(raw)
     data_dir.mkdir(parents=True, exist_ok=True)
     login = enable_console(raw, data_dir, http_port=http_port) if http_port else None
     path = data_dir / "demo-site.yaml"
@@ -80,8 +84,10 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
             demo_radar() as radar, \
             demo_access(broker=(host, mqtt_port), data_dir=data, out=_simulator_line) as access, \
             demo_facilities(broker=(host, mqtt_port), out=_simulator_line) as facilities:
+        hub = DemoHub(data, broker=(host, mqtt_port))  # a second building and the community hub
         path, login = demo_config(data, mqtt_port, cabinet.port, radar, access, http_port=free_port(),
-                                  facilities=facilities)
+                                  facilities=facilities, hub=hub)
+        hub.second_site()
         site = load_site(path)
         gateway = Gateway(site)
         if cleared is not None:
@@ -99,6 +105,8 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
               f"(InfluxDB line protocol); config in {site.path}", flush=True)
         if login is not None:
             print(f"demo: {login.describe()}", flush=True)
+        for line in hub.describe():
+            print(f"demo: {line}", flush=True)
         print(f"demo: every {print_every:g} s what the gateway reads: the cabinet's ports "
               "(relay, power, temperature), the radar (whether someone is in the room, moving "
               "or still, body movement 0-100, fall), the doors, the fence's inputs, the breathing "
@@ -106,6 +114,7 @@ async def run_demo(*, scenario: str = "overpower", data_dir: str = "demo-data",
               "security room gets it. Ctrl-C stops", flush=True)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run(), name="gateway")
+            tg.create_task(hub.run(), name="demo[hub]")
             tg.create_task(_print_alarms(host, mqtt_port, site.config.site.id), name="demo[alarms]")
             tg.create_task(_print_readings(gateway, print_every, radar, access, facilities),
                            name="demo[readings]")

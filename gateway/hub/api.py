@@ -12,12 +12,16 @@
   ``until`` (ISO 8601 or epoch seconds), ``event``, ``device``, ``limit``;
   ``format=csv`` for the monthly report (oldest first).
 
-Reads only: commands and users with a scope come with the console (see view.py).
+Reads only: commands and users with a scope are the console's (``/console/``, served by
+the same server from the gateway's console package, see gateway.hub.console_views).
+With a console, or on a listener that is not loopback, ``/api/*`` needs
+``Authorization: Bearer <http.token>``: it has no user and so no scope.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from typing import Any
 
@@ -33,9 +37,17 @@ log = logging.getLogger(__name__)
 VIEW = web.AppKey("view", HubAlarmsView)
 
 
-def build_app(view: HubAlarmsView, *, health) -> web.Application:
-    """The API app; ``health()`` -> (ok, body) for /healthz."""
-    app = web.Application(middlewares=[_errors_as_json])
+def build_app(view: HubAlarmsView, *, health, reads_need_token: bool = False,
+              token: str | None = None) -> web.Application:
+    """The API app; ``health()`` -> (ok, body) for /healthz.
+
+    ``reads_need_token``: ``/api/*`` answers only with ``Authorization: Bearer <token>``
+    (set when the listener is not loopback, or when the console's users have scopes:
+    an open read API would show every site to anyone who can reach it)."""
+    middlewares = [_errors_as_json]
+    if reads_need_token:
+        middlewares.append(_token_for_api(token))
+    app = web.Application(middlewares=middlewares)
     app[VIEW] = view
 
     async def healthz(request: web.Request) -> web.Response:
@@ -74,6 +86,24 @@ def _whole_number(value: str | None, key: str) -> int:
         return int(value or "")
     except ValueError:
         raise HistoryError(f"{key}: expected a whole number, got {value!r}") from None
+
+
+def _token_for_api(token: str | None):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if request.path.startswith("/api/"):
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            if not token:
+                return web.json_response({"error": "reads through /api/ need http.token on this "
+                                                   "hub (it has console users with scopes)"},
+                                         status=403)
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    value.strip().encode(), token.encode()):
+                return web.json_response({"error": "a read here needs 'Authorization: Bearer "
+                                                   "<token>'"}, status=401)
+        return await handler(request)
+
+    return check
 
 
 @web.middleware

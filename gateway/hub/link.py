@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # nothing is lost that a QoS 1 session would have kept; and the hub answers no PUBACK for
 # each alarm state (half its messages). Events, which nothing resends, at QoS 1.
 SUBSCRIPTIONS = (("info", 0), ("status", 0), ("health", 0), ("alarms/+", 0), ("alarm_events", 1))
+# Gateways' refusals of operators' commands (gateway.hub.commands), when the hub sends them.
+ERRORS = ("alarms/+/+/error", 1)
 SYNC_TIMEOUT = 10.0  # past this without the marker back, sweep anyway (and say so)
 
 
@@ -41,7 +43,7 @@ class HubLink:
 
     def __init__(self, *, config: HubBroker, client_id: str, password: str | None,
                  on_message: Callable[[str, bytes], None], begin_sync: Callable[[], None],
-                 end_sync: Callable[[], int]):
+                 end_sync: Callable[[], int], commands: bool = False):
         self.config = config
         self.client_id = client_id
         self.prefix = config.prefix
@@ -50,6 +52,8 @@ class HubLink:
         self._begin_sync = begin_sync
         self._end_sync = end_sync
         self.sync_topic = f"{config.prefix}/_hub/{client_id}/sync"
+        self.subscriptions = SUBSCRIPTIONS + ((ERRORS,) if commands else ())
+        self._client_now: aiomqtt.Client | None = None
         self.connected = False
         self.synced = asyncio.Event()  # set once the picture is rebuilt after a connect
         self.connects = 0
@@ -69,6 +73,7 @@ class HubLink:
                     backoff.reset()
                     log.info("hub: MQTT connected to %s:%s as %s", self.config.host,
                              self.config.port, self.client_id)
+                    self._client_now = client
                     await self._serve(client)
             except Exception as exc:  # reconnects, whatever broke it
                 raise_if_stopping()
@@ -84,7 +89,19 @@ class HubLink:
                 was_down = True
             finally:
                 self.connected = False
+                self._client_now = None
             await asyncio.sleep(backoff.next_delay())
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 on the current connection; ConnectionError when there is none
+        (an operator's command is then not delivered, never queued for later)."""
+        client = self._client_now
+        if client is None or not self.connected:
+            raise ConnectionError(f"broker {self.config.host}:{self.config.port} not connected")
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise ConnectionError(str(exc)) from None
 
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -98,7 +115,7 @@ class HubLink:
         self.synced.clear()
         marker = secrets.token_hex(8).encode()
         await client.subscribe(self.sync_topic, qos=1)
-        for suffix, qos in SUBSCRIPTIONS:
+        for suffix, qos in self.subscriptions:
             await client.subscribe(f"{self.prefix}/+/{suffix}", qos=qos)
         await client.publish(self.sync_topic, marker, qos=1)
         loop = asyncio.get_running_loop()

@@ -11,18 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.alarms.signing import check_secret
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
 from gateway.hub.api import HubHttpServer, build_app, health_body
+from gateway.config.advice import is_loopback
+from gateway.config.models import ConsoleConfig, SiteInfo
+from gateway.console.routes import add_console_routes
+from gateway.hub.commands import MqttCommandSender
+from gateway.hub.console_views import HubConsoleAlarms, HubConsoleDevices, HubConsoleSeam
 from gateway.hub.config import HubConfig
 from gateway.hub.history import HubHistory
 from gateway.hub.link import HubLink
 from gateway.hub.live import LivePicture
 from gateway.hub.view import HubAlarmsView
 from gateway.hub.watch import GatewayWatch
+from gateway.views import Views
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +65,48 @@ class Hub:
         self.link = HubLink(config=config.broker, client_id=config.client_id,
                             password=_reveal(config.broker.password, "broker.password"),
                             on_message=self.on_message, begin_sync=self.live.begin_sync,
-                            end_sync=self.live.end_sync)
+                            end_sync=self.live.end_sync, commands=config.commands is not None)
+        self.commands = None
+        if config.commands is not None:
+            self.commands = MqttCommandSender(
+                prefix=config.broker.prefix, key_id=config.commands.key_id,
+                secret=_command_secret(config), publish=self.link.publish,
+                confirm_timeout=config.commands.confirm_timeout)
+            self.view.commands = self.commands
         self.http = None
+        self.console_alarms: HubConsoleAlarms | None = None
         if config.http is not None:
-            self.http = HubHttpServer(config=config.http,
-                                      app=build_app(self.view, health=self.health))
+            token = _reveal(config.http.token, "http.token")
+            app = build_app(self.view, health=self.health, token=token,
+                            reads_need_token=config.console is not None
+                            or not is_loopback(config.http.host))
+            if config.console is not None:
+                self._add_console(app)
+            self.http = HubHttpServer(config=config.http, app=app)
+
+    def _add_console(self, app) -> None:
+        """The gateway's console package, served over the hub's sites (gateway.views seams)."""
+        config = self.config
+        self.console_alarms = HubConsoleAlarms(
+            self.view, max_shelve=config.alarms.max_shelve_minutes * 60)
+        self.alarms.add_listener(self.console_alarms.on_own_transition)
+        views = Views(site=SiteInfo(id=config.hub.id, name=config.hub.name or config.hub.id,
+                                    language="zh" if config.hub.language == "zh" else "en"),
+                      config_dir=config.console.users_file.parent,
+                      console=ConsoleConfig(users_file=config.console.users_file),
+                      alarms=self.console_alarms, devices=HubConsoleDevices(self.view),
+                      clock=self.clock, http=config.http,
+                      hub=HubConsoleSeam(self.view, name=config.hub.name))
+        add_console_routes(app, views)
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """One message from the broker: the live picture, then the history."""
         for event in self.live.handle(topic, payload):
             self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw)
+            if self.console_alarms is not None:
+                self.console_alarms.on_event(event)
+        if self.commands is not None:
+            self.commands.on_message(topic, payload)
 
     def health(self) -> tuple[bool, dict]:
         return health_body(hub=self.config.hub.id, connected=self.link.connected,
@@ -139,6 +178,15 @@ def _reveal(secret, key: str) -> str | None:
         return secret.reveal()
     except ValueError as exc:
         raise ConfigError("hub", [(key, str(exc))]) from None
+
+
+def _command_secret(config: HubConfig) -> str:
+    secret = _reveal(config.commands.key, "commands.key")
+    try:
+        check_secret(secret or "")
+    except ValueError as exc:
+        raise ConfigError("hub", [("commands.key", str(exc))]) from None
+    return secret
 
 
 def _log_transition(t: Transition) -> None:

@@ -16,13 +16,29 @@ from gateway.alarms.manager import AlarmManager
 from gateway.hub.history import HistoryQuery, HubHistory
 from gateway.hub.live import OFFLINE, SILENT, URGENT, LivePicture, SiteState
 from gateway.hub.watch import KIND
+from gateway.views import CommandOutcome
 
 ALARM_FILTERS = ("site", "subdistrict", "community", "compound", "building", "kind")
 UNNAMED = "(none)"  # a level a site's info leaves empty
 
 
-class CommandNotDelivered(Exception):
+class CommandNotDelivered(CommandOutcome):
     """A command the hub cannot deliver (no sender yet, gateway offline, not confirmed)."""
+
+    state = "not_delivered"
+    status = 504
+
+
+class CommandRefusedByGateway(CommandOutcome):
+    """The gateway refused a command (its answer on ``.../{command}/error``)."""
+
+    state = "refused"
+    status = 409  # to the console's page, whatever the gateway's own status was
+
+    def __init__(self, reason: str, gateway_status: int = 400):
+        self.reason = reason
+        self.gateway_status = gateway_status
+        super().__init__(reason)
 
 
 class CommandSender(Protocol):
@@ -184,4 +200,5 @@ def _matches(row: dict[str, Any], filters: dict[str, str], level: int | None) ->
     return True
 
 
-__all__ = ["HubAlarmsView", "CommandSender", "CommandNotDelivered", "KIND"]
+__all__ = ["HubAlarmsView", "CommandSender", "CommandNotDelivered", "CommandRefusedByGateway",
+           "KIND"]

@@ -64,7 +64,11 @@
       throw new Error("login required");
     }
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(body.error || response.statusText);
+    if (!response.ok) {
+      const err = new Error(body.error || response.statusText);
+      err.state = body.state;   // the hub: "not_delivered" or "refused"
+      throw err;
+    }
     return body;
   }
 
@@ -260,15 +264,19 @@
     }, 0);
   }
 
+  // ---- the hub (many sites): hooks into static/hub.js, only when /api/me says hub ----
+  const hub = () => Boolean(state.me && state.me.hub && window.cgHub);
+
   function sortedAlarms() {
     // Most urgent level first; inside a level the newest first; shelved ones last.
-    return [...state.alarms.values()].sort((a, b) =>
+    const shown = hub() ? [...state.alarms.values()].filter(window.cgHub.keep) : [...state.alarms.values()];
+    return shown.sort((a, b) =>
       (isShelved(a) - isShelved(b)) || (a.severity - b.severity)
       || (Date.parse(b.last_ts) - Date.parse(a.last_ts)));
   }
 
   function canAct(action) {
-    return Boolean(state.me && state.me.role === "operator" && state.me.actions.includes(action));
+    return Boolean(state.me && ["operator", "admin"].includes(state.me.role) && state.me.actions.includes(action));
   }
 
   function renderAlarms() {
@@ -305,7 +313,8 @@
         h("span", {class: "level-name", text: t("level_" + a.severity)})),
       h("div", {class: "c-alarm"}, h("div", {class: "message", text: a.message}),
         h("div", {class: "sub", text: `${a.rule} · ${a.device}`})),
-      h("div", {class: "c-location", text: alarmPlace(a)}),
+      h("div", {class: "c-location", text: [hub() ? window.cgHub.place(a) : "", alarmPlace(a)]
+        .filter(Boolean).join(state.lang === "zh" ? " " : " · ")}),
       h("div", {class: "c-value", "data-label": t("col_value"), text: alarmValue(a)}),
       h("div", {class: "c-count", "data-label": t("col_count"), text: "×" + a.count}),
       h("div", {class: "c-state"}, stateBadges(a)),
@@ -548,15 +557,18 @@
     const body = {note: note || null};
     if (action === "shelve") body.minutes = Number($("dlg-minutes").value);
     $("dlg-confirm").disabled = true;
+    if (hub()) window.cgHub.commandState("sent");   // waits for the gateway's confirmation
     try {
       const result = await api(`/console/api/alarms/${encodeURIComponent(alarm.id)}/${action}`,
         {method: "POST", body: JSON.stringify(body)});
+      if (hub()) window.cgHub.commandState("confirmed");
       if (result.alarm && result.alarm.state !== "closed") state.alarms.set(result.alarm.id, result.alarm);
       else if (result.alarm) state.alarms.delete(result.alarm.id);
       $("action-dialog").close();
       toast(t("done_" + action));
       render("alarms");
     } catch (err) {
+      if (hub()) window.cgHub.commandState(err.state || "failed", err.message);
       $("dlg-error").textContent = t("failed", {error: err.message});
       $("dlg-error").hidden = false;
       $("dlg-confirm").disabled = false;
@@ -645,7 +657,8 @@
   async function start() {
     state.me = await api("/console/api/me");
     state.lang = window.cgLanguage(state.me.site.language);
-    document.body.classList.toggle("read-only", state.me.role !== "operator");
+    document.body.classList.toggle("read-only", !["operator", "admin"].includes(state.me.role));
+    if (hub()) window.cgHub.init({state, render, h, t, api, showTab});
     applyLanguage();
     $("lang").addEventListener("click", () => {
       state.lang = state.lang === "zh" ? "en" : "zh";
