@@ -12,6 +12,9 @@ its own pace, and what one sink has not confirmed stays on disk for it.
   are alone; those go to the outbox's quarantine (counted and logged) and the
   rest is written, so one bad row neither blocks the queue nor takes its
   neighbours with it.
+- New rows wake the runner (``notify``), and it sends them at once, before their
+  commit (see gateway.outbox.writer): what arrives while a batch is out goes in the
+  next one, so batches grow with the load and latency stays one round trip.
 - A backlog (rows committed more than ``BACKLOG_FLUSHES`` flush intervals ago and
   still unsent: after an outage or a restart) drains at most ``drain_rate_multiple``
   times the live ingest rate (at least ``drain_min_rate`` rows/s); live rows are
@@ -22,7 +25,6 @@ its own pace, and what one sink has not confirmed stays on disk for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Protocol
 
@@ -81,8 +83,8 @@ class SinkRunner:
         self.cursor = cursor
 
     def notify(self, head: int) -> None:
-        """New rows were committed up to ``head``."""
-        if head - self.cursor >= self.batch_size:
+        """New rows came, up to id ``head``: they can go out now (before their commit)."""
+        if head > self.cursor:
             self._ready.set()
 
     def lost(self, rows: int) -> None:
@@ -91,8 +93,8 @@ class SinkRunner:
 
     @property
     def lag(self) -> int:
-        """Rows committed after the cursor (an upper bound: dropped ids are counted)."""
-        return max(0, self.outbox.committed_id - self.cursor)
+        """Rows after the cursor, committed or not (an upper bound: dropped ids are counted)."""
+        return max(0, self.outbox.head - self.cursor)
 
     @property
     def rejected(self) -> int:
@@ -104,10 +106,8 @@ class SinkRunner:
     async def run(self) -> None:
         """Write batches until cancelled."""
         while True:
-            if self.lag < self.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.flush_interval):
-                        await self._ready.wait()
+            if not self.lag:  # woken by new rows, not by a timer
+                await self._ready.wait()
             self._ready.clear()
             if not self.lag:
                 continue
