@@ -90,7 +90,8 @@ class MqttConfig(Strict):
 
 
 class TelemetryConfig(Strict):
-    """Readings as JSON over MQTT, one message per reading, each confirmed by a PUBACK."""
+    """Readings as JSON over MQTT: one message per device and batch (a JSON array of the
+    readings' objects), each confirmed by a PUBACK."""
 
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     flush_interval: float = Field(default=1.0, gt=0, le=60)
