@@ -105,7 +105,7 @@ class Gateway:
             outbox=self.outbox, telemetry=upstream.telemetry, queue_size=cfg.pipeline.queue_size,
             language=cfg.site.language, upstream_ids=private.aliases,
             faults=FaultWatch(site.devices, self.alarms, cfg.site.language),
-            protections=self.protections)
+            protections=self.protections, lines=upstream.lines)
         self.runners = [self._make_runner(d) for d in cfg.devices]
         self.mqtt = None
         if cfg.mqtt is not None:

@@ -28,6 +28,10 @@ from gateway.upstream.telemetry_json import TelemetryEncoder
 log = logging.getLogger(__name__)
 
 
+def _no_line(reading: Reading) -> str:
+    return ""  # no sink reads line protocol: the outbox row carries the JSON only
+
+
 class Pipeline:
     """Consumes the ingest queue; owns nothing that blocks."""
 
@@ -36,7 +40,8 @@ class Pipeline:
                  outbox: OutboxWriter | None, queue_size: int, language: str = "en",
                  telemetry: TelemetryEncoder | None = None,
                  upstream_ids: dict[str, str | None] | None = None,
-                 faults: FaultWatch | None = None, protections: Protections | None = None):
+                 faults: FaultWatch | None = None, protections: Protections | None = None,
+                 lines: bool = True):
         self.devices = devices
         self.rules = rules
         self.alarms = alarms
@@ -44,6 +49,9 @@ class Pipeline:
         self.encoder = encoder
         self.outbox = outbox
         self.telemetry = telemetry  # JSON per row, when a sink (MQTT telemetry) wants it
+        # Line protocol per row only when a sink reads it (InfluxDB, local series):
+        # encoding is most of the pipeline's time, wasted if nobody reads the lines.
+        self.lines = lines
         self.language = language
         # Personal data: device -> the id it goes upstream as, None to keep it here
         # (gateway.runtime.privacy). Empty for most sites: one falsy check per reading.
@@ -87,7 +95,7 @@ class Pipeline:
         rows = []  # (kind, device, ts, line, doc) for the outbox
         latest = self.latest
         evaluate = self.rules.evaluate
-        encode = self.encoder.encode
+        encode = self.encoder.encode if self.lines else _no_line
         doc = self.telemetry.reading if self.telemetry is not None else None
         private = self.upstream_ids
         faults = self.faults
@@ -156,7 +164,7 @@ class Pipeline:
             if alias is None:
                 return None
             event = DeviceEvent(alias, event.channel, event.name, event.ts, event.attrs)
-        line = self.encoder.encode_event(event)
+        line = self.encoder.encode_event(event) if self.lines else ""
         if line is None:
             return None
         doc = self.telemetry.event(event) if self.telemetry is not None else None

@@ -37,6 +37,11 @@ class Upstream:
     sinks: list[SinkRunner] = field(default_factory=list)
     telemetry: TelemetryEncoder | None = None
 
+    @property
+    def lines(self) -> bool:
+        """Whether a sink reads line protocol (else the pipeline encodes none)."""
+        return any(r.payload == "line" for r in self.sinks)
+
 
 def outbox_path(site: Site) -> Path:
     """Where the site's outbox file lives: ``outbox.path``, else ``STATE_DIR/outbox.sqlite``;
