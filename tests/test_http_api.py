@@ -260,3 +260,8 @@ async def test_metrics_cover_the_upstream_and_the_outbox(tmp_path, free_port, un
     assert "community_gateway_outbox_committed_total" in outbox
     assert "community_gateway_outbox_oldest_unsent_age_seconds" in outbox
     assert ("community_gateway_outbox_sink_lag_rows", (("sink", "influxdb"),)) in samples
+    # the process's own health: event-loop lag and bytes written to disk (issue 16)
+    assert samples[("community_gateway_process_disk_write_bytes_total", ())] >= 0
+    assert ("community_gateway_process_disk_write_bytes_per_hour", ()) in samples
+    assert samples[("community_gateway_process_event_loop_lag_p99_seconds", ())] >= 0
+    assert ("community_gateway_process_event_loop_stalls_total", ()) in samples

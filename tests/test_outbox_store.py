@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -340,7 +341,11 @@ def test_the_cli_shows_depth_lag_and_quarantine_of_a_running_outbox(tmp_path) ->
     assert "rows waiting: 500" in out.stdout and "quarantined: 1" in out.stdout
     assert "sink influxdb: cursor 0, 500 rows behind" in out.stdout
     assert "sink mqtt-telemetry: cursor 500, up to date" in out.stdout
+    # the process holding the outbox (here: this one) and what it writes to disk
+    assert f"gateway pid {os.getpid()}:" in out.stdout and "written to disk per hour" in out.stdout
     summary = json.loads(cli("--json").stdout)
+    assert summary["gateway_process"]["pid"] == os.getpid()
+    assert summary["gateway_process"]["write_bytes_per_hour"] > 0  # the 500 rows at least
     assert summary["sinks"]["influxdb"]["lag_rows"] == 500 and summary["budget_bytes"] == 10 << 20
     s.close()
     assert cli().returncode == 0

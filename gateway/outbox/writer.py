@@ -500,6 +500,8 @@ class OutboxWriter:
             "oldest_unsent_age_seconds": _age(now, self.oldest_ts),
             "committed_id": self.committed_id,
             "committed_total": self.accepted,
+            "written_rows_total": self.written_rows,
+            "skipped_rows_total": self.skipped,
             "dropped_total": self.dropped,
             "quarantined_total": sum(v["quarantined_total"] for v in sinks.values()),
             "errors_total": self.commit_errors,

@@ -48,6 +48,7 @@ from gateway.rules.engine import RuleEngine
 from gateway.runtime.stream_runner import StreamRunner
 from gateway.operations.systemd import SystemdNotifier, keep_alive
 from gateway.upstream.line_protocol import LineEncoder
+from gateway.operations.process_probe import ProcessProbe
 from gateway.upstream.factory import build_upstream
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Gateway:
         self.reloads: collections.Counter[str] = collections.Counter()
         self.reload_lock = asyncio.Lock()  # one SIGHUP at a time
         self._tg: asyncio.TaskGroup | None = None
+        self.process_probe = ProcessProbe()  # loop lag and disk writes, for /metrics
         self.alarms = AlarmManager(clock=self.clock, listeners=[_log_transition],
                                    escalate_after=cfg.alarms.escalate_after,
                                    max_shelve=cfg.alarms.max_shelve_minutes * 60)
@@ -157,6 +159,7 @@ class Gateway:
                 tg.create_task(self.pipeline.run(), name="pipeline")
                 tg.create_task(self.alarm_store.run(), name="alarm-store")
                 tg.create_task(self._timers(), name="timers")
+                tg.create_task(self.process_probe.run(), name="process-probe")
                 if self.site.config.alarms.digest_at is not None:
                     tg.create_task(self.digest.run(self.site.config.alarms.digest_at),
                                    name="digest")
