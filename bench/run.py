@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, str] = {
     "protocols": "bench.protocols",
     "drain": "bench.drain",
     "fire_centre": "bench.fire_centre",
+    "pi": "bench.pi",
 }
 RESULT_MARK = "BENCH-RESULT "
 # A benchmark that has not finished by then is stuck: its tasks are dumped, it is ended.

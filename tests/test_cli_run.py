@@ -29,7 +29,6 @@ async def test_sigterm_stops_cleanly_and_flushes(tmp_path, victoria, unique_id) 
         raw = cabinet_site(unique_id, bus={"type": "modbus_tcp", "host": "127.0.0.1", "port": srv.port},
                            influx_url=victoria.url, poll_interval=0.1, rules=[])
         raw["devices"][0]["channels"] = 2
-        raw["influxdb"]["flush_interval"] = 30  # nothing leaves before the stop: the flush must do it
         path = write_site(tmp_path, raw)
         env = dict(os.environ, TEST_INFLUX_TOKEN="t")
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "run", str(path),
@@ -43,8 +42,9 @@ async def test_sigterm_stops_cleanly_and_flushes(tmp_path, victoria, unique_id) 
 
         reader = asyncio.create_task(read_log())
         await wait_until(lambda: b"starting" in log, 10, "gateway start")
-        await asyncio.sleep(1.0)  # let it poll ~10 times; nothing is flushed yet
-        assert not await victoria.export_async(f'ev_charging_voltage{{site="{unique_id}"}}')
+        # Rows go out as they come (issue 16: no flush timer), so the stop's flush only
+        # has what is in flight at that moment; it must still stop cleanly and in time.
+        await asyncio.sleep(1.0)  # let it poll ~10 times
         stop = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):

@@ -25,7 +25,6 @@ from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections, Schedule
 from gateway.alarms.store import AlarmStore, StateFileError
-from gateway.alarms.webhook import WebhookSender
 from gateway.clock import SystemClock
 from gateway.config.devices import AlarmHostDevice as AlarmHostDeviceConfig
 from gateway.config.devices import ModbusDevice as ModbusDeviceConfig
@@ -37,7 +36,6 @@ from gateway.config.loader import DeviceSpec, Site
 from gateway.runtime.device_runner import DeviceRunner
 from gateway.runtime.faults import DEVICE_FAULT, FaultWatch
 from gateway.errors import ConfigError
-from gateway.operations.http_api import HttpServer
 from gateway.operations.liveness import PipelineWatch, status_line, watchdog_problem
 from gateway.runtime.reload import reload_config
 from gateway.runtime.messages import alarm_location
@@ -79,6 +77,8 @@ class Gateway:
         self.alarm_store = AlarmStore(state_dir=cfg.state_dir, history_days=cfg.alarms.history_days,
                                       clock=self.clock)
         self.alarms.add_listener(self.alarm_store.on_transition)
+        if cfg.webhooks:  # imported only when configured: aiohttp's client is ~10 MB
+            from gateway.alarms.webhook import WebhookSender
         self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token", site))
                          for i, w in enumerate(cfg.webhooks)]
         for webhook in self.webhooks:
@@ -122,7 +122,8 @@ class Gateway:
                                                  latest=self.pipeline.latest)
             self.alarms.add_listener(self.fire_centre.on_transition)
         self.http = None
-        if cfg.http is not None:
+        if cfg.http is not None:  # imported only when configured (aiohttp, prometheus)
+            from gateway.operations.http_api import HttpServer
             self.http = HttpServer(config=cfg.http, gateway=self,
                                    token=_reveal(cfg.http.token, "http.token", site))
 
