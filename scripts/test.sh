@@ -14,7 +14,7 @@ VENV="$REPO/.venv"
 # running as PID 1); openssl: the TLS tests make a throwaway CA with it.
 # chromium: the console's browser tests drive Debian's Chromium through Playwright
 # (Playwright's own browser download is never used).
-APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium)
+APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium fuse3)
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

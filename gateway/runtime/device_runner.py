@@ -77,7 +77,9 @@ class DeviceRunner:
             due += self.interval
             now = loop.time()
             if due < now:  # fell behind (slow bus): skip to the next slot, do not burst
-                due += ((now - due) // self.interval + 1) * self.interval
+                skipped = (now - due) // self.interval + 1
+                self.health.missed_slots += int(skipped)
+                due += skipped * self.interval
             await asyncio.sleep(due - now)
 
     async def _poll_once(self) -> list[Reading]:
