@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, str] = {
     "drain": "bench.drain",
     "fire_centre": "bench.fire_centre",
     "pi": "bench.pi",
+    "powercut": "bench.powercut",
 }
 RESULT_MARK = "BENCH-RESULT "
 # A benchmark that has not finished by then is stuck: its tasks are dumped, it is ended.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ["throughput", "latency", "modbus", "memory", "protocols", "drain", "fire_centre", "pi"]
+BENCHMARKS = ["throughput", "latency", "modbus", "memory", "protocols", "drain", "fire_centre", "pi", "powercut"]
 
 pytestmark = pytest.mark.integration
 
