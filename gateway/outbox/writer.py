@@ -89,6 +89,7 @@ class OutboxWriter:
         self._on_alarm = on_alarm or (lambda rule, active, message: None)
         self._staged: list[tuple] = []  # rows after committed_id: (kind, device, ts, line, doc, id)
         self._kept: list[tuple] = []  # committed rows still in memory for the sinks to read
+        self._committing: list[tuple] = []  # rows of the commit under way (readable too)
         self.head = 0  # the id of the newest row added
         self._disk_head = 0  # the newest id written to the store
         self._persisted: dict[str, int] = {}  # each sink's cursor as the store has it
@@ -212,6 +213,13 @@ class OutboxWriter:
         if not cut:
             return 0
         rows, self._staged = staged[:cut], staged[cut:]
+        self._committing = rows
+        try:
+            return await self._commit(rows)
+        finally:
+            self._committing = []
+
+    async def _commit(self, rows: list[tuple]) -> int:
         last = rows[-1][_ID]
         confirmed = min((s.cursor for s in self._sinks), default=0)
         done = bisect.bisect_right(rows, confirmed, key=_row_id) if self._sinks else 0
@@ -359,15 +367,19 @@ class OutboxWriter:
     def _oldest_in_memory(self, cursor: int):
         """The timestamp of the first row after ``cursor`` if memory holds it (None: no
         row after it), else ``_ON_DISK``."""
-        kept, staged = self._kept, self._staged
-        first = kept[0][_ID] if kept else staged[0][_ID] if staged else self.head + 1
-        if cursor + 1 < first and cursor < self._disk_head and self.store.rows:
+        if cursor + 1 < self._first_in_memory() and cursor < self._disk_head and self.store.rows:
             return _ON_DISK
-        for rows in (kept, staged):
+        for rows in (self._kept, self._committing, self._staged):
             i = bisect.bisect_right(rows, cursor, key=_row_id)
             if i < len(rows):
                 return rows[i][2]
         return None
+
+    def _first_in_memory(self) -> int:
+        for part in (self._kept, self._committing, self._staged):
+            if part:
+                return part[0][_ID]
+        return self.head + 1
 
     def _store_cursors(self, moves: dict[str, int]) -> None:
         for name, at in moves.items():
@@ -448,17 +460,17 @@ class OutboxWriter:
         """Rows after id ``after``, shaped as the store's ``read``: from memory when it
         holds them (staged rows included: a row goes out before its commit), else
         from the store (a backlog)."""
-        kept, staged = self._kept, self._staged
-        first = kept[0][_ID] if kept else staged[0][_ID] if staged else self.head + 1
-        if after + 1 < first and after < self._disk_head and self.store.rows:
+        if after + 1 < self._first_in_memory() and after < self._disk_head and self.store.rows:
             rows = await self._call(self.store.read, after, limit, payload)
             if rows:
                 return rows
-        i = bisect.bisect_right(kept, after, key=_row_id)
-        chunk = kept[i:i + limit]
-        if len(chunk) < limit:
-            j = bisect.bisect_right(staged, after, key=_row_id)
-            chunk += staged[j:j + limit - len(chunk)]
+        chunk: list[tuple] = []
+        for part in (self._kept, self._committing, self._staged):
+            if part and part[-1][_ID] > after:
+                i = bisect.bisect_right(part, after, key=_row_id)
+                chunk += part[i:i + limit - len(chunk)]
+                if len(chunk) >= limit:
+                    break
         if payload == "line":
             return [(r[5], r[3]) for r in chunk]
         return [(r[5], r[1], r[4]) for r in chunk]

@@ -122,6 +122,9 @@ class SinkRunner:
                 self._failed(f"internal error: {exc!r}", bug=True)
                 await asyncio.sleep(self.retry_delay(exc))
                 continue
+            if not rows:  # the ids after the cursor were dropped, or are not readable yet
+                await self._ready.wait()  # (never a busy loop: the next add or commit wakes it)
+                continue
             if self.failing:
                 log.info("%s: writing again, %d rows waiting", self.name, self.lag)
                 self.failing = False
