@@ -94,7 +94,10 @@ class TelemetryConfig(Strict):
     readings' objects), each confirmed by a PUBACK."""
 
     batch_size: int = Field(default=5000, ge=1, le=100_000)  # rows a batch: a poll burst of 100 devices x 20 in one round trip
-    flush_interval: float = Field(default=1.0, gt=0, le=60)
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=60,
+        description="new rows go out at once (no timer); rows still unsent after 5 flush "
+                    "intervals are a backlog, drained at outbox.drain_rate_multiple")
 
 
 class InfluxConfig(Strict):
@@ -105,7 +108,10 @@ class InfluxConfig(Strict):
     bucket: str
     token: Secret
     batch_size: int = Field(default=5000, ge=1, le=100_000)
-    flush_interval: float = Field(default=1.0, gt=0, le=60)
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=60,
+        description="new rows go out at once (no timer); rows still unsent after 5 flush "
+                    "intervals are a backlog, drained at outbox.drain_rate_multiple")
     timeout: float = Field(default=10.0, gt=0, le=300)
 
 
@@ -136,7 +142,9 @@ class OutboxConfig(Strict):
     max_mb: float = Field(default=1024, gt=0, description="disk budget; past it the oldest "
                                                           "readings go first (events never)")
     commit_interval: float = Field(default=1.0, gt=0, le=60,
-                                   description="longest a reading waits in memory for its commit")
+                                   description="how often rows some sink has not confirmed are "
+                                               "committed (those older than 0.25 s): a "
+                                               "reading waits at most this + 0.25 s")
     commit_rows: int = Field(default=5000, ge=1, le=1_000_000,
                              description="commit at once when this many rows wait")
     drain_rate_multiple: float | None = Field(
