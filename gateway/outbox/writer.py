@@ -180,23 +180,26 @@ class OutboxWriter:
     async def run(self) -> None:
         """Commit and maintain until cancelled.
 
-        Every ``commit_interval``: note the newest row, wait ``grace``, then commit the
-        rows up to that note that some sink has not confirmed yet."""
+        Every ``commit_interval`` (sooner when ``commit_rows`` wait): note the newest
+        row, wait ``grace``, then commit the rows up to that note that some sink has
+        not confirmed yet. While commits fail, retry everything with backoff."""
         while True:
-            wait = self.commit_interval if self.failing is None else self._backoff.next_delay()
-            upto = None
-            if len(self._staged) < self.commit_rows or self.failing is not None:
+            if self.failing is not None:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, wait - self.grace)):
+                    async with asyncio.timeout(self._backoff.next_delay()):
                         await self._due.wait()
-                if not self._due.is_set():
-                    upto = self.head
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.grace):
-                            await self._due.wait()
-                    if self._due.is_set():
-                        upto = None  # many rows wait: all of them now
+                self._due.clear()
+                self._measure_rate()
+                await self.commit()
+                await self._maintain()
+                continue
+            if len(self._staged) < self.commit_rows:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.commit_interval - self.grace):
+                        await self._due.wait()
             self._due.clear()
+            upto = self.head
+            await asyncio.sleep(self.grace)  # what the sinks confirm meanwhile is not written
             self._measure_rate()
             await self.commit(upto)
             await self._maintain()
