@@ -9,6 +9,14 @@
   a file): what wears an SD card. Sampled once a minute; the rate over the last
   hour (or since start, if shorter) is what ``bytes written per hour`` shows.
 
+- Garbage-collector pauses: a full collection walks every container the process
+  holds; with the config, the drivers and the imported modules that took ~300 ms at
+  1,000 devices, a stall every second or so at 20,000 readings/s. Once the gateway is
+  up, what startup built is moved out of the collector's sight (``gc.freeze``: it
+  lives as long as the process anyway) and full collections come every few minutes
+  instead of every second (the hot path makes no reference cycles: its garbage goes by
+  reference counting). Undone when the probe stops.
+
 Nothing here is on the hot path: one wake-up per ``interval``.
 """
 
@@ -16,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import gc
 import time
 from typing import Any
 
@@ -24,6 +34,25 @@ RATE_SAMPLE_EVERY = 60.0
 RATE_WINDOW = 3600.0
 # A wake-up this much later than asked counts as a stall in the total.
 STALL_SECONDS = 0.020
+# (allocations between young collections, young collections between middle ones,
+# middle collections before a full one is considered): Python's default is (700, 10, 10);
+# a full collection every ~100 middle ones instead of 10 (a second at 20,000 readings/s
+# became minutes), the younger ones a little larger and rarer.
+GC_THRESHOLDS = (2000, 10, 100)
+
+
+@contextlib.contextmanager
+def short_gc_pauses():
+    """Freeze what exists now out of the collector's reach; collect the young less often."""
+    gc.collect()
+    gc.freeze()
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def write_bytes(io_file: str = IO_FILE) -> int | None:
@@ -52,7 +81,11 @@ class ProcessProbe:
             self._io.append((time.monotonic(), first))
 
     async def run(self) -> None:
-        """Sample until cancelled."""
+        """Sample until cancelled (with the startup heap frozen: short GC pauses)."""
+        with short_gc_pauses():
+            await self._sample()
+
+    async def _sample(self) -> None:
         interval = self.interval
         loop = asyncio.get_running_loop()
         next_io = loop.time() + RATE_SAMPLE_EVERY
