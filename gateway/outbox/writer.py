@@ -271,7 +271,8 @@ class OutboxWriter:
 
     def _written(self, rows: list[tuple], cursors: dict[str, int]) -> None:
         self._disk_head = max(self._disk_head, rows[-1][_ID])
-        self._persisted.update(cursors)
+        for name, at in cursors.items():
+            self._persisted[name] = max(self._persisted.get(name, 0), at)
 
     def _committed(self, head: int, n: int, rows: list[tuple]) -> None:
         self.committed_id = head
@@ -341,7 +342,7 @@ class OutboxWriter:
         try:
             moves = self._cursor_moves(self._disk_head)
             if moves:  # confirmed rows that are on disk: say so before they are sent again
-                await _to_the_end(self._call(self._store_cursors, moves))
+                await self._persist_cursors(moves)
             await self._purge()
             await self._enforce_budget()
             ages = [self._oldest_in_memory(s.cursor) for s in self._sinks]
@@ -385,9 +386,13 @@ class OutboxWriter:
         return self.head + 1
 
     def _store_cursors(self, moves: dict[str, int]) -> None:
-        for name, at in moves.items():
+        for name, at in moves.items():  # (in the worker thread: no state of ours here)
             self.store.advance(name, at)
-        self._persisted.update(moves)
+
+    async def _persist_cursors(self, moves: dict[str, int]) -> None:
+        await _to_the_end(self._call(self._store_cursors, moves))
+        for name, at in moves.items():
+            self._persisted[name] = max(self._persisted.get(name, 0), at)
 
     async def _purge(self) -> None:
         if not self._sinks or not self.store.rows:
@@ -484,7 +489,7 @@ class OutboxWriter:
         reached the disk it needs no write at all. Runs to its end if cancelled."""
         at = min(last_id, self._disk_head)
         if at > self._persisted.get(sink, 0):
-            await _to_the_end(self._call(self._store_cursors, {sink: at}))
+            await self._persist_cursors({sink: at})
 
     async def quarantine(self, sink: str, ids: list[int], status: int | None, error: str) -> int:
         """Move refused rows aside."""
