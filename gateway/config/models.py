@@ -93,7 +93,7 @@ class TelemetryConfig(Strict):
     """Readings as JSON over MQTT: one message per device and batch (a JSON array of the
     readings' objects), each confirmed by a PUBACK."""
 
-    batch_size: int = Field(default=5000, ge=1, le=100_000)  # rows a batch: a poll burst of 100 devices x 20 in one round trip
+    batch_size: int = Field(default=20_000, ge=1, le=100_000)  # rows a batch: a second of 1,000 devices x 20 in one round trip
     flush_interval: float = Field(
         default=1.0, gt=0, le=60,
         description="new rows go out at once (no timer); rows still unsent after 5 flush "

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # Messages in flight (sent, PUBACK not yet in): enough to keep the link busy, and
 # far below the 65,535 message ids MQTT has.
-WINDOW = 200
+WINDOW = 1000
 
 
 class MqttTelemetrySink:
