@@ -59,8 +59,8 @@ class DeviceRunner:
         due = loop.time()
         # The first poll at once; after it, each device keeps its own phase within the
         # interval (a stable hash of its id), so a thousand devices configured alike do
-        # not all poll in the same instant and stall the loop for everyone. The shift
-        # shortens one gap, never lengthens one: a momentary input is not missed.
+        # not all poll in the same instant and stall the loop for everyone. The one gap
+        # it lengthens (by under a second) is the one after the first poll.
         # Only for intervals of a second or more: a faster device keeps the rhythm of its
         # start (a door contact's timing against its terminal's grants, for one).
         phase = ((zlib.crc32(self.device_id.encode()) % 1000 + 1) / 1000
@@ -83,11 +83,8 @@ class DeviceRunner:
             self._succeeded(loop.time() - started)
             backoff.reset()
             await self._emit(readings)
-            if phase:  # the second poll comes sooner, never later: no gap over the interval
-                due += phase
-                phase = 0.0
-            else:
-                due += self.interval
+            due += self.interval + phase
+            phase = 0.0
             now = loop.time()
             if due < now:  # fell behind (slow bus): skip to the next slot, do not burst
                 skipped = (now - due) // self.interval + 1
