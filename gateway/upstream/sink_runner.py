@@ -125,9 +125,6 @@ class SinkRunner:
             if not rows:  # the ids after the cursor were dropped, or are not readable yet
                 await self._ready.wait()  # (never a busy loop: the next add or commit wakes it)
                 continue
-            if self.failing:
-                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
-                self.failing = False
             self._backoff.reset()
             await self._pace(rows, self._clock.monotonic() - started)
 
@@ -181,6 +178,9 @@ class SinkRunner:
             items = [(r[1], r[2]) for r in kept]
         if items:
             refused = await self._write(ids, items)
+            if self.failing:  # the upstream took a batch: say so before anything else waits
+                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
+                self.failing = False
             if refused:
                 await self._quarantine(refused, len(items))
         # Confirmed: the cursor moves now, its copy on disk just after. Should that copy
