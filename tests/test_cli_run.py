@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -57,3 +58,15 @@ async def test_sigterm_stops_cleanly_and_flushes(tmp_path, victoria, unique_id) 
     await victoria.wait_for_series_async(
         f'ev_charging_voltage{{site="{unique_id}"}}',
         lambda series: len(series) == 2 and all(len(s["values"]) >= 5 for s in series), timeout=5)
+
+
+def test_run_imports_only_what_a_plain_site_uses() -> None:
+    # Memory on a Pi (issue 16): `run` loads neither the other commands' modules
+    # (simulators, with pymodbus' server) nor an HTTP client or server library unless
+    # the config asks for the HTTP API or a webhook; InfluxDB is written without one.
+    code = ("import sys; from gateway.cli import _parser; _parser(only_run=True); "
+            "import gateway.runtime.app, gateway.upstream.factory; "
+            "print([m for m in ('aiohttp', 'influxdb_client', 'simulators', 'prometheus_client', "
+            "'pymodbus.server') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
