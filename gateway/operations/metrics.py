@@ -103,6 +103,7 @@ class GatewayCollector(Collector):
         yield from self._alarms(g)
         yield from self._reloads(g)
         yield from fire_centre_metrics(getattr(g, "fire_centre", None))
+        yield from process_metrics(getattr(g, "process_probe", None))
 
     def _devices(self, g: RunningParts) -> Iterator[Metric]:
         labels = ["device", "kind"]
@@ -257,6 +258,14 @@ def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
             family = _gauge(name, doc, labels)
         family.add_metric(values, value)
         yield family
+
+
+def process_metrics(probe: Any) -> Iterator[Metric]:
+    """Adapter for the process probe (gateway.operations.process_probe): event-loop lag
+    over the last minute and the bytes the process wrote to disk."""
+    stats = probe.stats() if callable(getattr(probe, "stats", None)) else None
+    if stats:
+        yield from _numbers_as_metrics("process_", stats, [], [])
 
 
 def fire_centre_metrics(service: Any) -> Iterator[Metric]:
