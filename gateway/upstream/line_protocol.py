@@ -13,7 +13,8 @@ another one:
   U+FFFD, so a tampered value stays visible instead of turning into a separator;
 - ``\\`` is doubled everywhere, so a value ending in ``\\`` cannot escape the
   separator after it; ``,``, ``=`` and space are escaped in measurement, tag keys,
-  tag values and field keys, ``"`` in string fields;
+  tag values and field keys, ``"`` in string fields; a ``"`` in a field key, which
+  VictoriaMetrics cannot read whatever the escape, becomes U+FFFD;
 - lengths are capped (``MAX_*``), the cut counted in ``LineEncoder.truncated``;
 - empty tag values are left out (InfluxDB refuses them); an empty key or
   measurement becomes U+FFFD; a measurement starting with ``#`` (a comment line)
@@ -34,12 +35,15 @@ from gateway import json_safe
 from gateway.config.loader import DeviceSpec
 from gateway.readings import DeviceEvent, Reading
 
-# Longest measurement, key, tag value and string field value (in characters) that
+# Longest measurement, field key, tag key, tag value and string field value (in characters) that
 # go upstream; longer ones are cut and counted. A snapshot or clip reference is a
 # URL: 4096 leaves room for signed query strings. VictoriaMetrics refuses labels
 # longer than its -maxLabelValueLen (16 KiB by default): 256 characters (1 KiB of
 # UTF-8 at most) stays well inside it.
 MAX_NAME = 128
+# VictoriaMetrics cuts a label name at 256 bytes, even inside a UTF-8 sequence:
+# 64 characters of at most 4 bytes each always fit.
+MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
 MAX_STRING = 4096
 
@@ -49,6 +53,10 @@ REPLACEMENT = "\ufffd"
 # which would fail the whole batch at the sink).
 _UNCARRIABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _NAME_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
+# A '"' in a field key makes VictoriaMetrics drop the whole line (it takes it for
+# the start of a string value), and no escape helps: it becomes U+FFFD there.
+_FIELD_KEY_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ",
+                                    '"': REPLACEMENT})
 _MEASUREMENT_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ "})
 
 
@@ -90,9 +98,13 @@ class LineEncoder:
             self.truncated += 1
         return text
 
-    def name(self, text: str) -> str:
-        """A tag key or field key, cleaned, capped and escaped."""
-        return escape_tag(self._safe(text, MAX_NAME) or REPLACEMENT)
+    def tag_key(self, text: str) -> str:
+        """A tag key, cleaned, capped and escaped."""
+        return escape_tag(self._safe(text, MAX_TAG_KEY) or REPLACEMENT)
+
+    def field_key(self, text: str) -> str:
+        """A field key, cleaned, capped and escaped (a ``"`` becomes U+FFFD)."""
+        return (self._safe(text, MAX_NAME) or REPLACEMENT).translate(_FIELD_KEY_ESCAPES)
 
     def prefix(self, device: str, channel: int | None, suffix: str = "") -> str:
         """``measurement,tags `` for a device and channel (cached); ``suffix`` is
@@ -115,10 +127,10 @@ class LineEncoder:
             for k, v in tags.items():
                 value = self._safe(v, MAX_TAG_VALUE)
                 if value:  # InfluxDB refuses an empty tag value; it means "not set"
-                    escaped[self.name(k)] = escape_tag(value)
+                    escaped[self.tag_key(k)] = escape_tag(value)
             # sorted tag keys: what InfluxDB does itself, and cheaper for it
-            body = ",".join(f"{k}={v}" for k, v in sorted(escaped.items()))
-            prefix = self._prefixes[key] = f"{kind.translate(_MEASUREMENT_ESCAPES)},{body} "
+            body = "".join(f",{k}={v}" for k, v in sorted(escaped.items()))
+            prefix = self._prefixes[key] = f"{kind.translate(_MEASUREMENT_ESCAPES)}{body} "
         return prefix
 
     def encode(self, reading: Reading) -> str | None:
@@ -131,7 +143,7 @@ class LineEncoder:
                 continue
             key = keys.get(name)
             if key is None:
-                key = keys[name] = self.name(name)
+                key = keys[name] = self.field_key(name)
             parts.append(f"{key}={float(value)!r}")
         if not parts:
             return None
@@ -152,7 +164,7 @@ class LineEncoder:
                 continue
             key = keys.get(name) if type(name) is str else None
             if key is None:
-                key = self.name(str(name))
+                key = self.field_key(str(name))
                 if type(name) is str:
                     keys[name] = key
             if isinstance(value, (bool, int, float)):
