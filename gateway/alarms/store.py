@@ -21,6 +21,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from gateway import json_safe
 from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.errors import GatewayError
@@ -207,14 +208,14 @@ class AlarmStore:
                 alarm_id = str(t.alarm["id"])
                 db.execute("INSERT INTO transitions (alarm_id, event, ts, by, note, alarm) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
-                           (alarm_id, t.event, t.ts, t.by, t.note, json.dumps(t.alarm)))
+                           (alarm_id, t.event, t.ts, t.by, t.note, json_safe.dumps(t.alarm)))
                 latest[alarm_id] = t
             for alarm_id, t in latest.items():
                 if t.event == "closed" or t.record is None:
                     db.execute("DELETE FROM open_alarms WHERE id = ?", (alarm_id,))
                 else:
                     db.execute("INSERT OR REPLACE INTO open_alarms (id, record, updated) "
-                               "VALUES (?, ?, ?)", (alarm_id, json.dumps(t.record), t.ts))
+                               "VALUES (?, ?, ?)", (alarm_id, json_safe.dumps(t.record), t.ts))
 
     # -- reading -------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ then a few lifecycle steps per open alarm plus the operators' actions.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from gateway import json_safe
 from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.config.models import WebhookConfig
@@ -80,7 +80,7 @@ class WebhookSender:
         if alarm.get("shelved_until") and t.event in _HELD_WHILE_SHELVED:
             return
         alarm_id = str(alarm["id"])
-        body = json.dumps(t.to_json()).encode()
+        body = json_safe.dumps(t.to_json(), compact=False, ensure_ascii=True).encode()
         last = self._last.get(alarm_id)
         if (last is not None and last is not self._sending and last.event == t.event
                 and t.event in _COALESCED):

@@ -21,6 +21,7 @@ from collections import deque
 
 import aiomqtt
 
+from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.backoff import Backoff
@@ -56,14 +57,16 @@ class MqttLink:
 
     def _on_transition(self, t: Transition) -> None:
         alarm_id = str(t.alarm["id"])
-        self._state[alarm_id] = b"" if t.event == "closed" else json.dumps(t.alarm).encode()
+        self._state[alarm_id] = b"" if t.event == "closed" else json_safe.dumps(
+            t.alarm, compact=False, ensure_ascii=True).encode()
         if len(self._events) >= MAX_QUEUED_EVENTS:
             self._events.popleft()
             if not self.events_dropped:
                 log.error("MQTT: %d alarm events queued for the broker; dropping the oldest "
                           "events (alarm states are kept)", MAX_QUEUED_EVENTS)
             self.events_dropped += 1
-        self._events.append(json.dumps(t.to_json()).encode())
+        self._events.append(json_safe.dumps(t.to_json(), compact=False,
+                                            ensure_ascii=True).encode())
         self._wake.set()
 
     def forget(self, alarm_ids: list[str]) -> None:
@@ -92,7 +95,8 @@ class MqttLink:
                              self.client_id)
                     await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
                     for alarm in self._alarms.open_alarms():
-                        self._state.setdefault(alarm.id, json.dumps(alarm.to_json()).encode())
+                        self._state.setdefault(alarm.id, json_safe.dumps(
+                            alarm.to_json(), compact=False, ensure_ascii=True).encode())
                     for command in COMMANDS:
                         await client.subscribe(f"{self.base}/alarms/+/{command}", qos=1)
                     try:
@@ -167,7 +171,8 @@ class MqttLink:
                          "command": command, "status": 500}
             self.commands_rejected += 1
             log.warning("%s of %s refused: %s", command, alarm_id, error["error"])
-            await client.publish(f"{topic}/error", json.dumps(error).encode(), qos=1)
+            await client.publish(f"{topic}/error", json_safe.dumps(
+                error, compact=False, ensure_ascii=True).encode(), qos=1)
 
 
 async def _first_failure(*loops, names: tuple[str, ...]) -> None:
