@@ -134,3 +134,18 @@ def _reading(device: str, channel: int | None, values: dict[str, float]):
     from gateway.readings import Reading
 
     return Reading(device, channel, values, NOW)
+
+
+def test_cut_and_skipped_values_are_metrics(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from alarm_support import Bench
+    from gateway.operations.metrics import metrics_registry, render
+
+    bench = Bench(tmp_path, [])
+    bench.event("camera", "throw", snapshot="s" * (MAX_STRING + 1), floor=10**400)
+    bench.read("charger", 1, power=float("nan"))
+    text = render(metrics_registry(bench.gateway)).decode()
+    [family] = [f for f in text_string_to_metric_families(text)
+                if f.name == "community_gateway_line_protocol_values_altered"]
+    assert {s.labels["how"]: s.value for s in family.samples} == {"skipped": 2, "truncated": 1}

@@ -28,12 +28,15 @@ unicode against a parser written to the spec and against a real VictoriaMetrics)
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
 from gateway import json_safe
 from gateway.config.loader import DeviceSpec
 from gateway.readings import DeviceEvent, Reading
+
+log = logging.getLogger(__name__)
 
 # Longest measurement, field key, tag key, tag value and string field value (in characters) that
 # go upstream; longer ones are cut and counted. A snapshot or clip reference is a
@@ -95,6 +98,9 @@ class LineEncoder:
     def _safe(self, text: str, limit: int) -> str:
         text, cut = clean(text, limit)
         if cut:
+            if not self.truncated:
+                log.warning("line protocol: a string longer than %d characters was cut; "
+                            "counted in community_gateway_line_protocol_values_altered", limit)
             self.truncated += 1
         return text
 
