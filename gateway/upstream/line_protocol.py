@@ -38,11 +38,11 @@ from gateway.readings import DeviceEvent, Reading
 
 log = logging.getLogger(__name__)
 
-# Longest measurement, field key, tag key, tag value and string field value (in characters) that
-# go upstream; longer ones are cut and counted. A snapshot or clip reference is a
-# URL: 4096 leaves room for signed query strings. VictoriaMetrics refuses labels
-# longer than its -maxLabelValueLen (16 KiB by default): 256 characters (1 KiB of
-# UTF-8 at most) stays well inside it.
+# Longest measurement, field key, tag key, tag value and string field value (in
+# characters) that go upstream; longer ones are cut and counted. A snapshot or clip
+# reference is a URL: 4096 leaves room for signed query strings. VictoriaMetrics cuts
+# label values at its -maxLabelValueLen (16 KiB by default): 256 characters (1 KiB
+# of UTF-8 at most) stay well inside it.
 MAX_NAME = 128
 # VictoriaMetrics cuts a label name at 256 bytes, even inside a UTF-8 sequence:
 # 64 characters of at most 4 bytes each always fit.
@@ -74,7 +74,7 @@ def clean(text: str, limit: int) -> tuple[str, bool]:
 
 
 def escape_tag(text: str) -> str:
-    """Escape a tag key, tag value or field key (already clean)."""
+    """Escape a tag key or tag value (already clean)."""
     return text.translate(_NAME_ESCAPES)
 
 
