@@ -150,6 +150,7 @@ def test_every_event_is_one_line_that_reads_back(case, ts) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 100,000 cases take minutes, not the default 120 s
 @SLOW
 @given(READING, TS)
 def test_every_reading_is_one_line_that_reads_back_100k(case, ts) -> None:
@@ -157,6 +158,7 @@ def test_every_reading_is_one_line_that_reads_back_100k(case, ts) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 100,000 cases take minutes, not the default 120 s
 @SLOW
 @given(EVENT, TS)
 def test_every_event_is_one_line_that_reads_back_100k(case, ts) -> None:
@@ -326,6 +328,7 @@ def test_no_payload_breaks_the_mapping_or_what_follows(payload) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 100,000 cases take minutes, not the default 120 s
 @SLOW
 @given(payloads())
 def test_no_payload_breaks_the_mapping_or_what_follows_100k(payload) -> None:

@@ -181,7 +181,6 @@ async def apply_plan(gateway: Gateway, new: Site, plan: ReloadPlan) -> None:
     gone = {d: old.devices[d] for d in plan.removed}
     encoder = LineEncoder(config.site.id, {**gone, **new.devices})
     encoder.skipped_values = pipeline.encoder.skipped_values
-    encoder.truncated = pipeline.encoder.truncated
     pipeline.encoder = encoder
     for key in [k for k in pipeline.latest if k[0] in plan.removed]:
         del pipeline.latest[key]
