@@ -18,7 +18,7 @@ then a few lifecycle steps per open alarm plus the operators' actions.
 from __future__ import annotations
 
 import asyncio
-import json  # noqa: F401  (json_safe writes the bodies)
+import json
 import logging
 from collections import deque
 from dataclasses import dataclass
