@@ -127,14 +127,14 @@ class MqttProfile(_Strict):
     device_id: DeviceIdFrom | None = None
     timestamp: Path | None = Field(default=None, description="payload path of the event time")
     channels: ChannelsFrom | None = None
-    fields: dict[Name, FieldMap] = {}
-    events: EventMap | None = None
-    pseudonymise: list[Name] = Field(
-        default=[], description="event attrs replaced by a keyed hash before leaving the gateway")
     max_payload: int = Field(
         default=MAX_PAYLOAD, ge=64, le=16 * 1024 * 1024,
         description="largest message in bytes that is parsed; a larger one is counted "
                     "(too_large) and skipped unread")
+    fields: dict[Name, FieldMap] = {}
+    events: EventMap | None = None
+    pseudonymise: list[Name] = Field(
+        default=[], description="event attrs replaced by a keyed hash before leaving the gateway")
 
     @field_validator("fields", mode="before")
     @classmethod
