@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway import json_safe
 from gateway.alarms.manager import Transition
 from gateway.backoff import Backoff
 from gateway.errors import GatewayError
@@ -405,14 +406,14 @@ class AlarmStore:
             db.execute("BEGIN")
             db.executemany("INSERT INTO transitions (alarm_id, event, ts, by, note, alarm) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
-                           [(str(t.alarm["id"]), t.event, t.ts, t.by, t.note, json.dumps(t.alarm))
+                           [(str(t.alarm["id"]), t.event, t.ts, t.by, t.note, json_safe.dumps(t.alarm))
                             for t in batch])
             for alarm_id, record in records.items():
                 if record is None:
                     db.execute("DELETE FROM open_alarms WHERE id = ?", (alarm_id,))
                 else:
                     db.execute("INSERT OR REPLACE INTO open_alarms (id, record, updated) "
-                               "VALUES (?, ?, ?)", (alarm_id, json.dumps(record),
+                               "VALUES (?, ?, ?)", (alarm_id, json_safe.dumps(record),
                                                     self._clock.time()))
             for (endpoint, seq), op in hooks.items():
                 if op is None:

@@ -145,10 +145,15 @@ class GatewayCollector(Collector):
         events.add_metric([], p.events)
         failed = _counter("pipeline_items_failed", "Readings and events skipped: processing raised")
         failed.add_metric([], p.failed)
+        altered = _counter("line_protocol_values_altered", "Values the line encoder could not "
+                           "carry as given: skipped (NaN, infinite, beyond float) or truncated "
+                           "(a string past its cap)", ["how"])
+        altered.add_metric(["skipped"], p.encoder.skipped_values)
+        altered.add_metric(["truncated"], p.encoder.truncated)
         actions = _counter("actions", "Device writes ordered by rules", ["result"])
         actions.add_metric(["done"], g.actions.done)
         actions.add_metric(["failed"], g.actions.failed)
-        yield from (depth, capacity, full, readings, events, failed, actions)
+        yield from (depth, capacity, full, readings, events, failed, altered, actions)
 
     def _upstream(self, g: RunningParts) -> Iterator[Metric]:
         yield from sink_metrics(g.sinks)

@@ -16,13 +16,13 @@ as in the line protocol: JSON cannot carry them.
 
 from __future__ import annotations
 
-import json
 import math
 
+from gateway import json_safe
 from gateway.alarms.alarm import iso
 from gateway.readings import DeviceEvent, Reading
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps = json_safe.dumps  # the gateway's one way to write JSON: strict, compact, UTF-8
 
 
 class TelemetryEncoder:
