@@ -163,8 +163,9 @@ async def drain_run(opts, tmp: Path, broker_port: int, multiple: float | None) -
                 t_built = time.monotonic()
                 await feed_backlog(pipeline, backlog, feed_rate, ts_end)
                 build_s = time.monotonic() - t_built
-                await wait_until(lambda: pipeline.queue.empty() and not outbox.staged,
-                                 30, "the backlog committed")
+                await wait_until(pipeline.queue.empty, 30, "the backlog processed")
+                fed = outbox.head  # live rows keep coming: wait for the commit past the backlog
+                await wait_until(lambda: outbox.committed_id >= fed, 30, "the backlog committed")
                 # the feeder's burst is not the site's live rate: let the measure settle
                 with contextlib.suppress(TimeoutError):
                     await wait_until(lambda: outbox.live_rate < 1.25 * BACKGROUND_PER_S,

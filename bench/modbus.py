@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    at_least,
     ROOT,
     SITE_ID,
     Figure,
@@ -186,7 +187,23 @@ async def rtu(baudrate: int, opts, tmp: Path) -> list[Figure]:
     gap = site.config.buses[0].gap_seconds
     estimate = cycle + wire
     per_poll = w.counts["readings"] / w.counts["polls"] if w.counts["polls"] else math.nan
-    return [
+    # On a real line: the frames and their silences (wire), plus the part of each frame
+    # gap beyond the 3.5-character silence already counted, plus the software's time
+    # (the pty cycle less its gaps). The share of the wire's own ceiling that leaves:
+    silence = 3.5 * 10 / baudrate
+    software = max(0.0, cycle - len(plan) * gap)
+    real = wire + len(plan) * max(0.0, gap - silence) + software
+    cpu_cycle = w.cpu_share * cycle  # the gateway's CPU time per cycle
+    figures = []
+    if baudrate == 9600:
+        figures.append(at_least(
+            NAME, "RTU 9600 baud: share of the wire-time ceiling", wire / real * 100, 95, "%",
+            f"wire {wire * 1000:.0f} ms of a ~{real * 1000:.0f} ms cycle on a real line "
+            f"(frame gap {gap * 1000:.2f} ms; software {software * 1000:.1f} ms a cycle by the "
+            f"wall clock: gateway, simulator, pty and the machine's load; counting the gateway's "
+            f"CPU alone, {cpu_cycle * 1000:.1f} ms: {wire / (wire + cpu_cycle) * 100:.1f} %); "
+            f"today 89 % (flat 10 ms gap)"))
+    return figures + [
         info(NAME, f"RTU {baudrate} baud: poll cycle over the pty", cycle * 1000, "ms",
              f"{len(plan)} requests, incl. {len(plan)} x {gap * 1000:.2f} ms frame gap; "
              f"gateway CPU {w.cpu_share:.0%}, simulator CPU {w.share_of(pid):.0%}, "
@@ -200,6 +217,22 @@ async def rtu(baudrate: int, opts, tmp: Path) -> list[Figure]:
     ]
 
 
+async def rtu_buses_together(baudrate: int, opts, tmp: Path, single_cycle: float) -> Figure:
+    """Two RTU lines (two pty pairs, a cabinet each) polled back to back at once: each
+    line's cycle against one line alone. Concurrent buses keep their own pace."""
+    async with sim_host("--rtu", "--baudrate", str(baudrate), "--ports", "4") as (a, pid), \
+            sim_host("--rtu", "--baudrate", str(baudrate), "--ports", "4") as (b, _):
+        buses = [{"type": "modbus_rtu", "port": where["rtu"], "baudrate": baudrate}
+                 for where in (a, b)]
+        site = load_site(cabinet_site(buses, ports=4, poll_interval=0.001), tmp)
+        w, _ = await _poll_flat_out(site, warmup=opts.warmup, window=opts.window, sim_pid=pid)
+    per_bus = w.rate("polls") / 2
+    cycle = 1 / per_bus if per_bus else math.nan
+    return info(NAME, f"RTU {baudrate} baud: 2 lines polled at once, cycle per line", cycle * 1000,
+                "ms", f"one line alone: {single_cycle * 1000:.0f} ms (serialised lines would "
+                      f"take twice that); gateway CPU {w.cpu_share:.0%}")
+
+
 async def run(opts) -> list[Figure]:
     """Requests per cycle (4 and 10 ports), TCP readings/s, RTU at 9600 and 115200."""
     figures = []
@@ -211,4 +244,6 @@ async def run(opts) -> list[Figure]:
         figures += await tcp_cabinets(2 if opts.quick else 8, opts, tmp)
         for baudrate in (9600, 115200):
             figures += await rtu(baudrate, opts, tmp)
+        single = next(f.value for f in figures if f.name == "RTU 9600 baud: poll cycle over the pty")
+        figures.append(await rtu_buses_together(9600, opts, tmp, single / 1000))
     return figures

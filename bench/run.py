@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, str] = {
     "fire_centre": "bench.fire_centre",
     "reconnect": "bench.reconnect",
     "hub": "bench.hub",
+    "pi": "bench.pi",
+    "powercut": "bench.powercut",
 }
 RESULT_MARK = "BENCH-RESULT "
 # A benchmark that has not finished by then is stuck: its tasks are dumped, it is ended.

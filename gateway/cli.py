@@ -11,16 +11,9 @@ import sys
 from collections.abc import Coroutine
 
 from gateway.runtime.site import load_site
-from gateway.alarms.signing import check_secret
 from gateway.config.secrets import find_secrets
-from gateway.console.user_cli import add_user_parser
 from gateway.errors import ConfigError
-from gateway.outbox.report import add_outbox_parser
-from simulators.cli_args import (add_alarm_panel_parser, add_door_and_camera_parsers,
-                                 add_fire_centre_parser, add_health_radar_parser,
-                                 add_io_module_parser, add_smoke_detector_parser)
 from gateway.operations.log_format import setup_logging
-from gateway.tools import add_tool_parsers
 from gateway.operations.systemd import SystemdNotifier
 
 EXIT_CONFIG = 2
@@ -29,7 +22,12 @@ EXIT_WOULD_NOT_START = 1  # `check`: the file is valid, but a secret or the user
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # `run` builds only its own parser: the other commands' modules (simulators with
+    # pymodbus' server, the console's users, the tools) would stay in the gateway's
+    # memory for nothing.
+    words = [a for a in argv if not a.startswith("-")]
+    parser = _parser(only_run=bool(words) and words[0] == "run")
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     return args.handler(args)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only_run: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="community-gateway",
         description="Edge gateway for smart residential communities: reads door, EV-charging, "
@@ -57,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
                     "where. Exit status 2 when the config is refused.")
     run.add_argument("config", help="site config YAML file")
     run.set_defaults(handler=_run)
+    if only_run:
+        return parser
+    from gateway.console.user_cli import add_user_parser
+    from gateway.outbox.report import add_outbox_parser
+    from gateway.tools import add_tool_parsers
+    from simulators.cli_args import (add_alarm_panel_parser, add_door_and_camera_parsers,
+                                     add_fire_centre_parser, add_health_radar_parser,
+                                     add_io_module_parser, add_smoke_detector_parser)
 
     check = sub.add_parser("check", help="check a site config and exit (0 = good)",
                            description="Validate a site config: types, unknown keys, references "
@@ -171,6 +177,8 @@ def _check(args: argparse.Namespace) -> int:
             continue
         if key.startswith("mqtt.commands.keys["):
             try:
+                from gateway.alarms.signing import check_secret
+
                 check_secret(value)
             except ValueError as exc:
                 errors.append(f"{key} ({secret.describe()}): {exc}")

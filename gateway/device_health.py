@@ -17,6 +17,7 @@ class DeviceHealth:
     last_success: float | None = None
     last_error: str | None = None
     response_time: float | None = None  # seconds, last successful poll
+    missed_slots: int = 0  # poll slots skipped because the previous poll (or the loop) ran late
 
     def to_json(self) -> dict[str, object]:
         """For /api/devices."""

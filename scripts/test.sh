@@ -15,7 +15,8 @@ VENV="$REPO/.venv"
 # chromium: the console's browser tests drive Debian's Chromium through Playwright
 # (Playwright's own browser download is never used).
 # fonts-wqy-microhei: a CJK font (4 MB), so the console's Chinese page shows glyphs, not boxes.
-APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium fonts-wqy-microhei)
+# fuse3: the power-cut test keeps the state folder on a FUSE filesystem (tests/cutfs.py).
+APT_PACKAGES=(mosquitto victoria-metrics python3-venv systemd openssl chromium fonts-wqy-microhei fuse3)
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

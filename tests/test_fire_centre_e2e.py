@@ -227,6 +227,8 @@ async def test_analog_values_and_the_link_in_metrics_and_health(tmp_path, unique
         raw["fire_centre"]["components"][0]["analog"] = {"field": "smoke", "type": "gas",
                                                          "interval": 0.1}
         async with running_gateway(write_site(tmp_path, raw)) as gw:
+            # after the detector's own first poll, or its reading would be the latest
+            await wait_until(lambda: ("detector", None) in gw.pipeline.latest, 5, "first poll")
             await inject(gw, 12.34)
             analog = await wait_until(lambda: [o for o in centre.objects(TypeFlag.COMPONENT_ANALOG)
                                                if o.value == 123], 5, "12.3 %LEL at the centre")

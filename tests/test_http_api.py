@@ -263,3 +263,8 @@ async def test_metrics_cover_the_upstream_and_the_outbox(tmp_path, free_port, un
     # each sink number once, under the sink_ family (no upstream_ or outbox_sink_ twin)
     assert not [n for n, _ in samples
                 if n.startswith(("community_gateway_upstream_", "community_gateway_outbox_sink_"))]
+    # the process's own health: event-loop lag and bytes written to disk (issue 16)
+    assert samples[("community_gateway_process_disk_write_bytes_total", ())] >= 0
+    assert ("community_gateway_process_disk_write_bytes_per_hour", ()) in samples
+    assert samples[("community_gateway_process_event_loop_lag_p99_seconds", ())] >= 0
+    assert ("community_gateway_process_event_loop_stalls_total", ()) in samples

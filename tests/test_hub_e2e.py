@@ -183,6 +183,11 @@ async def test_hub_over_three_gateway_processes(tmp_path, mosquitto, free_port) 
             MqttRecorder(mosquitto.port, "community/+/alarm_events") as broker_events:
         hub_path = hub_config(tmp_path, mosquitto.port, http_port=http_port, webhook=hook.url)
         try:
+            # The hub first: its history is made of the alarm_events it receives, and an
+            # event published before its first subscription reaches no session of it (the
+            # live picture comes from retained state either way).
+            procs["hub"] = await start("hub", str(hub_path))
+            await poll(session, f"{api}/healthz", lambda b: b is not None, 20, "the hub up")
             for site in PLACES:
                 folder = tmp_path / site
                 folder.mkdir()
@@ -191,7 +196,6 @@ async def test_hub_over_three_gateway_processes(tmp_path, mosquitto, free_port) 
                 site_path.write_text(yaml.safe_dump(gateway_site(
                     site, mosquitto.port, folder / "state", alarm=site != "n-b1")))
                 procs[site] = await start("run", str(site_path))
-            procs["hub"] = await start("hub", str(hub_path))
 
             fleet = await poll(session, f"{api}/api/sites",
                                lambda b: {g["state"] for g in gateways(b).values()} == {"online"}

@@ -40,4 +40,4 @@ def test_device_event_line() -> None:
                                         {"floor_low": 11, "snapshot": 'http://x/"a".jpg', "ok": True,
                                          "nested": {"x": 1}}))
     assert line == ('unknown_event,device=cam,site=s,event=throw count=1.0,floor_low=11.0,'
-                    'snapshot="http://x/\\"a\\".jpg",ok=1.0 2500000000')
+                    'snapshot="http://x/\\"a\\".jpg",ok=1.0,nested="{\\"x\\":1}" 2500000000')

@@ -9,6 +9,7 @@ import threading
 
 import aiomqtt
 import pytest
+from test_outbox_edges import rows
 
 from gateway.alarms.manager import AlarmManager
 from gateway.clock import FakeClock
@@ -115,6 +116,8 @@ async def test_a_cursor_move_that_fails_while_stopping_is_logged(tmp_path, caplo
     w = OutboxWriter(store=store, commit_interval=1.0, commit_rows=10, max_staged=100,
                      clock=FakeClock())
     await w.open()
+    w.add(rows(50))
+    await w.commit()  # on disk: a cursor past them must reach the store
     move = asyncio.create_task(w.advance("influxdb", 42))
     await wait_until(store.entered.is_set, 5, "the cursor move in its thread")
     move.cancel()
@@ -137,7 +140,9 @@ async def test_a_sink_that_fails_its_last_flush_at_the_stop_is_named(tmp_path, u
     with caplog.at_level(logging.INFO, logger="gateway.runtime.app"):
         async with running_gateway(write_site(tmp_path, raw)) as gw:
             await wait_until(lambda: gw.pipeline.readings >= 5, 5, "readings taken")
-            series.mkdir()  # the file cannot be written any more: the flush at the stop fails
+            series.unlink(missing_ok=True)  # the rows are sent as they come (issue 16):
+            series.mkdir()  # now the file cannot be written any more: the flush at the stop fails
+            await wait_until(lambda: gw.sinks[0].failing and gw.sinks[0].lag, 5, "rows owed")
     [logged] = messages(caplog, "stopping: sending the last rows to local-file failed")
     assert "stay in the outbox" in logged
     assert messages(caplog, f"gateway {unique_id} stopped")  # and the stop went on to its end

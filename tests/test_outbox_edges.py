@@ -74,13 +74,13 @@ class FailingAppend(SqliteOutbox):
         self.release = threading.Event()
         self.fail_next = True
 
-    def append(self, rows):
+    def append_rows(self, rows, cursors):  # the writer's commit
         if self.fail_next:
             self.fail_next = False
             self.entered.set()
             self.release.wait(10)
             raise OutboxError(str(self.path), "commit failed: disk I/O error")
-        return super().append(rows)
+        return super().append_rows(rows, cursors)
 
 
 async def test_a_commit_that_fails_while_cancelled_keeps_its_rows_for_the_flush(tmp_path) -> None:

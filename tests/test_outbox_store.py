@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -237,6 +238,55 @@ async def test_a_row_is_accepted_once_committed_and_the_sinks_hear_of_it(tmp_pat
     await w.close()
 
 
+def disk_cursor(path, sink: str = "influxdb") -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        return con.execute("SELECT last_id FROM cursors WHERE sink = ?", (sink,)).fetchone()[0]
+
+
+async def test_rows_go_out_before_their_commit_and_confirmed_ones_never_reach_the_disk(
+        tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    store = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    w, sink, _ = writer_for(store)
+    await w.open()
+    w.add(rows(10))
+    assert sink.notified == 10 and w.committed_id == 0  # the sink is woken at once ...
+    assert [r[0] for r in await w.read(0, 100, "line")] == list(range(1, 11))  # ... and reads
+    sink.cursor = 6
+    await w.advance("influxdb", 6)  # confirmed before the commit
+    assert disk_cursor(path) == 0  # no row on disk to move past: nothing written
+    assert await w.commit() == 4  # only what the sink has not confirmed is written
+    assert [r[0] for r in store.read(0, 100, "line")] == [7, 8, 9, 10]
+    assert w.committed_id == 10 and w.stats()["skipped_rows_total"] == 6
+    sink.cursor = 10
+    await w.advance("influxdb", 10)  # past rows on disk: written at once (no resend after a crash)
+    assert disk_cursor(path) == 10
+    w.add(rows(5, 10))
+    sink.cursor = 15
+    await w.advance("influxdb", 15)
+    assert await w.commit() == 0 and store.head == 10  # confirmed in time: the disk is spared
+    assert disk_cursor(path) == 10  # a cursor on disk never passes the rows on disk
+    await w.close()
+    again = SqliteOutbox(path=path, budget_bytes=1 << 30)  # ids never go back after a restart
+    w2, _, _ = writer_for(again)
+    await w2.open()
+    w2.add(rows(1, 15))
+    assert w2.head == 11 and (await w2.read(10, 10, "line"))[0][0] == 11
+    await w2.close()
+
+
+async def test_rows_of_a_commit_under_way_can_still_be_read(tmp_path) -> None:
+    w, sink, _ = writer_for(SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30))
+    await w.open()
+    w.add(rows(10))
+    commit = asyncio.create_task(w.commit())
+    await asyncio.sleep(0)  # the commit took the rows; its thread is writing them
+    assert w.staged == 0 and w.committed_id == 0
+    assert [r[0] for r in await w.read(3, 100, "line")] == list(range(4, 11))
+    assert await commit == 10
+    await w.close()
+
+
 async def test_a_full_disk_keeps_rows_staged_drops_the_oldest_and_recovers(tmp_path) -> None:
     # SQLite's own page limit gives the real "database or disk is full" error.
     store = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
@@ -337,7 +387,11 @@ def test_the_cli_shows_depth_lag_and_quarantine_of_a_running_outbox(tmp_path) ->
     assert "rows waiting: 500" in out.stdout and "quarantined: 1" in out.stdout
     assert "sink influxdb: cursor 0, 500 rows behind" in out.stdout
     assert "sink mqtt-telemetry: cursor 500, up to date" in out.stdout
+    # the process holding the outbox (here: this one) and what it writes to disk
+    assert f"gateway pid {os.getpid()}:" in out.stdout and "written to disk per hour" in out.stdout
     summary = json.loads(cli("--json").stdout)
+    assert summary["gateway_process"]["pid"] == os.getpid()
+    assert summary["gateway_process"]["write_bytes_per_hour"] > 0  # the 500 rows at least
     assert summary["sinks"]["influxdb"]["lag_rows"] == 500 and summary["budget_bytes"] == 10 << 20
     s.close()
     assert cli().returncode == 0

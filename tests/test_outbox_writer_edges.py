@@ -50,14 +50,14 @@ class SlowAppend(SqliteOutbox):
         self.release = threading.Event()
         self.hold = True
 
-    def append(self, rows):
+    def append_rows(self, rows, cursors):  # the writer's commit
         if self.hold:
             self.hold = False
             self.entered.set()
             self.release.wait(10)
             if self.fail:
                 raise OutboxError(str(self.path), "commit failed: disk I/O error")
-        return super().append(rows)
+        return super().append_rows(rows, cursors)
 
 
 async def _commit_with_rows_added_meanwhile(tmp_path, *, fail: bool, cancel: bool):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+import aiohttp
 
 from servers import Mosquitto, ServerBinaryMissing, VictoriaMetrics, find_binary
 
@@ -75,10 +75,12 @@ async def test_mosquitto_keeps_persistent_session_across_restart(
 async def test_victoria_reads_back_an_influxdb_v2_write(
     victoria: VictoriaMetrics, unique_id: str
 ) -> None:
-    async with InfluxDBClientAsync(url=victoria.url, token="x", org="o") as client:
-        ok = await client.write_api().write(
-            bucket="b", record=f"m,site={unique_id} f=1.5 1700000000000000000"
-        )
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{victoria.url}/api/v2/write",
+                                params={"org": "o", "bucket": "b", "precision": "ns"},
+                                headers={"Authorization": "Token x"},
+                                data=f"m,site={unique_id} f=1.5 1700000000000000000") as resp:
+            ok = resp.status == 204
     assert ok is True
 
     series = await victoria.wait_for_series_async(f'm_f{{site="{unique_id}"}}')

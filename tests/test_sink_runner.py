@@ -15,6 +15,7 @@ from gateway.clock import FakeClock
 from gateway.errors import SinkRejected, SinkRetryable
 from gateway.outbox import READING, OutboxWriter, SqliteOutbox
 from gateway.upstream.sink_runner import SinkRunner
+from harness import wait_until
 
 
 class RecordingSink:
@@ -262,3 +263,24 @@ async def test_a_down_upstream_gets_one_row_per_try_and_full_batches_once_back(
     assert got == [f"m,device=d v={float(i)} {i}" for i in range(120)]
     # the one-row try that got through, then full batches again
     assert tried[-4:] == [1, 50, 50, 19] and set(tried[1:-3]) == {1} and not runner.failing
+
+
+async def test_new_rows_wake_the_sink_no_timer_and_no_commit_needed(outbox) -> None:
+    sink = RecordingSink()
+    # a flush interval of an hour: only the new rows themselves can wake the runner
+    runner = SinkRunner(sink, outbox=outbox, batch_size=100, flush_interval=3600.0,
+                        clock=FakeClock())
+    await outbox.open()
+    task = asyncio.create_task(runner.run())
+    try:
+        outbox.add(lines(5))
+        await wait_until(lambda: runner.written == 5, 5, "the rows sent")
+        assert outbox.committed_id == 0  # sent before their commit (the writer task is not running)
+        outbox.add(lines(3, 5))
+        await wait_until(lambda: runner.written == 8, 5, "the next rows sent")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await outbox.commit() == 0  # all confirmed: nothing for the disk
+    assert outbox.store.rows == 0 and runner.cursor == 8

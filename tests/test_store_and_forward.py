@@ -264,7 +264,7 @@ class SessionRecorder:
 
     def telemetry_seqs(self) -> list[int]:
         """``seq`` of the fed readings that arrived (the meter's own first poll left out)."""
-        docs = [json.loads(p) for t, p in self.messages if "/telemetry/" in t]
+        docs = [d for t, p in self.messages if "/telemetry/" in t for d in json.loads(p)]
         return [int(d["values"]["seq"]) for d in docs if d["values"].get("power") == 100.0]
 
     def alarm_events(self) -> list[dict]:
@@ -306,7 +306,9 @@ async def test_a_broker_restart_resumes_telemetry_and_alarms_without_a_gateway_r
         await stopped(listening)
     topics = {t for t, _ in recorder.messages if "/telemetry/" in t}
     assert topics == {f"community/{unique_id}/telemetry/meter"}
-    doc = json.loads(next(p for t, p in recorder.messages if "/telemetry/" in t))
+    docs = json.loads(next(p for t, p in recorder.messages if "/telemetry/" in t))
+    assert isinstance(docs, list) and docs  # a message per device and batch: an array
+    doc = docs[0]
     assert set(doc) == {"device", "channel", "ts", "values"} and doc["ts"].endswith("Z")
 
 

@@ -13,23 +13,27 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from drivers.mqtt.profile import MqttProfile
+from gateway import json_safe
 from gateway.readings import DeviceEvent, Reading
 
 # Problem kinds, each counted per device and logged once per state change. Skips
 # (other_topic, other_device, duplicate: normal traffic that is not this device's
 # or was already seen) are counted only.
 PROBLEMS = {
-    "malformed_json": "payload is not JSON (or not UTF-8)",
+    "too_large": "payload is larger than the profile's max_payload; not parsed",
+    "malformed_json": "payload is not JSON (or not UTF-8, or has NaN / Infinity)",
     "not_an_object": "payload is JSON but not an object",
     "no_device_id": "the device id is missing from the message",
     "no_content": "no mapped field and no event code in the message",
-    "bad_value": "a field's value is not a number the profile can map",
+    "bad_value": "a field's value (or a numeric event attr) is not a finite number the "
+                 "profile can map",
     "bad_timestamp": "the timestamp cannot be read or is implausible; arrival time used",
     "bad_channel": "the channel number is not one of the device's channels (1..count)",
     "unknown_code": "an event code not in the profile's table",
@@ -87,9 +91,14 @@ def parse_timestamp(value: object) -> float | None:
                 return None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=timezone.utc)
-            return dt.timestamp()
-    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        return value / 1000.0 if value > _MS_ABOVE else float(value)
+            try:
+                return dt.timestamp()
+            except (ValueError, OverflowError):  # year 1 with a zone east of UTC
+                return None
+    if isinstance(value, (int, float)):
+        seconds = as_float(value)  # a 400-digit integer is no time either
+        if seconds is not None and seconds > 0:
+            return seconds / 1000.0 if seconds > _MS_ABOVE else seconds
     return None
 
 
@@ -113,10 +122,68 @@ def identifier_text(value: object) -> str:
     return value.strip() if isinstance(value, str) else str(value)
 
 
+def as_float(value: object) -> float | None:
+    """A JSON number (or numeric text) as a finite float; None when it is not one.
+
+    A 400-digit integer is valid JSON and a valid Python int, but no float:
+    ``float()`` raises OverflowError for it, which must cost that field only.
+    """
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _attr_value(value: object) -> object:
-    if isinstance(value, (str, int, float, bool)):
+    """An event attribute as a scalar: nested JSON as its text; None for a number
+    no float can hold (1e400, a 400-digit integer)."""
+    if isinstance(value, (str, bool)):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        return value if as_float(value) is not None else None
+    return json_safe.dumps(value)
+
+
+class NotJsonNumber(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a payload: Python reads them, JSON has no such thing."""
+
+    def __init__(self, token: str):
+        super().__init__(token)
+        self.msg = f"{token} is not a JSON number"
+
+
+def _refuse_constant(token: str) -> object:
+    raise NotJsonNumber(token)
+
+
+def _long_int(digits: str) -> object:
+    # Past Python's int-conversion limit (sys.get_int_max_str_digits, 4300 by
+    # default) int() refuses; as a float it is infinite, which costs that field only.
+    if len(digits.lstrip("-")) < sys.get_int_max_str_digits():
+        return int(digits)
+    return float(digits)
+
+
+# Built once: json.loads with keyword arguments builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# Only for the rare message with an integer too long for int() (see _long_int).
+_LONG_INT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_long_int)
+
+
+def parse_json(payload: bytes | bytearray | str) -> object:
+    """A device's JSON document. Raises ValueError (NotJsonNumber for NaN / Infinity),
+    UnicodeDecodeError or RecursionError."""
+    text = payload if isinstance(payload, str) else \
+        bytes(payload).decode(json.detect_encoding(payload), "surrogatepass")
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise
+    except NotJsonNumber:
+        raise
+    except ValueError:  # an integer longer than int() takes
+        return _LONG_INT_DECODER.decode(text)
 
 
 @dataclass(slots=True)
@@ -156,6 +223,7 @@ class MessageMapping:
             else:
                 self._id_path = compile_path(profile.device_id.path or "")
         self._levels = tuple(self.topic_filter.split("/"))
+        self.max_payload = profile.max_payload
         self._ts_path = compile_path(profile.timestamp) if profile.timestamp else None
         self._channel_path = compile_path(profile.channels.path) if profile.channels else None
         self._channel_count = (channel_count or profile.channels.count) if profile.channels else 0
@@ -198,8 +266,12 @@ class MessageMapping:
         if not self.matches_topic(topic):
             out.skip = "other_topic"
             return out
+        size = len(payload)
+        if size > self.max_payload:
+            out.problems.append(("too_large", f"{size} bytes, more than {self.max_payload}"))
+            return out
         try:
-            doc = json.loads(payload)
+            doc = parse_json(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             # the parser's position, never the payload: it may hold a card number
             out.problems.append(("malformed_json", getattr(exc, "msg", type(exc).__name__)))
@@ -288,14 +360,12 @@ class MessageMapping:
             if isinstance(raw, bool):
                 values[name] = 1.0 if raw else 0.0
                 continue
-            try:
-                number = float(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                number = math.nan
-            if math.isfinite(number):
-                values[name] = number * scale
+            number = as_float(raw)
+            if number is not None and math.isfinite(number := number * scale):
+                values[name] = number
             else:
-                out.problems.append(("bad_value", f"field {name}: not a number or a mapped text"))
+                out.problems.append(("bad_value", f"field {name}: not a finite number or a "
+                                                  "mapped text"))
         return values
 
     def _event(self, doc: dict, channel: int | None, ts: float, out: Decoded) -> DeviceEvent | None:
@@ -330,7 +400,12 @@ class MessageMapping:
             for path in paths:
                 value = walk(doc, path)
                 if value is not None:
-                    attrs[attr] = _attr_value(value)
+                    value = _attr_value(value)
+                    if value is None:
+                        out.problems.append(("bad_value", f"event {name}: {attr!r} is a number "
+                                                          "out of range"))
+                    else:
+                        attrs[attr] = value
                     break
         attrs.update(constants)
         for attr in self._required:

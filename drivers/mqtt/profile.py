@@ -21,6 +21,7 @@ Example (``configs/profiles/access-terminal.yaml``)::
         6: {event: denied, attrs: {reason: no_permission}}
       attrs: {card: card_no, person: person_id}
     pseudonymise: [card, person]
+    max_payload: 65536                # bytes; larger messages are skipped unread (default)
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from gateway.device_faults import FaultSource
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
 Path = Annotated[str, Field(pattern=r"^[^.\s]+(\.[^.\s]+)*$", max_length=200)]
 Scalar = Union[str, int, float, bool]
+
+# Bytes of the largest message a device's profile lets through to the JSON parser
+# by default. An access event or a camera's throw is well under 1 KiB; the cap
+# keeps a broken or hostile device from making every message a megabyte of
+# parsing on a small gateway.
+MAX_PAYLOAD = 64 * 1024
 
 
 class _Strict(BaseModel):
@@ -140,6 +147,10 @@ class MqttProfile(_Strict):
     device_id: DeviceIdFrom | None = None
     timestamp: Path | None = Field(default=None, description="payload path of the event time")
     channels: ChannelsFrom | None = None
+    max_payload: int = Field(
+        default=MAX_PAYLOAD, ge=64, le=16 * 1024 * 1024,
+        description="largest message in bytes that is parsed; a larger one is counted "
+                    "(too_large) and skipped unread")
     fields: dict[Name, FieldMap] = {}
     events: EventMap | None = None
     pseudonymise: list[Name] = Field(

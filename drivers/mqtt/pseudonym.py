@@ -24,6 +24,8 @@ import os
 import time
 from pathlib import Path
 
+from gateway import json_safe
+
 DIGITS = 16
 MIN_KEY_LENGTH = 16
 
@@ -92,7 +94,7 @@ class RawValueLog:
         if self._known is None:
             self._known = self._read_known()
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        lines = [json.dumps({"pseudonym": p, "value": v, "first_seen": now}, ensure_ascii=False)
+        lines = [json_safe.dumps({"pseudonym": p, "value": v, "first_seen": now})
                  for p, v in pending.items() if p not in self._known]
         if lines:
             self.path.parent.mkdir(parents=True, exist_ok=True)

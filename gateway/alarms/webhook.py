@@ -112,7 +112,7 @@ class WebhookSender:
         if alarm.get("shelved_until") and t.event in _HELD_WHILE_SHELVED:
             return
         alarm_id = str(alarm["id"])
-        body = json.dumps(t.to_json()).encode()
+        body = json_safe.dumps(t.to_json(), compact=False, ensure_ascii=True).encode()
         last = self._last.get(alarm_id)
         if (last is not None and last is not self._sending and last.event == t.event
                 and t.event in _COALESCED):

@@ -137,10 +137,14 @@ class MqttCommandsConfig(Strict):
 
 
 class TelemetryConfig(Strict):
-    """Readings as JSON over MQTT, one message per reading, each confirmed by a PUBACK."""
+    """Readings as JSON over MQTT: one message per device and batch (a JSON array of the
+    readings' objects), each confirmed by a PUBACK."""
 
-    batch_size: int = Field(default=1000, ge=1, le=100_000)
-    flush_interval: float = Field(default=1.0, gt=0, le=60)
+    batch_size: int = Field(default=20_000, ge=1, le=100_000)  # rows a batch: a second of 1,000 devices x 20 in one round trip
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=60,
+        description="new rows go out at once (no timer); rows still unsent after 5 flush "
+                    "intervals are a backlog, drained at outbox.drain_rate_multiple")
 
 
 class InfluxConfig(Strict):
@@ -156,7 +160,10 @@ class InfluxConfig(Strict):
     token: Secret | None = Field(default=None, description="InfluxDB v2's API token; "
                                                           "none for VictoriaMetrics")
     batch_size: int = Field(default=5000, ge=1, le=100_000)
-    flush_interval: float = Field(default=1.0, gt=0, le=60)
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=60,
+        description="new rows go out at once (no timer); rows still unsent after 5 flush "
+                    "intervals are a backlog, drained at outbox.drain_rate_multiple")
     timeout: float = Field(default=10.0, gt=0, le=300)
 
 
@@ -187,7 +194,9 @@ class OutboxConfig(Strict):
     max_mb: float = Field(default=1024, gt=0, description="disk budget; past it the oldest "
                                                           "readings go first (events never)")
     commit_interval: float = Field(default=1.0, gt=0, le=60,
-                                   description="longest a reading waits in memory for its commit")
+                                   description="how often rows some sink has not confirmed are "
+                                               "committed (those older than 0.25 s): a "
+                                               "reading waits at most this + 0.25 s")
     commit_rows: int = Field(default=5000, ge=1, le=1_000_000,
                              description="commit at once when this many rows wait")
     drain_rate_multiple: float | None = Field(

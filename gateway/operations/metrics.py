@@ -103,6 +103,7 @@ class GatewayCollector(Collector):
         yield from self._alarms(g)
         yield from self._reloads(g)
         yield from fire_centre_metrics(getattr(g, "fire_centre", None))
+        yield from process_metrics(getattr(g, "process_probe", None))
 
     def _devices(self, g: RunningParts) -> Iterator[Metric]:
         labels = ["device", "kind"]
@@ -144,10 +145,15 @@ class GatewayCollector(Collector):
         events.add_metric([], p.events)
         failed = _counter("pipeline_items_failed", "Readings and events skipped: processing raised")
         failed.add_metric([], p.failed)
+        altered = _counter("line_protocol_values_altered", "Values the line encoder could not "
+                           "carry as given: skipped (NaN, infinite, beyond float) or truncated "
+                           "(a string past its cap)", ["how"])
+        altered.add_metric(["skipped"], p.encoder.skipped_values)
+        altered.add_metric(["truncated"], p.encoder.truncated)
         actions = _counter("actions", "Device writes ordered by rules", ["result"])
         actions.add_metric(["done"], g.actions.done)
         actions.add_metric(["failed"], g.actions.failed)
-        yield from (depth, capacity, full, readings, events, failed, actions)
+        yield from (depth, capacity, full, readings, events, failed, altered, actions)
 
     def _upstream(self, g: RunningParts) -> Iterator[Metric]:
         yield from sink_metrics(g.sinks)
@@ -257,6 +263,14 @@ def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
             family = _gauge(name, doc, labels)
         family.add_metric(values, value)
         yield family
+
+
+def process_metrics(probe: Any) -> Iterator[Metric]:
+    """Adapter for the process probe (gateway.operations.process_probe): event-loop lag
+    over the last minute and the bytes the process wrote to disk."""
+    stats = probe.stats() if callable(getattr(probe, "stats", None)) else None
+    if stats:
+        yield from _numbers_as_metrics("process_", stats, [], [])
 
 
 def fire_centre_metrics(service: Any) -> Iterator[Metric]:

@@ -49,6 +49,14 @@ class MemoryOutbox:
         self.rows = len(self._rows)
         return self.head
 
+    def append_rows(self, rows: list[tuple], cursors: dict[str, int]) -> int:
+        """Keep rows that carry their ids, ``(kind, device, ts, line, doc, id)``."""
+        self._rows.extend((r[5], *r[:5]) for r in rows)
+        self._cursors.update(cursors)
+        self.head = max(self.head, rows[-1][5])
+        self.rows = len(self._rows)
+        return self.head
+
     def read(self, after: int, limit: int, payload: str) -> list[tuple]:
         """Up to ``limit`` rows after id ``after``, shaped like the SQLite store's."""
         start = bisect.bisect_right(self._rows, after, key=_id)

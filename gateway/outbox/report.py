@@ -2,7 +2,9 @@
 
 Safe while the gateway runs: the file is opened read-only (WAL lets a reader in
 beside the writer). Prints the depth, the age of the oldest row, readings dropped
-for the budget, quarantined rows, and per sink its cursor, lag and oldest unsent row.
+for the budget, quarantined rows, per sink its cursor, lag and oldest unsent row, and
+the bytes the running gateway (the process holding the outbox's lock) writes to disk
+per hour, from /proc.
 """
 
 from __future__ import annotations
@@ -50,11 +52,21 @@ def _outbox(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_NO_OUTBOX
     summary["budget_bytes"] = int(config.outbox.max_mb * 1024 * 1024)
+    summary["gateway_process"] = gateway_writes(path)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_summary(summary))
     return 0
+
+
+def gateway_writes(path) -> dict | None:
+    """The running gateway's disk writes (the process holding the outbox's lock), read
+    from /proc: nothing is written to measure them."""
+    from gateway.operations.process_probe import lock_holder, process_writes
+
+    pid = lock_holder(f"{path}.lock")
+    return None if pid is None else process_writes(pid)
 
 
 def format_summary(s: dict) -> str:
@@ -66,6 +78,13 @@ def format_summary(s: dict) -> str:
         f"budget (file {s['file_bytes'] / 1e6:.1f} MB)",
         f"  dropped for the budget: {s['dropped']:,}   quarantined: {s['quarantined']:,}",
     ]
+    proc = s.get("gateway_process")
+    if proc:
+        lines.append(f"  gateway pid {proc['pid']}: {proc['write_bytes_per_hour'] / 1e6:.2f} MB "
+                     f"written to disk per hour (all files; {proc['write_bytes'] / 1e6:.1f} MB "
+                     f"in {_age(proc['running_seconds']).removesuffix(' ago')})")
+    elif "gateway_process" in s:
+        lines.append("  no gateway running on this outbox (or its /proc not readable)")
     if not s["sinks"]:
         lines.append("  no sinks recorded yet")
     for name, sink in s["sinks"].items():

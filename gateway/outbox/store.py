@@ -279,6 +279,24 @@ class SqliteOutbox:
             self.rows += len(rows)
             return head
 
+    def append_rows(self, rows: list[tuple], cursors: dict[str, int]) -> int:
+        """Commit rows that carry their ids, ``(kind, device, ts, line, doc, id)``, and
+        move the given cursors in the same transaction (one fsync); return the newest id."""
+        with self._lock, self._errors("commit"):
+            con = self._connection()
+            con.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._transaction():
+                    con.executemany("INSERT INTO rows(kind, device, ts, line, doc, id) "
+                                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    con.executemany("UPDATE cursors SET last_id = max(last_id, ?) "
+                                    "WHERE sink = ?", [(at, sink) for sink, at in cursors.items()])
+            finally:
+                con.execute("PRAGMA synchronous=NORMAL")
+            self.head = max(self.head, rows[-1][5])
+            self.rows += len(rows)
+            return self.head
+
     def read(self, after: int, limit: int, payload: str) -> list[tuple]:
         """Up to ``limit`` rows after id ``after``, oldest first.
 
@@ -291,8 +309,10 @@ class SqliteOutbox:
     def advance(self, sink: str, last_id: int) -> None:
         """Record that ``sink`` has confirmed every row up to ``last_id``."""
         with self._lock, self._errors("cursor update"):
-            self._connection().execute("UPDATE cursors SET last_id = ? WHERE sink = ?",
-                                       (last_id, sink))
+            # never backwards: two moves may reach the file out of order (a commit's
+            # and a sink's, from different worker threads)
+            self._connection().execute("UPDATE cursors SET last_id = max(last_id, ?) "
+                                       "WHERE sink = ?", (last_id, sink))
 
     def purge(self, upto: int) -> int:
         """Delete rows up to id ``upto`` (every sink has them); return how many."""

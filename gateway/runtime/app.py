@@ -20,16 +20,12 @@ from gateway.alarms.protection import Protections, Schedule
 from gateway.alarms.store import AlarmStore, StateFileError
 from gateway.outbox.recovery import SALVAGE_LOST
 from gateway.alarms.signing import CommandVerifier, check_secret
-from gateway.alarms.webhook import WebhookSender, endpoint_key
 from gateway.clock import SystemClock
 from gateway.config.loader import Site
 from gateway.device_health import DeviceHealth
 from gateway.runtime.faults import DEVICE_FAULT, FaultWatch
-from gateway.errors import ConfigError
-from gateway.operations.http_api import HttpServer
-from gateway.operations.protection_api import protection_routes
+from gateway.errors import ConfigError, SinkError
 from gateway.operations.liveness import PipelineWatch, health_report, status_line, watchdog_problem
-from gateway.operations.metrics import metrics_registry
 from gateway.operations.systemd import SystemdNotifier, keep_alive
 from gateway.rules.engine import RuleEngine
 from gateway.runtime.actions import ACTUATION_FAILED, ActionRunner
@@ -44,6 +40,7 @@ from gateway.runtime.privacy import upstream_identities, upstream_mode
 from gateway.runtime.reload import ReloadPlan, hand_over_alarms, reload_config
 from gateway.runtime.stream_runner import StreamRunner
 from gateway.runtime.views import SiteAlarms, SiteDevices, SiteDigest
+from gateway.operations.process_probe import ProcessProbe
 from gateway.upstream.factory import build_upstream
 from gateway.upstream.line_protocol import LineEncoder
 from gateway.views import Views
@@ -71,6 +68,7 @@ class Gateway:
         self.reloads: collections.Counter[str] = collections.Counter()
         self.reload_lock = asyncio.Lock()  # one SIGHUP at a time
         self._tg: asyncio.TaskGroup | None = None
+        self.process_probe = ProcessProbe()  # loop lag and disk writes, for /metrics
         self.alarms = AlarmManager(clock=self.clock, listeners=[_log_transition],
                                    escalate_after=cfg.alarms.escalate_after,
                                    max_shelve=cfg.alarms.max_shelve_minutes * 60)
@@ -81,6 +79,8 @@ class Gateway:
         # Deliveries still owed to a webhook are journalled in the state file (the same
         # URL twice gets its place in the list in its key).
         urls = [w.url for w in cfg.webhooks]
+        if cfg.webhooks:  # imported only when configured: aiohttp's client is ~10 MB
+            from gateway.alarms.webhook import WebhookSender, endpoint_key
         self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token", site),
                                        journal=self.alarm_store,
                                        key=endpoint_key(w.url) + (f"#{i}" if urls.count(w.url) > 1
@@ -113,7 +113,7 @@ class Gateway:
             outbox=self.outbox, telemetry=upstream.telemetry, queue_size=cfg.pipeline.queue_size,
             language=cfg.site.language, upstream_ids=private.aliases,
             faults=FaultWatch(site.devices, self.alarms, cfg.site.language),
-            protections=self.protections)
+            protections=self.protections, lines=upstream.lines)
         self.runners = [self._make_runner(d) for d in cfg.devices]
         self.mqtt = None
         if cfg.mqtt is not None:
@@ -139,7 +139,10 @@ class Gateway:
             clock=self.clock, http=cfg.http, display=SiteDisplay(lambda: self.site),
             zones=self.protections, digest=SiteDigest(self.digest))
         self.http = None
-        if cfg.http is not None:
+        if cfg.http is not None:  # imported only when configured (aiohttp, prometheus)
+            from gateway.operations.http_api import HttpServer
+            from gateway.operations.metrics import metrics_registry
+
             watch = PipelineWatch(self.pipeline)
             self.http = HttpServer(config=cfg.http, views=self.views,
                                    token=_reveal(cfg.http.token, "http.token", site),
@@ -149,6 +152,8 @@ class Gateway:
     def _more_routes(self, app, actor_of) -> None:
         """What the HTTP server serves besides the API: zone arming and the device
         digest, and the security room's console when configured."""
+        from gateway.operations.protection_api import protection_routes
+
         app.add_routes(protection_routes(self.protections, self.site.devices, self.clock,
                                          actor_of=actor_of, digest=self.digest))
         if self.views.console is not None:
@@ -208,6 +213,7 @@ class Gateway:
                 tg.create_task(self.pipeline.run(), name="pipeline")
                 tg.create_task(self.alarm_store.run(), name="alarm-store")
                 tg.create_task(self._timers(), name="timers")
+                tg.create_task(self.process_probe.run(), name="process-probe")
                 if self.site.config.alarms.digest_at is not None:
                     tg.create_task(self.digest.run(self.site.config.alarms.digest_at),
                                    name="digest")
@@ -395,7 +401,10 @@ class Gateway:
                 for sink in self.sinks:
                     try:
                         await sink.flush()
-                    except Exception:  # the rows stay in the outbox for the next start
+                    except SinkError as exc:  # the upstream is away: the next start sends them
+                        log.warning("stopping: sending the last rows to %s failed (%s); they "
+                                    "stay in the outbox", sink.name, exc.detail)
+                    except Exception:  # a bug: its traceback, and the rows still stay
                         log.exception("stopping: sending the last rows to %s failed; they stay "
                                       "in the outbox", sink.name)
         except TimeoutError:

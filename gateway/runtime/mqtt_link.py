@@ -20,12 +20,12 @@ the open alarms so a console that connects later sees the truth.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 
 import aiomqtt
 
+from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError, apply_command
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.signing import CommandRefused, CommandVerifier
@@ -76,14 +76,16 @@ class MqttLink:
 
     def _on_transition(self, t: Transition) -> None:
         alarm_id = str(t.alarm["id"])
-        self._state[alarm_id] = b"" if t.event == "closed" else json.dumps(t.alarm).encode()
+        self._state[alarm_id] = b"" if t.event == "closed" else json_safe.dumps(
+            t.alarm, compact=False, ensure_ascii=True).encode()
         if len(self._events) >= MAX_QUEUED_EVENTS:
             self._events.popleft()
             if not self.events_dropped:
                 log.error("MQTT: %d alarm events queued for the broker; dropping the oldest "
                           "events (alarm states are kept)", MAX_QUEUED_EVENTS)
             self.events_dropped += 1
-        self._events.append(json.dumps(t.to_json()).encode())
+        self._events.append(json_safe.dumps(t.to_json(), compact=False,
+                                            ensure_ascii=True).encode())
         self._wake.set()
 
     def forget(self, alarm_ids: list[str]) -> None:
@@ -176,7 +178,8 @@ class MqttLink:
         raise_if_stopping()
         for alarm in self._alarms.open_alarms():
             if alarm.id not in sent:
-                self._state.setdefault(alarm.id, json.dumps(alarm.to_json()).encode())
+                self._state.setdefault(alarm.id, json_safe.dumps(
+                    alarm.to_json(), compact=False, ensure_ascii=True).encode())
         if self.commands is not None:
             for topic in self.command_filters:
                 await client.subscribe(topic, qos=1)
@@ -248,7 +251,8 @@ class MqttLink:
                          "command": command, "status": 500}
             self.commands_rejected += 1
             self._log_refusal(command, alarm_id, str(error["error"]))
-            await client.publish(f"{topic}/error", json.dumps(error).encode(), qos=1)
+            await client.publish(f"{topic}/error", json_safe.dumps(
+                error, compact=False, ensure_ascii=True).encode(), qos=1)
             raise_if_stopping()
 
     def _log_refusal(self, command: str, alarm_id: str, reason: str) -> None:

@@ -36,6 +36,11 @@ class Upstream:
     sinks: list[SinkRunner] = field(default_factory=list)
     telemetry: TelemetryEncoder | None = None
 
+    @property
+    def lines(self) -> bool:
+        """Whether a sink reads line protocol (else the pipeline encodes none)."""
+        return any(r.payload == "line" for r in self.sinks)
+
 
 def build_upstream(site: Site, *, clock, reveal: Reveal, on_alarm: AlarmHook) -> Upstream:
     """The outbox and the sink runners for ``site`` (no I/O: the outbox opens in ``run``)."""

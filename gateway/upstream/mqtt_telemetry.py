@@ -1,11 +1,23 @@
 """MQTT telemetry sink: readings as JSON on ``{prefix}/{site}/telemetry/{device_id}``, QoS 1.
 
+One message per device and batch: a JSON array of the readings' (and events')
+objects, oldest first (see gateway.upstream.telemetry_json for one object). The
+sink runner sends what came since its last batch, so at a steady load that is one
+message per device and poll; a backlog drains in larger arrays. Fewer, larger
+messages cost the broker, the subscriber and the Pi far less than one per reading.
+
 It has its own connection (client id ``<gateway client id>-telemetry``), apart
 from the one that carries alarms: a backlog of telemetry draining after an outage
 never queues in front of an alarm, and a slow telemetry consumer never holds the
 alarm connection back. A batch counts as written once the broker has answered
 every message with its PUBACK; if the connection fails first, the whole batch is
 retried (QoS 1 is at least once: a subscriber may see a message twice).
+
+Messages go straight to paho (under aiomqtt) with a bounded in-flight window,
+counted by this sink's own PUBACK hook: aiomqtt's ``publish`` arms a timer per
+message and its pending-call bookkeeping grows with the square of the messages in
+flight, which stalled the event loop for 100+ ms at a few thousand readings a second.
+Here one timeout covers the whole batch.
 """
 
 from __future__ import annotations
@@ -13,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from gateway.config.models import MqttConfig
 from gateway.errors import SinkRetryable
@@ -22,13 +36,9 @@ from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
 
-# Messages the client keeps in flight before it waits for PUBACKs: a batch goes
-# out as a stream instead of one round trip per message.
-MAX_INFLIGHT = 100
-MAX_BATCH = 100_000  # the largest telemetry batch_size the config allows
-# Messages awaited together: MQTT message ids are 16 bits, so a batch of more than
-# 65535 in flight at once would reuse the id of a message still waiting for its PUBACK.
-MAX_IN_ONE_GO = 10_000
+# Messages in flight (sent, PUBACK not yet in): enough to keep the link busy, and
+# far below the 65,535 message ids MQTT has.
+WINDOW = 1000
 
 
 class MqttTelemetrySink:
@@ -45,32 +55,65 @@ class MqttTelemetrySink:
         self._password = password
         self._timeout = timeout
         self._client: aiomqtt.Client | None = None
-        self.published = 0
+        self._inflight: set[int] = set()  # message ids waiting for their PUBACK
+        self._acked = asyncio.Event()  # set when a PUBACK (or a disconnect) came
+        self._lost: str | None = None  # why the connection went, once it did
+        self.published = 0  # readings and events confirmed
+        self.messages = 0  # MQTT messages confirmed
 
     async def write(self, items: list[tuple[str, str]]) -> None:
-        """Publish one batch and wait for every PUBACK; all or nothing."""
-        for start in range(0, len(items), MAX_IN_ONE_GO):
-            await self._publish(items[start:start + MAX_IN_ONE_GO])
-        self.published += len(items)
-
-    async def _publish(self, items: list[tuple[str, str]]) -> None:
+        """Publish one batch (a message per device) and wait for every PUBACK; all or nothing."""
+        by_device: dict[str, list[str]] = {}
+        for device, doc in items:
+            docs = by_device.get(device)
+            if docs is None:
+                by_device[device] = [doc]
+            else:
+                docs.append(doc)
+        base = self.base
+        messages = [(base + device, f"[{','.join(docs)}]") for device, docs in by_device.items()]
         try:
             client = await self._connected()
-            base = self.base
-            results = await asyncio.gather(
-                *(client.publish(base + device, doc, qos=1) for device, doc in items),
-                return_exceptions=True)
-        except (aiomqtt.MqttError, OSError) as exc:
+            async with asyncio.timeout(self._timeout):
+                await self._publish(client, messages)
+        except (aiomqtt.MqttError, OSError, TimeoutError, ConnectionError) as exc:
             await self._disconnect()
+            reason = "no PUBACK in time" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
             raise SinkRetryable(self.name, f"broker {self.config.host}:{self.config.port}: "
-                                           f"{exc}") from exc
-        failed = next((r for r in results if isinstance(r, BaseException)), None)
-        if failed is not None:
-            await self._disconnect()
-            if not isinstance(failed, (aiomqtt.MqttError, OSError)):
-                raise failed
-            raise SinkRetryable(self.name, f"broker {self.config.host}:{self.config.port}: "
-                                           f"{failed}") from failed
+                                           f"{reason}") from exc
+        self.published += len(items)
+        self.messages += len(messages)
+
+    async def _publish(self, client: aiomqtt.Client, messages: list[tuple[str, str]]) -> None:
+        inflight = self._inflight
+        publish = client._client.publish  # noqa: SLF001 - see the module's docstring
+        for topic, payload in messages:
+            while len(inflight) >= WINDOW:
+                await self._next_ack()
+            info = publish(topic, payload, qos=1)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
+            if not info.is_published():
+                inflight.add(info.mid)
+        while inflight:
+            await self._next_ack()
+
+    async def _next_ack(self) -> None:
+        self._acked.clear()
+        if self._lost is None:
+            await self._acked.wait()
+        if self._lost is not None:
+            raise ConnectionError(self._lost)
+
+    def _on_publish(self, original, *args: Any) -> None:
+        original(*args)  # aiomqtt's own bookkeeping (nothing pending there: cheap)
+        self._inflight.discard(args[2])  # (client, userdata, mid, reason, properties)
+        self._acked.set()
+
+    def _on_disconnect(self, original, *args: Any) -> None:
+        original(*args)
+        self._lost = "the broker connection was lost"
+        self._acked.set()
 
     async def _connected(self) -> aiomqtt.Client:
         if self._client is None:
@@ -78,10 +121,14 @@ class MqttTelemetrySink:
                 self.config.host, self.config.port, identifier=self.client_id,
                 username=self.config.username, password=self._password,
                 keepalive=self.config.keepalive, tls_context=tls_context(self.config.tls),
-                max_inflight_messages=MAX_INFLIGHT, timeout=self._timeout)
-            # A whole batch is in flight at once, by design: no warning per message for that.
-            client.pending_calls_threshold = MAX_BATCH
+                max_inflight_messages=WINDOW, timeout=self._timeout)
             await client.__aenter__()  # the connection outlives this call: closed in close()
+            raw = client._client  # noqa: SLF001
+            on_publish, on_disconnect = raw.on_publish, raw.on_disconnect
+            raw.on_publish = lambda *args: self._on_publish(on_publish, *args)
+            raw.on_disconnect = lambda *args: self._on_disconnect(on_disconnect, *args)
+            self._inflight.clear()
+            self._lost = None
             self._client = client
             log.info("%s: connected to %s:%s as %s", self.name, self.config.host,
                      self.config.port, self.client_id)
@@ -89,6 +136,7 @@ class MqttTelemetrySink:
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
+        self._inflight.clear()
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)

@@ -19,6 +19,9 @@ its own pace, and what one sink has not confirmed stays on disk for it.
   are alone; those go to the outbox's quarantine (counted and logged) and the
   rest is written, so one bad row neither blocks the queue nor takes its
   neighbours with it.
+- New rows wake the runner (``notify``), and it sends them at once, before their
+  commit (see gateway.outbox.writer): what arrives while a batch is out goes in the
+  next one, so batches grow with the load and latency stays one round trip.
 - A backlog (rows committed more than ``BACKLOG_FLUSHES`` flush intervals ago and
   still unsent: after an outage or a restart) drains at most ``drain_rate_multiple``
   times the live ingest rate (at least ``drain_min_rate`` rows/s); live rows are
@@ -29,7 +32,6 @@ its own pace, and what one sink has not confirmed stays on disk for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Protocol
 
@@ -93,8 +95,8 @@ class SinkRunner:
         self.cursor = cursor
 
     def notify(self, head: int) -> None:
-        """New rows were committed up to ``head``."""
-        if head - self.cursor >= self.batch_size:
+        """New rows came, up to id ``head``: they can go out now (before their commit)."""
+        if head > self.cursor:
             self._ready.set()
 
     def lost(self, rows: int) -> None:
@@ -103,19 +105,16 @@ class SinkRunner:
 
     @property
     def lag(self) -> int:
-        """Rows committed after the cursor (an upper bound: dropped ids are counted)."""
-        return max(0, self.outbox.committed_id - self.cursor)
+        """Rows after the cursor, committed or not (an upper bound: dropped ids are counted)."""
+        return max(0, self.outbox.head - self.cursor)
 
     # -- the task --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Write batches until cancelled."""
         while True:
-            retrying = self.failing and self.lag  # a retry waits its backoff only
-            if self.lag < self.batch_size and not retrying:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.flush_interval):
-                        await self._ready.wait()
+            if not self.lag:  # woken by new rows, not by a timer
+                await self._ready.wait()
             self._ready.clear()
             if not self.lag:
                 continue
@@ -130,6 +129,10 @@ class SinkRunner:
                 self._failed(f"internal error: {exc!r}", bug=True)
                 await asyncio.sleep(self.retry_delay(exc))
                 continue
+            if not rows:  # the ids after the cursor were dropped, or are not readable yet
+                await self._ready.wait()  # (never a busy loop: the next add or commit wakes it)
+                continue
+            self._backoff.reset()
             await self._pace(rows, self._clock.monotonic() - started)
 
     def _failed(self, error: str, *, bug: bool = False) -> None:
@@ -184,6 +187,9 @@ class SinkRunner:
             items = [(r[1], r[2]) for r in kept]
         if items:
             refused = await self._write(ids, items)
+            if self.failing:  # the upstream took a batch: say so before anything else waits
+                log.info("%s: writing again, %d rows waiting", self.name, self.lag)
+                self.failing = False
             if refused:
                 await self._quarantine(refused, len(items))
             if self.failing:  # the one-row try got through: full batches from now on

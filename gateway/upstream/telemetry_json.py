@@ -16,13 +16,13 @@ as in the line protocol: JSON cannot carry them.
 
 from __future__ import annotations
 
-import json
 import math
 
+from gateway import json_safe
 from gateway.alarms.alarm import iso
 from gateway.readings import DeviceEvent, Reading
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps = json_safe.dumps  # the gateway's one way to write JSON: strict, compact, UTF-8
 
 
 class TelemetryEncoder:
@@ -30,19 +30,34 @@ class TelemetryEncoder:
 
     def __init__(self) -> None:
         self.skipped_values = 0
+        # Per reading this is on the hot path (20,000 a second on a large site): the
+        # fixed parts are cached, and the readings of one poll share their timestamp.
+        self._heads: dict[tuple[str, int | None], str] = {}
+        self._keys: dict[str, str] = {}
+        self._ts: tuple[float, str] = (math.nan, "")
 
     def reading(self, reading: Reading) -> str:
-        """One reading as JSON."""
-        values = reading.values
-        if not all(map(math.isfinite, values.values())):
-            values = {k: v for k, v in values.items() if math.isfinite(v)}
-            self.skipped_values += len(reading.values) - len(values)
-        doc: dict[str, object] = {"device": reading.device}
-        if reading.channel is not None:
-            doc["channel"] = reading.channel
-        doc["ts"] = iso(reading.ts)
-        doc["values"] = values
-        return _dumps(doc)
+        """One reading as JSON (the same text ``json`` would give, built faster)."""
+        keys = self._keys
+        parts = []
+        for name, value in reading.values.items():
+            if not math.isfinite(value):
+                self.skipped_values += 1
+                continue
+            key = keys.get(name)
+            if key is None:
+                key = keys[name] = _dumps(str(name))
+            parts.append(f"{key}:{float(value)!r}")
+        head = self._heads.get((reading.device, reading.channel))
+        if head is None:
+            head = '{"device":' + _dumps(reading.device)
+            if reading.channel is not None:
+                head += f',"channel":{int(reading.channel)}'
+            head = self._heads[(reading.device, reading.channel)] = head + ',"ts":"'
+        ts = reading.ts
+        if ts != self._ts[0]:
+            self._ts = (ts, iso(ts))
+        return f'{head}{self._ts[1]}","values":{{{",".join(parts)}}}}}'
 
     def event(self, event: DeviceEvent) -> str:
         """One device event as JSON (attributes JSON cannot carry are given as text)."""
