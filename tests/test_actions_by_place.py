@@ -3,6 +3,8 @@ that room (real Modbus cabinets), and an output switched on for a while (a siren
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from harness import running_gateway, wait_until, write_site
@@ -97,3 +99,16 @@ async def test_a_new_trigger_restarts_the_time():
     runner.submit("siren", 1, "relay", 1, revert_after=0.3, revert_value=0)  # before time is up
     await runner.wait_idle()
     assert siren.writes == [(1, "relay", 1.0), (1, "relay", 1.0), (1, "relay", 0.0)]
+
+
+async def test_a_stop_does_not_wait_for_a_timed_output_to_switch_back():
+    from gateway.runtime.actions import ActionRunner
+
+    siren = _Recorder()
+    runner = ActionRunner(drivers={"siren": siren}, on_failure=lambda *a: None)
+    runner.submit("siren", 1, "relay", 1, revert_after=3600, revert_value=0)
+    await wait_until(lambda: siren.writes == [(1, "relay", 1.0)], 2, "on")
+    async with asyncio.timeout(2):  # not the hour
+        await runner.wait_idle(timed=False)
+    await runner.cancel()
+    assert siren.writes == [(1, "relay", 1.0)]  # left as it is at the stop

@@ -87,10 +87,15 @@ class ActionRunner:
         log.error("%s: write %s=%s on channel %s failed: %s", device, field, value, channel, error)
         self._on_failure(device, channel, field, error)
 
-    async def wait_idle(self) -> None:
-        """Wait for writes under way (used at shutdown and by tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def wait_idle(self, *, timed: bool = True) -> None:
+        """Wait for writes under way (used at shutdown and by tests); with ``timed=False``
+        not for the switch-back of a timed output (a siren's minute must not hold up a
+        stop: ``cancel()`` then ends it, and the output stays as it is)."""
+        while True:
+            waiting = self._tasks if timed else self._tasks - set(self._reverts.values())
+            if not waiting:
+                return
+            await asyncio.gather(*list(waiting), return_exceptions=True)
 
     async def cancel(self) -> None:
         """Stop the writes still under way (at shutdown, once their time is up)."""

@@ -397,7 +397,7 @@ class Gateway:
             await self.outbox.flush()  # what the pipeline took is committed: accepted
         try:
             async with asyncio.timeout(SHUTDOWN_FLUSH_SECONDS):
-                await self.actions.wait_idle()
+                await self.actions.wait_idle(timed=False)
                 for sink in self.sinks:
                     try:
                         await sink.flush()
