@@ -4,6 +4,7 @@
 #   bash scripts/mutation.sh                  # every group below, one after the other
 #   bash scripts/mutation.sh rules outbox     # only these groups
 #   bash scripts/mutation.sh --list           # the groups and what they mutate
+#   MUTMUT_MAX_CHILDREN=1 bash scripts/mutation.sh rules   # one test process (a shared machine)
 #
 # mutmut (configured in pyproject.toml, [tool.mutmut]) copies gateway/ into mutants/,
 # changes one operator, constant or call at a time and runs the fast tests that reach
@@ -53,7 +54,7 @@ rc=0
 for g in "${groups[@]}"; do
     printf '==> %s: mutmut run %s\n' "$g" "${TARGETS[$g]}"
     # shellcheck disable=SC2086  # the patterns are meant to split into separate arguments
-    "$VENV/bin/mutmut" run ${TARGETS[$g]} >"mutants/run-$g.log" 2>&1 \
+    "$VENV/bin/mutmut" run ${MUTMUT_MAX_CHILDREN:+--max-children "$MUTMUT_MAX_CHILDREN"} ${TARGETS[$g]} >"mutants/run-$g.log" 2>&1 \
         || { echo "mutmut failed; see mutants/run-$g.log" >&2; tail -20 "mutants/run-$g.log" >&2; exit 1; }
     # shellcheck disable=SC2086
     "$VENV/bin/python" scripts/mutation_score.py ${TARGETS[$g]} || rc=1
