@@ -6,13 +6,17 @@ One alarm per gateway (rule ``gateway_offline``, device = the site id, kind
 ``gateway``), located at the site's place so the filters by level find it. A site
 whose status the hub has not learned yet (just after a start) is left as it is:
 neither raised nor cleared.
+
+``details.last_seen`` is the gateway's own timestamp on the newest of its retained
+``health`` and ``info``: the same on every replica of the hub, it identifies the
+occurrence in the webhooks' Idempotency-Key (gateway.hub.replicas).
 """
 
 from __future__ import annotations
 
 from gateway.alarms.manager import AlarmManager
 from gateway.hub.config import HubAlarms
-from gateway.hub.live import OFFLINE, ONLINE, SILENT, LivePicture
+from gateway.hub.live import OFFLINE, ONLINE, SILENT, LivePicture, SiteState, parse_ts
 
 RULE = "gateway_offline"
 KIND = "gateway"
@@ -42,7 +46,15 @@ class GatewayWatch:
                 self._alarms.activate(
                     rule=RULE, severity=self._config.severity, device=site.site, kind=KIND,
                     channel=None, location=location, message=message, value=None, ts=now,
-                    details={"gateway": state})
+                    details={"gateway": state, "last_seen": last_seen(site)})
             elif state == ONLINE:
                 self._alarms.deactivate(rule=RULE, device=site.site, channel=None, value=None,
                                         ts=now)
+
+
+def last_seen(site: SiteState) -> str | None:
+    """The newest of the gateway's own ``ts`` in its retained health and info, as sent."""
+    stamps = [(parse_ts(d.get("ts")), d.get("ts")) for d in (site.health, site.info)
+              if isinstance(d, dict)]
+    stamps = [(t, text) for t, text in stamps if t is not None]
+    return max(stamps)[1] if stamps else None
