@@ -117,8 +117,9 @@ class Hub:
             self.replicas.on_message(topic, payload)
             return
         for event in self.live.handle(topic, payload):
-            self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw)
-            if self.console_alarms is not None:
+            self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw,
+                             retained=event.retained)
+            if self.console_alarms is not None and not event.retained:
                 self.console_alarms.on_event(event)
         if self.commands is not None:
             self.commands.on_message(topic, payload)
