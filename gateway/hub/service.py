@@ -30,6 +30,7 @@ from gateway.hub.live import LivePicture
 from gateway.hub.replicas import Replicas, delivery_key
 from gateway.hub.view import HubAlarmsView
 from gateway.hub.watch import GatewayWatch
+from gateway.operations.systemd import SystemdNotifier, keep_alive
 from gateway.views import Views
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,12 @@ log = logging.getLogger(__name__)
 class Hub:
     """Everything one hub runs; ``await run()`` until cancelled."""
 
-    def __init__(self, config: HubConfig, *, clock=None):
+    def __init__(self, config: HubConfig, *, clock=None, notifier: SystemdNotifier | None = None):
         self.config = config
         self.clock = clock or SystemClock()
+        # Under systemd (deploy/community-gateway-hub.service, Type=notify): READY=1 once
+        # the state is open, the watchdog pinged while the event loop runs.
+        self.notifier = notifier if notifier is not None and notifier.enabled else None
         self.live = LivePicture(prefix=config.broker.prefix, scope=config.scope, clock=self.clock)
         self.history = HubHistory(path=config.history_path,
                                   retention_days=config.history.retention_days, clock=self.clock)
@@ -159,10 +163,27 @@ class Hub:
                     tg.create_task(webhook.run(), name=f"webhook[{i}]")
                 if self.http is not None:
                     tg.create_task(self.http.run(), name="hub-http")
+                if self.notifier is not None:
+                    tg.create_task(self._systemd(), name="hub-systemd")
         finally:
+            if self.notifier is not None:
+                self.notifier.stopping()
             await self.alarm_store.close()
             await self.history.close()
             log.info("hub %s stopped", self.config.hub.id)
+
+    async def _systemd(self) -> None:
+        assert self.notifier is not None
+        await asyncio.sleep(0)  # every task has started
+        self.notifier.ready(self.status_line())
+        await keep_alive(self.notifier, problem=lambda: None, status=self.status_line)
+
+    def status_line(self) -> str:
+        """What ``systemctl status`` shows."""
+        role = "sends webhooks" if self.replicas.is_sender else "webhooks on standby"
+        return (f"{len(self.live.in_scope())} sites, mqtt "
+                f"{'connected' if self.link.connected else 'not connected'}, "
+                f"{len(self.alarms.open_alarms())} hub alarms open, {role}")
 
     async def _timers(self) -> None:
         """Gateways offline or silent, then the hub alarms' shelving and escalation."""
