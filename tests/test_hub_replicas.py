@@ -132,6 +132,32 @@ async def test_a_held_sender_keeps_shared_entries_until_told_or_released() -> No
         await runner.cleanup()
 
 
+async def test_a_peer_whose_will_was_lost_is_taken_as_gone_once_it_falls_silent() -> None:
+    """A will can be lost with a broker node: a peer not heard for three heartbeats no
+    longer holds this replica back; one whose heartbeats keep coming does."""
+    from gateway.hub.replicas import Replicas
+
+    replicas = Replicas(prefix="community", hub_id="north-room", client_id="hub-b",
+                        heartbeat=0.05)
+    online = json.dumps({"state": "online"}).encode()
+    replicas.on_message("community/_hub/north-room/replicas/hub-a", online)
+    replicas.on_message("community/_hub/north-room/replicas/hub-c", online)
+    assert replicas.peers == {"hub-a", "hub-c"} and not replicas.update(True)
+
+    def hub_c_beats_and_hub_a_is_silent() -> bool:
+        replicas.on_message("community/_hub/north-room/replicas/hub-c", online)
+        return replicas.update(True)
+
+    await wait_until(hub_c_beats_and_hub_a_is_silent, 5, "hub-a taken as gone")
+    assert replicas.peers == {"hub-c"} and replicas.is_sender
+    # a will (or an emptied retained presence) takes a peer off at once
+    replicas.on_message("community/_hub/north-room/replicas/hub-a", online)
+    assert not replicas.update(True)
+    replicas.on_message("community/_hub/north-room/replicas/hub-a", b"")
+    assert replicas.update(True) and replicas.peers == {"hub-c"}
+    assert not replicas.update(False)  # never the sender while cut off
+
+
 # -- two hubs, one broker, one receiver -----------------------------------------------------
 
 

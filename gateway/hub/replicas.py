@@ -8,6 +8,9 @@ must send, the others stand by. Each replica keeps a retained presence message,
 the replica with the lowest client id among those online; a replica is never the
 sender while it is itself cut off or rebuilding its picture. When the sender goes
 offline, the broker publishes its will and the next replica takes over within a tick.
+A will can be lost (an EMQX node that dies takes its clients' wills with it), so each
+replica also repeats its presence every ``keepalive`` seconds, and a peer not heard
+for ``STALE_AFTER`` of those is taken as offline.
 
 The others queue the same transitions but hold them (``WebhookSender.hold``). The
 sender announces each delivery on ``{prefix}/_hub/{hub id}/delivered`` (QoS 1, not
@@ -27,6 +30,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 # Transitions every replica derives alike from the broker (gateways' state, timers).
 SHARED_EVENTS = frozenset({"raised", "repeated", "cleared", "condition_cleared", "escalated"})
 MAX_ANNOUNCEMENTS = 10_000  # deliveries waiting for the broker, at most (then counted, dropped)
+STALE_AFTER = 3  # heartbeats missed before a peer is taken as gone (its will lost)
 REMEMBERED = 10_000  # keys another replica delivered, kept for a transition this one makes later
 
 
@@ -70,7 +75,7 @@ def delivery_key(hub_id: str, t: Transition) -> tuple[str, bool]:
 class Replicas:
     """This replica's view of its peers, and the hold on its webhooks."""
 
-    def __init__(self, *, prefix: str, hub_id: str, client_id: str):
+    def __init__(self, *, prefix: str, hub_id: str, client_id: str, heartbeat: float = 30.0):
         self.hub_id = hub_id
         self.client_id = client_id
         base = f"{prefix}/_hub/{hub_id}"
@@ -79,6 +84,8 @@ class Replicas:
         self.delivered_topic = f"{base}/delivered"
         self.senders: dict[str, WebhookSender] = {}  # by endpoint key
         self.peers: set[str] = set()  # the other replicas online, by client id
+        self.heartbeat = heartbeat
+        self._heard: dict[str, float] = {}  # peer -> when it was last heard (monotonic)
         self.is_sender = False
         self.takeovers = 0
         self.announce_dropped = 0
@@ -102,6 +109,7 @@ class Replicas:
         """Subscribe to the peers' presence and deliveries, then say this one is online.
         Called before the link's sync marker: the peers' retained presence is in by then."""
         self.peers.clear()
+        self._heard.clear()
         await client.subscribe(self.presence_prefix + "+", qos=1)
         await client.subscribe(self.delivered_topic, qos=1)
         await client.publish(self.presence_topic, self._presence("online"), qos=1, retain=True)
@@ -122,8 +130,10 @@ class Replicas:
             state = None
         if state == "online":
             self.peers.add(client_id)
+            self._heard[client_id] = time.monotonic()
         else:  # offline, emptied, or unreadable: not a sender to wait for
             self.peers.discard(client_id)
+            self._heard.pop(client_id, None)
         self.update(self._ready)
 
     # -- the decision ----------------------------------------------------------------------
@@ -131,6 +141,12 @@ class Replicas:
     def update(self, ready: bool) -> bool:
         """Decide again (``ready``: connected and rebuilt); hold or release the webhooks."""
         self._ready = ready
+        stale = time.monotonic() - STALE_AFTER * self.heartbeat
+        for peer in [p for p in self.peers if self._heard.get(p, 0.0) < stale]:
+            log.warning("hub %s: replica %s not heard for %g s; taken as offline", self.hub_id,
+                        peer, STALE_AFTER * self.heartbeat)
+            self.peers.discard(peer)
+            self._heard.pop(peer, None)
         sender = ready and all(self.client_id < peer for peer in self.peers)
         if sender != self.is_sender:
             self.is_sender = sender
@@ -158,6 +174,22 @@ class Replicas:
         return announce
 
     async def run(self, publish: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """Publish the deliveries and the heartbeat."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._announcements(publish), name="hub-replicas-delivered")
+            tg.create_task(self._heartbeats(publish), name="hub-replicas-heartbeat")
+
+    async def _heartbeats(self, publish: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """This replica's presence again every ``heartbeat`` s (not retained: the retained
+        one comes at each connect, the will replaces it)."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await publish(self.presence_topic, self._presence("online"))
+            except ConnectionError:
+                pass  # not connected: the peers see the will, or stop hearing this one
+
+    async def _announcements(self, publish: Callable[[str, bytes], Awaitable[None]]) -> None:
         """Publish the deliveries; one that cannot go now (no broker) is dropped and
         counted: a replica that takes over resends it, and the receiver dedups it."""
         while True:

@@ -61,7 +61,8 @@ class Hub:
         # Replicas of this hub (same hub id) agree on the broker which one sends webhooks;
         # each POST has an Idempotency-Key that is the same on every replica.
         self.replicas = Replicas(prefix=config.broker.prefix, hub_id=config.hub.id,
-                                 client_id=config.client_id)
+                                 client_id=config.client_id,
+                                 heartbeat=config.broker.keepalive)
         self.webhooks = []
         for i, w in enumerate(config.webhooks):
             webhook = WebhookSender(
