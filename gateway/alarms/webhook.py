@@ -236,7 +236,7 @@ class WebhookSender:
             if problem is None or problem.startswith("rejected"):
                 if self._queue and self._queue[0] is entry:
                     self._queue.popleft()
-                elif entry in self._queue:  # forgotten meanwhile: the sender delivered it too
+                else:  # while holding, this replica's own entries go past the held ones
                     self._queue.remove(entry)
                 if self._last.get(entry.alarm_id) is entry:
                     del self._last[entry.alarm_id]

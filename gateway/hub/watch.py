@@ -42,11 +42,15 @@ class GatewayWatch:
                 else:
                     message = (f"gateway {place['site_name']} silent: no health for "
                                f"{self._config.silent_after_intervals:g} intervals")
-                # While the condition holds this only refreshes the open alarm (no event).
+                # While the condition holds this only refreshes the open alarm (no event);
+                # last_seen stays as it was when this occurrence began, as on every replica.
+                open_now = self._alarms.find(RULE, site.site, None)
+                seen = open_now.details.get("last_seen") \
+                    if open_now is not None and open_now.condition else last_seen(site)
                 self._alarms.activate(
                     rule=RULE, severity=self._config.severity, device=site.site, kind=KIND,
                     channel=None, location=location, message=message, value=None, ts=now,
-                    details={"gateway": state, "last_seen": last_seen(site)})
+                    details={"gateway": state, "last_seen": seen})
             elif state == ONLINE:
                 self._alarms.deactivate(rule=RULE, device=site.site, channel=None, value=None,
                                         ts=now)
