@@ -4,6 +4,9 @@
 #
 #   sudo bash deploy/install.sh            install or upgrade; does not start anything
 #   sudo bash deploy/install.sh --start    ... and enable + (re)start the service
+#   sudo bash deploy/install.sh --hub      the hub instead (docs/hub.md): user
+#                                          community-gateway-hub, /etc/community-gateway-hub/hub.yaml,
+#                                          community-gateway-hub.service; the same venv
 #
 # What it does, each step skipped when already done:
 #   - Debian packages: python3-venv (and python3-pip's ensurepip);
@@ -19,8 +22,27 @@ VENV=$PREFIX/venv
 CONF=/etc/community-gateway
 UNIT=/etc/systemd/system/community-gateway.service
 SERVICE_USER=community-gateway
+SERVICE=community-gateway
+CONFIG_FILE=site.yaml
+EXAMPLE=configs/building-gateway.yaml
 START=no
-[ "${1:-}" = "--start" ] && START=yes
+HUB=no
+for arg in "$@"; do
+    case "$arg" in
+        --start) START=yes ;;
+        --hub) HUB=yes ;;
+        *) printf 'usage: install.sh [--hub] [--start]\n' >&2; exit 2 ;;
+    esac
+done
+if [ "$HUB" = yes ]; then
+    # The hub: its own user (no serial ports), config and state; the same program.
+    SERVICE_USER=community-gateway-hub
+    SERVICE=community-gateway-hub
+    CONF=/etc/community-gateway-hub
+    UNIT=/etc/systemd/system/community-gateway-hub.service
+    CONFIG_FILE=hub.yaml
+    EXAMPLE=configs/hub/subdistrict-hub.yaml
+fi
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -35,7 +57,13 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed"
 
-if ! getent passwd "$SERVICE_USER" >/dev/null; then
+if [ "$HUB" = yes ]; then
+    if ! getent passwd "$SERVICE_USER" >/dev/null; then
+        step "creating system user $SERVICE_USER"
+        useradd --system --user-group --no-create-home \
+            --home-dir /var/lib/community-gateway-hub --shell /usr/sbin/nologin "$SERVICE_USER"
+    fi
+elif ! getent passwd "$SERVICE_USER" >/dev/null; then
     step "creating system user $SERVICE_USER (group dialout for serial ports)"
     useradd --system --user-group --groups dialout --no-create-home \
         --home-dir /var/lib/community-gateway --shell /usr/sbin/nologin "$SERVICE_USER"
@@ -51,11 +79,22 @@ install -d -m 0755 "$PREFIX"
 
 step "config in $CONF (kept if present)"
 install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF"
-if [ ! -e "$CONF/site.yaml" ]; then
-    install -m 0640 -o root -g "$SERVICE_USER" "$SRC/configs/building-gateway.yaml" "$CONF/site.yaml"
+if [ ! -e "$CONF/$CONFIG_FILE" ]; then
+    install -m 0640 -o root -g "$SERVICE_USER" "$SRC/$EXAMPLE" "$CONF/$CONFIG_FILE"
     NEW_CONFIG=yes
 fi
-if [ ! -e "$CONF/secrets.env" ]; then
+if [ ! -e "$CONF/secrets.env" ] && [ "$HUB" = yes ]; then
+    umask 077
+    cat >"$CONF/secrets.env" <<'TXT'
+# Secrets for the community hub, as NAME=value lines; root only (mode 0600).
+# The hub file names them: password: {env: HUB_MQTT_PASSWORD}. Never put them in hub.yaml.
+#HUB_MQTT_PASSWORD=
+#HUB_WEBHOOK_TOKEN=
+#HUB_API_TOKEN=
+#HUB_COMMAND_KEY=
+TXT
+    chmod 0600 "$CONF/secrets.env"
+elif [ ! -e "$CONF/secrets.env" ]; then
     umask 077
     cat >"$CONF/secrets.env" <<'TXT'
 # Secrets for community-gateway, as NAME=value lines; root only (mode 0600).
@@ -69,29 +108,33 @@ TXT
 fi
 
 step "systemd unit $UNIT"
-install -m 0644 "$SRC/deploy/community-gateway.service" "$UNIT"
+if [ "$HUB" = yes ]; then
+    install -m 0644 "$SRC/deploy/community-gateway-hub.service" "$UNIT"
+else
+    install -m 0644 "$SRC/deploy/community-gateway.service" "$UNIT"
+fi
 systemd-analyze verify "$UNIT"
 systemctl daemon-reload
 
-step "checking $CONF/site.yaml"
+step "checking $CONF/$CONFIG_FILE"
 set -a
 # shellcheck disable=SC1091
 . "$CONF/secrets.env"
 set +a
-runuser -u "$SERVICE_USER" -- "$VENV/bin/community-gateway" check "$CONF/site.yaml" || true
+runuser -u "$SERVICE_USER" -- "$VENV/bin/community-gateway" check "$CONF/$CONFIG_FILE" || true
 
 if [ "$START" = yes ]; then
-    step "enabling and (re)starting community-gateway"
-    systemctl enable community-gateway
-    systemctl restart community-gateway
-    systemctl --no-pager status community-gateway || true
+    step "enabling and (re)starting $SERVICE"
+    systemctl enable "$SERVICE"
+    systemctl restart "$SERVICE"
+    systemctl --no-pager status "$SERVICE" || true
 else
     cat <<TXT
 
 Installed. Next:
-  1. edit $CONF/site.yaml${NEW_CONFIG:+ (a copy of configs/building-gateway.yaml)} and $CONF/secrets.env
-  2. check it:  sudo -u $SERVICE_USER $VENV/bin/community-gateway check $CONF/site.yaml
-  3. start it:  sudo systemctl enable --now community-gateway
-  4. watch it:  journalctl -u community-gateway -f   |   $VENV/bin/community-gateway tail
+  1. edit $CONF/$CONFIG_FILE${NEW_CONFIG:+ (a copy of $EXAMPLE)} and $CONF/secrets.env
+  2. check it:  sudo -u $SERVICE_USER $VENV/bin/community-gateway check $CONF/$CONFIG_FILE
+  3. start it:  sudo systemctl enable --now $SERVICE
+  4. watch it:  journalctl -u $SERVICE -f
 TXT
 fi

@@ -156,3 +156,42 @@ async def test_the_gateway_and_the_hub_work_under_the_acl(tmp_path, broker, monk
         assert gw.mqtt.commands_rejected == 0  # the camera's ack never arrived
         assert ("acked", "guard wang via hub-compound") in [(t.event, t.by) for t in transitions]
         assert not gw.alarms.open_alarms()
+
+
+async def test_hub_replicas_sync_and_see_each_other_under_the_acl(tmp_path, broker, caplog,
+                                                                   monkeypatch) -> None:
+    """The hub's own topics (community/_hub/...: its sync marker, the replicas' presence)
+    are allowed: the picture is rebuilt by the marker, not by its timeout, and each
+    replica sees the other."""
+    import contextlib
+    import logging
+
+    import yaml
+
+    from gateway.hub.config import load_hub_config
+    from gateway.hub.service import Hub
+
+    monkeypatch.setenv("TEST_ACL_HUB_PASSWORD", PASSWORDS["hub-compound"])
+    caplog.set_level(logging.WARNING, logger="gateway.hub")
+    hubs = []
+    for client_id in ("hub-a", "hub-b"):
+        path = tmp_path / f"{client_id}.yaml"
+        path.write_text(yaml.safe_dump({
+            "hub": {"id": "compound"}, "scope": {"all": True},
+            "state_dir": str(tmp_path / client_id),
+            "broker": {"host": "127.0.0.1", "port": broker.port, "client_id": client_id,
+                       "username": "hub-compound",
+                       "password": {"env": "TEST_ACL_HUB_PASSWORD"}}}))
+        hubs.append(Hub(load_hub_config(path)))
+    tasks = [asyncio.create_task(hub.run()) for hub in hubs]
+    a, b = hubs
+    try:
+        await wait_until(lambda: a.replicas.peers == {"hub-b"} and b.replicas.peers == {"hub-a"},
+                         15, "each replica seeing the other")
+        await wait_until(lambda: a.link.synced.is_set() and b.link.synced.is_set(), 15, "synced")
+        assert not [r for r in caplog.records if "sync marker" in r.getMessage()]
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -4,6 +4,7 @@ communities (retained state and events up; commands down, as docs/hub.md configu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
@@ -81,3 +82,80 @@ async def test_two_bridged_communities_reach_one_subdistrict_hub(tmp_path) -> No
                 async with running_hub(late) as again:
                     assert {r["site"] for r in again.view.open_alarms()} == {"n-b1", "s-b7"}
                     assert {s.site for s in again.live.in_scope()} == {"n-b1", "s-b7"}
+
+
+def documented_bridge_topics() -> list[str]:
+    """The ``topic`` lines of the bridge in docs/hub.md, as written there."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "hub.md").read_text()
+    block = doc.split("connection to-subdistrict\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("topic ")]
+
+
+async def test_the_documented_bridge_carries_what_the_hub_uses(tmp_path) -> None:
+    """Each topic the hub reads goes up (retained ones still retained), commands come down,
+    refusals go up; the hub's own _hub/ topics stay on their broker."""
+    import aiomqtt
+
+    topics = documented_bridge_topics()
+    assert "topic community/+/alarms/+/+/error out 1" in topics
+    with contextlib.ExitStack() as stack:
+        subdistrict = Mosquitto()
+        stack.callback(subdistrict.close)
+        subdistrict.start()
+        community = Mosquitto(extra_config=[
+            "connection to-subdistrict", f"address 127.0.0.1:{subdistrict.port}",
+            "cleansession false", "remote_clientid bridge-doc", *topics])
+        stack.callback(community.close)
+        community.start()
+        up = {"community/n-b1/info": True, "community/n-b1/status": True,
+              "community/n-b1/health": True, "community/n-b1/alarms/a1": True,
+              "community/n-b1/alarm_events": False,
+              "community/n-b1/alarms/a1/ack/error": False}
+        local = "community/_hub/hub-north/sync"
+        async with aiomqtt.Client("127.0.0.1", subdistrict.port) as top, \
+                aiomqtt.Client("127.0.0.1", community.port) as bottom:
+            await top.subscribe("community/#", qos=1)
+            await bottom.subscribe("community/+/alarms/+/+", qos=1)
+            got: dict[str, bool] = {}  # topic -> retain flag (0 for a live delivery)
+            down: list[str] = []
+
+            async def collect(client, sink) -> None:
+                async for message in client.messages:
+                    sink(message)
+
+            readers = [asyncio.create_task(collect(top, lambda m: got.setdefault(
+                           m.topic.value, m.retain))),
+                       asyncio.create_task(collect(bottom, lambda m: down.append(m.topic.value)))]
+            try:
+                # wait for the bridge: a probe goes up once it is connected
+                async def bridged() -> bool:
+                    await bottom.publish("community/probe/info", b"{}", qos=1, retain=True)
+                    return "community/probe/info" in got
+                deadline = asyncio.get_running_loop().time() + 20
+                while not await bridged():
+                    assert asyncio.get_running_loop().time() < deadline, "bridge never came up"
+                    await asyncio.sleep(0.1)
+                for topic, retain in up.items():
+                    await bottom.publish(topic, b"{}", qos=1, retain=retain)
+                await bottom.publish(local, b"marker", qos=1)
+                await top.publish("community/n-b1/alarms/a1/ack", b"{}", qos=1)
+                await wait_until(lambda: set(up) <= set(got) and down, 10, "both ways")
+                assert "community/n-b1/alarms/a1/ack" in down
+            finally:
+                for reader in readers:
+                    reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.gather(*readers)
+        assert local not in got
+        # a subscriber that comes later gets the retained state from the subdistrict broker
+        async with aiomqtt.Client("127.0.0.1", subdistrict.port) as late:
+            await late.subscribe("community/n-b1/#", qos=1)
+            seen = set()
+            async with asyncio.timeout(10):
+                async for message in late.messages:
+                    assert message.retain
+                    seen.add(message.topic.value)
+                    if seen >= {t for t, retain in up.items() if retain}:
+                        break

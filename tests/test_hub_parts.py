@@ -259,7 +259,8 @@ async def test_gateway_watch_and_the_view_of_hub_alarms(tmp_path: Path) -> None:
     watch.check(clock.time())
     [hub_alarm] = alarms.open_alarms()
     assert (hub_alarm.device, hub_alarm.kind, hub_alarm.details) == ("n1", "gateway",
-                                                                      {"gateway": "offline"})
+                                                                      {"gateway": "offline",
+                                                                       "last_seen": None})
     rows = view.open_alarms()
     # unacknowledged urgent first, then the others by severity
     assert [(r["site"], r["id"], r["origin"]) for r in rows] == [

@@ -21,6 +21,15 @@ oldest. The webhook is a side channel: the alarms themselves are never dropped
 With a ``journal`` (the alarm state file), every queued entry is saved there and
 deleted once delivered, refused or dropped, so a restart resends what the
 receiver had not taken (``restore``), in order.
+
+The hub (several replicas of one hub, one of which sends) passes ``delivery_key``:
+each POST then carries an ``Idempotency-Key`` header that is the same on every
+replica, and ``shared`` says which transitions every replica produces. While
+``hold(True)`` (a replica that is not the sender) those are kept queued, not sent,
+until ``forget(key)`` (the sender delivered it) or ``hold(False)`` (this replica
+took over: what the sender had not confirmed goes, the receiver deduplicating by
+key). ``on_done(key)`` is called for each entry delivered or refused. The
+gateway passes none of these: its POSTs are as they always were.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -63,6 +72,8 @@ class _Entry:
     event: str
     body: bytes
     seq: int
+    key: str | None = None  # the Idempotency-Key, when the sender was given delivery_key
+    shared: bool = False  # held back while hold(True): another replica sends it
 
 
 class WebhookSender:
@@ -70,7 +81,9 @@ class WebhookSender:
 
     def __init__(self, *, config: WebhookConfig, token: str | None = None,
                  journal: Journal | None = None, key: str | None = None,
-                 max_pending: int = MAX_PENDING):
+                 max_pending: int = MAX_PENDING,
+                 delivery_key: Callable[[Transition], tuple[str, bool]] | None = None,
+                 on_done: Callable[[str], None] | None = None):
         self.config = config
         self.url = config.url
         # The endpoint's name in the journal: a hash, since the URL may hold a secret.
@@ -90,12 +103,17 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._seq = 0
         self._overflowing = False
+        # The hub's replicas: (Idempotency-Key, shared by every replica) of a transition.
+        self._delivery_key = delivery_key
+        self._on_done = on_done
+        self._holding = False
         self.sent = 0
         self.failures = 0
         self.rejected = 0
         self.coalesced = 0
         self.dropped = 0  # entries dropped for max_pending
         self.restored = 0  # entries taken back from the journal at the start
+        self.forgotten = 0  # held entries another replica delivered
 
     @property
     def pending(self) -> int:
@@ -113,16 +131,17 @@ class WebhookSender:
             return
         alarm_id = str(alarm["id"])
         body = json_safe.dumps(t.to_json(), compact=False, ensure_ascii=True).encode()
+        key, shared = self._delivery_key(t) if self._delivery_key is not None else (None, False)
         last = self._last.get(alarm_id)
         if (last is not None and last is not self._sending and last.event == t.event
-                and t.event in _COALESCED):
+                and t.event in _COALESCED and key is None):
             last.body = body
             self.coalesced += 1
             if self.journal is not None:
                 self.journal.webhook_saved(self.key, last.seq, alarm_id, last.event, body, new=False)
             return
         self._seq += 1
-        entry = _Entry(alarm_id, t.event, body, self._seq)
+        entry = _Entry(alarm_id, t.event, body, self._seq, key, shared)
         self._queue.append(entry)
         self._last[alarm_id] = entry
         if self.journal is not None:
@@ -206,20 +225,26 @@ class WebhookSender:
     async def _deliver(self, session: aiohttp.ClientSession, backoff: Backoff) -> None:
         failing = False
         while True:
-            if not self._queue:
+            entry = self._next()
+            if entry is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            entry = self._sending = self._queue[0]
+            self._sending = entry
             problem = await self._post(session, entry)
             self._sending = None
             if problem is None or problem.startswith("rejected"):
-                self._queue.popleft()
+                if self._queue and self._queue[0] is entry:
+                    self._queue.popleft()
+                else:  # while holding, this replica's own entries go past the held ones
+                    self._queue.remove(entry)
                 if self._last.get(entry.alarm_id) is entry:
                     del self._last[entry.alarm_id]
                 self._forget(entry)
                 if len(self._queue) < self.max_pending // 2:
                     self._overflowing = False
+                if entry.key is not None and self._on_done is not None:
+                    self._on_done(entry.key)
                 if problem is None:
                     self.sent += 1
                 else:
@@ -239,10 +264,40 @@ class WebhookSender:
                 failing = True
             await asyncio.sleep(backoff.next_delay())
 
+    def _next(self) -> _Entry | None:
+        """The entry to send now: the oldest, or while holding the oldest not shared."""
+        if not self._holding:
+            return self._queue[0] if self._queue else None
+        return next((e for e in self._queue if not e.shared), None)
+
+    def hold(self, holding: bool) -> None:
+        """Keep the shared entries queued, unsent (another replica is the sender), or not."""
+        if holding != self._holding:
+            self._holding = holding
+            self._wake.set()
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    def forget(self, key: str) -> bool:
+        """The sender delivered the entry with this key: drop it here (if queued, not being
+        sent). True when one was dropped."""
+        for entry in self._queue:
+            if entry.key == key and entry is not self._sending:
+                self._queue.remove(entry)
+                if self._last.get(entry.alarm_id) is entry:
+                    del self._last[entry.alarm_id]
+                self._forget(entry)
+                self.forgotten += 1
+                return True
+        return False
+
     async def _post(self, session: aiohttp.ClientSession, entry: _Entry) -> str | None:
         """None when delivered; else what went wrong ("rejected ..." for good)."""
+        headers = {"Idempotency-Key": entry.key} if entry.key is not None else None
         try:
-            async with session.post(self.url, data=entry.body) as response:
+            async with session.post(self.url, data=entry.body, headers=headers) as response:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -40,9 +40,16 @@ def run_hub(path: str, run_until_signal) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
 
+    from gateway.operations.systemd import SystemdNotifier
+
+    notifier = SystemdNotifier.from_environment()
+
     async def serve() -> None:
         from gateway.hub.service import Hub
 
-        await Hub(config).run()
+        try:
+            await Hub(config, notifier=notifier).run()
+        finally:
+            notifier.close()
 
     return run_until_signal(serve())

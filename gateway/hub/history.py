@@ -7,6 +7,11 @@ site's place (subdistrict, community, compound) and the alarm's building, kind,
 severity and device, so the history is searched by any level of the hierarchy.
 Rows older than ``retention_days`` are deleted at start and hourly.
 
+An alarm the hub found already open in the gateway's retained state (raised before
+the hub first subscribed) gets one row with event ``retained`` at its ``first_ts``
+(``add(..., retained=True)``), written only when the history has no row of that
+alarm at all: a reconnect, a restart or an alarm the hub saw raised adds nothing.
+
 Writes are batched (one transaction per batch, on a worker thread); a failed
 write keeps the batch and retries, so nothing is lost while the disk recovers.
 """
@@ -58,6 +63,10 @@ CREATE INDEX IF NOT EXISTS transitions_site ON transitions (site, ts_epoch);
 _INSERT = ("INSERT OR IGNORE INTO transitions (site, alarm_id, event, ts, ts_epoch, subdistrict, "
            "community, compound, building, device, kind, severity, rule, state, by, note, message, "
            "origin, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+# The same row, only if the history has nothing of that alarm (site, alarm id) yet.
+_INSERT_IF_NEW = (_INSERT.replace(") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                  ") SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+                                  "(SELECT 1 FROM transitions WHERE site = ? AND alarm_id = ?)"))
 _FILTERS = {  # query parameter -> SQL condition
     "site": "site = ?", "subdistrict": "subdistrict = ?", "community": "community = ?",
     "compound": "compound = ?", "building": "building = ?", "kind": "kind = ?",
@@ -178,9 +187,10 @@ class HubHistory:
     # -- writing ---------------------------------------------------------------------------
 
     def add(self, *, site: str, place: dict[str, Any], body: dict[str, Any],
-            origin: str = "gateway", raw: bytes | None = None) -> None:
+            origin: str = "gateway", raw: bytes | None = None, retained: bool = False) -> None:
         """Queue one transition (the JSON of ``alarm_events``) of ``site``; ``raw``: the
-        same as received, kept as is."""
+        same as received, kept as is. ``retained``: an alarm found open, kept only if the
+        history has no row of it."""
         alarm = body.get("alarm")
         ts = body.get("ts")
         epoch = parse_ts(ts)
@@ -191,7 +201,7 @@ class HubHistory:
             return
         location = alarm.get("location") if isinstance(alarm.get("location"), dict) else {}
         severity = alarm.get("severity")
-        self._pending.append((
+        self._pending.append((_IfNew if retained else tuple)((
             site, str(alarm["id"]), str(body.get("event")), ts, epoch, place.get("subdistrict"),
             place.get("community"), place.get("compound"), _text(location.get("building")),
             _text(alarm.get("device")), _text(alarm.get("kind")),
@@ -199,7 +209,7 @@ class HubHistory:
             _text(alarm.get("state")), _text(body.get("by")), _text(body.get("note")),
             _text(alarm.get("message")), origin,
             raw.decode("utf-8", "replace") if raw is not None
-            else json.dumps(body, separators=(",", ":"))))
+            else json.dumps(body, separators=(",", ":")))))
         self._idle.clear()
         self._wake.set()
 
@@ -253,7 +263,10 @@ class HubHistory:
         before = db.total_changes
         db.execute("BEGIN")
         try:
-            db.executemany(_INSERT, batch)
+            db.executemany(_INSERT, [row for row in batch if type(row) is tuple])
+            # after the transitions of the same batch: an alarm seen raised is not "found"
+            db.executemany(_INSERT_IF_NEW, [(*row, row[0], row[1]) for row in batch
+                                            if type(row) is _IfNew])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -315,3 +328,7 @@ class HubHistory:
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
+
+
+class _IfNew(tuple):
+    """A queued row written only when the history has no row of its alarm yet."""

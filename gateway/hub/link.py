@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 
@@ -43,7 +43,9 @@ class HubLink:
 
     def __init__(self, *, config: HubBroker, client_id: str, password: str | None,
                  on_message: Callable[[str, bytes], None], begin_sync: Callable[[], None],
-                 end_sync: Callable[[], int], commands: bool = False):
+                 end_sync: Callable[[], int], commands: bool = False,
+                 will: aiomqtt.Will | None = None,
+                 on_connect: Callable[[aiomqtt.Client], Awaitable[None]] | None = None):
         self.config = config
         self.client_id = client_id
         self.prefix = config.prefix
@@ -53,6 +55,10 @@ class HubLink:
         self._end_sync = end_sync
         self.sync_topic = f"{config.prefix}/_hub/{client_id}/sync"
         self.subscriptions = SUBSCRIPTIONS + ((ERRORS,) if commands else ())
+        # The replicas' presence (gateway.hub.replicas): a last will, published at a clean
+        # stop too, and subscriptions made before the sync marker.
+        self.will = will
+        self._on_connect = on_connect
         self._client_now: aiomqtt.Client | None = None
         self.connected = False
         self.synced = asyncio.Event()  # set once the picture is rebuilt after a connect
@@ -74,7 +80,11 @@ class HubLink:
                     log.info("hub: MQTT connected to %s:%s as %s", self.config.host,
                              self.config.port, self.client_id)
                     self._client_now = client
-                    await self._serve(client)
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        await self._farewell(client)
+                        raise
             except Exception as exc:  # reconnects, whatever broke it
                 raise_if_stopping()
                 self.connected = False
@@ -103,12 +113,25 @@ class HubLink:
         except aiomqtt.MqttError as exc:
             raise ConnectionError(str(exc)) from None
 
+    async def _farewell(self, client: aiomqtt.Client) -> None:
+        """A clean disconnect sends no will: at a stop, publish it ourselves."""
+        if self.will is None:
+            return
+        try:
+            async with asyncio.timeout(1):
+                await client.publish(self.will.topic, self.will.payload, qos=self.will.qos,
+                                     retain=self.will.retain)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("hub: publishing %s at the stop failed: %s", self.will.topic,
+                        exc or type(exc).__name__)
+
     def _client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
             self.config.host, self.config.port, identifier=self.client_id,
             username=self.config.username, password=self._password,
             keepalive=self.config.keepalive, clean_session=False, timeout=10,
-            tls_context=tls_context(self.config.tls), max_queued_incoming_messages=0)
+            tls_context=tls_context(self.config.tls), max_queued_incoming_messages=0,
+            will=self.will)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._begin_sync()
@@ -117,6 +140,8 @@ class HubLink:
         await client.subscribe(self.sync_topic, qos=1)
         for suffix, qos in self.subscriptions:
             await client.subscribe(f"{self.prefix}/+/{suffix}", qos=qos)
+        if self._on_connect is not None:
+            await self._on_connect(client)
         await client.publish(self.sync_topic, marker, qos=1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SYNC_TIMEOUT

@@ -9,6 +9,11 @@ away: its retained topic was emptied) is swept (``begin_sync`` / ``end_sync``).
 A site is in scope by the hierarchy in its ``info``. Until its info arrives, its
 messages are held (events bounded) and then kept or dropped by its scope; a site
 out of scope keeps nothing but its hierarchy.
+
+An alarm already open when the hub first sees it (in the retained state of a
+rebuild, or held until its site's info came) has no transition the hub saw: it is
+handed on as a ``retained`` event (``Event.retained``), so the history has a row
+for it (gateway.hub.history keeps it only when it has nothing of that alarm yet).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ MAX_HELD_EVENTS = 1000  # per site whose info has not arrived yet
 URGENT = 1  # severity at or below which an alarm is urgent (1, or 0 once escalated)
 
 ONLINE, OFFLINE, SILENT, UNKNOWN = "online", "offline", "silent", "unknown"
+RETAINED = "retained"  # the history's event for an alarm found open, not seen raised
 
 
 def parse_ts(text: object) -> float | None:
@@ -96,6 +102,7 @@ class Event:
     place: dict[str, Any]
     body: dict[str, Any]
     raw: bytes | None = None  # the payload as received, stored as is (no second encoding)
+    retained: bool = False  # an alarm found open in retained state, not a transition seen
 
 
 class LivePicture:
@@ -172,7 +179,7 @@ class LivePicture:
             return []
         kind, _, alarm_id = rest.partition("/")
         if kind == "alarms" and alarm_id and "/" not in alarm_id:
-            self._alarm(site, alarm_id, payload)
+            return self._alarm(site, alarm_id, payload)
         return []  # commands and their errors, telemetry: not the hub's business
 
     def _info(self, site: SiteState, payload: bytes) -> list[Event]:
@@ -195,6 +202,11 @@ class LivePicture:
             return []
         held = [Event(site.site, site.place(), e, raw) for e, raw in site.held_events]
         site.held_events.clear()
+        if was is not True:  # alarms kept while its scope was unknown, their raise not held
+            seen = {e.body["alarm"].get("id") for e in held}
+            found = (_found_open(site, alarm) for alarm_id, alarm in site.alarms.items()
+                     if alarm_id not in seen)
+            held += [event for event in found if event is not None]
         return held
 
     def _event(self, site: SiteState, payload: bytes) -> list[Event]:
@@ -222,19 +234,26 @@ class LivePicture:
         # while the hub was away says so by its last will (status offline), not by its health.
         site.health_at = self._clock.time()
 
-    def _alarm(self, site: SiteState, alarm_id: str, payload: bytes) -> None:
+    def _alarm(self, site: SiteState, alarm_id: str, payload: bytes) -> list[Event]:
         if not payload:
             site.alarms.pop(alarm_id, None)
-            return
+            return []
         alarm = self._json(site, f"alarms/{alarm_id}", payload)
         if alarm is None:
-            return
+            return []
         if alarm.get("state") == "closed":
             site.alarms.pop(alarm_id, None)
-            return
+            return []
+        new = alarm_id not in site.alarms
         site.alarms[alarm_id] = alarm
         if self._syncing is not None:
             self._syncing.add((site.site, alarm_id))
+            # New to the picture during a rebuild: retained state from before this
+            # connect (outside it, a new alarm comes with its own raised event).
+            if new and site.in_scope:
+                found = _found_open(site, alarm)
+                return [found] if found is not None else []
+        return []
 
     def _json(self, site: SiteState, what: str, payload: bytes) -> dict[str, Any] | None:
         try:
@@ -253,3 +272,13 @@ class LivePicture:
             self._skipped_sites.add(site.site)
             log.warning("site %s: %s skipped (%s); further bad messages are only counted",
                         site.site, what, why)
+
+
+def _found_open(site: SiteState, alarm: dict[str, Any]) -> Event | None:
+    """The history's row for an alarm found open: when it was raised, as the gateway kept it."""
+    ts = alarm.get("first_ts") if parse_ts(alarm.get("first_ts")) is not None \
+        else alarm.get("last_ts")
+    if parse_ts(ts) is None:
+        return None
+    return Event(site.site, site.place(), {"event": RETAINED, "ts": ts, "alarm": alarm},
+                 retained=True)

@@ -14,7 +14,7 @@ import logging
 from gateway.alarms.signing import check_secret
 from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.store import AlarmStore, StateFileError
-from gateway.alarms.webhook import WebhookSender
+from gateway.alarms.webhook import WebhookSender, endpoint_key
 from gateway.clock import SystemClock
 from gateway.errors import ConfigError
 from gateway.hub.api import HubHttpServer, build_app, health_body
@@ -27,8 +27,10 @@ from gateway.hub.config import HubConfig
 from gateway.hub.history import HubHistory
 from gateway.hub.link import HubLink
 from gateway.hub.live import LivePicture
+from gateway.hub.replicas import Replicas, delivery_key
 from gateway.hub.view import HubAlarmsView
 from gateway.hub.watch import GatewayWatch
+from gateway.operations.systemd import SystemdNotifier, keep_alive
 from gateway.views import Views
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,12 @@ log = logging.getLogger(__name__)
 class Hub:
     """Everything one hub runs; ``await run()`` until cancelled."""
 
-    def __init__(self, config: HubConfig, *, clock=None):
+    def __init__(self, config: HubConfig, *, clock=None, notifier: SystemdNotifier | None = None):
         self.config = config
         self.clock = clock or SystemClock()
+        # Under systemd (deploy/community-gateway-hub.service, Type=notify): READY=1 once
+        # the state is open, the watchdog pinged while the event loop runs.
+        self.notifier = notifier if notifier is not None and notifier.enabled else None
         self.live = LivePicture(prefix=config.broker.prefix, scope=config.scope, clock=self.clock)
         self.history = HubHistory(path=config.history_path,
                                   retention_days=config.history.retention_days, clock=self.clock)
@@ -53,10 +58,21 @@ class Hub:
                                       clock=self.clock)
         self.alarms.add_listener(self.alarm_store.on_transition)
         self.alarms.add_listener(self._record_own_transition)
-        self.webhooks = [WebhookSender(config=w, token=_reveal(w.token, f"webhooks[{i}].token"))
-                         for i, w in enumerate(config.webhooks)]
-        for webhook in self.webhooks:
+        # Replicas of this hub (same hub id) agree on the broker which one sends webhooks;
+        # each POST has an Idempotency-Key that is the same on every replica.
+        self.replicas = Replicas(prefix=config.broker.prefix, hub_id=config.hub.id,
+                                 client_id=config.client_id,
+                                 heartbeat=config.broker.keepalive)
+        self.webhooks = []
+        for i, w in enumerate(config.webhooks):
+            webhook = WebhookSender(
+                config=w, token=_reveal(w.token, f"webhooks[{i}].token"),
+                delivery_key=lambda t, hub=config.hub.id: delivery_key(hub, t),
+                on_done=self.replicas.done(endpoint_key(w.url)))
+            self.replicas.attach(webhook)  # held until this replica knows it is the sender
+            self.webhooks.append(webhook)
             self.alarms.add_listener(webhook.on_transition)
+        self.alarms.add_listener(self.replicas.on_transition)
         self.watch = GatewayWatch(live=self.live, alarms=self.alarms, config=config.alarms)
         self.view = HubAlarmsView(hub_id=config.hub.id, live=self.live, alarms=self.alarms,
                                   history=self.history,
@@ -65,7 +81,8 @@ class Hub:
         self.link = HubLink(config=config.broker, client_id=config.client_id,
                             password=_reveal(config.broker.password, "broker.password"),
                             on_message=self.on_message, begin_sync=self.live.begin_sync,
-                            end_sync=self.live.end_sync, commands=config.commands is not None)
+                            end_sync=self.live.end_sync, commands=config.commands is not None,
+                            will=self.replicas.will(), on_connect=self.replicas.on_connect)
         self.commands = None
         if config.commands is not None:
             self.commands = MqttCommandSender(
@@ -101,9 +118,13 @@ class Hub:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """One message from the broker: the live picture, then the history."""
+        if self.replicas.handles(topic):
+            self.replicas.on_message(topic, payload)
+            return
         for event in self.live.handle(topic, payload):
-            self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw)
-            if self.console_alarms is not None:
+            self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw,
+                             retained=event.retained)
+            if self.console_alarms is not None and not event.retained:
                 self.console_alarms.on_event(event)
         if self.commands is not None:
             self.commands.on_message(topic, payload)
@@ -115,7 +136,9 @@ class Hub:
                            extra={"sites": len(self.live.in_scope()),
                                   "messages": self.live.messages, "skipped": self.live.skipped,
                                   "history_written": self.history.written,
-                                  "history_duplicates": self.history.duplicates})
+                                  "history_duplicates": self.history.duplicates,
+                                  "webhook_sender": self.replicas.is_sender,
+                                  "replicas_online": 1 + len(self.replicas.peers)})
 
     async def run(self) -> None:
         """Run until cancelled, then stop cleanly."""
@@ -136,14 +159,32 @@ class Hub:
                 tg.create_task(self.alarm_store.run(), name="hub-alarm-store")
                 tg.create_task(self.link.run(), name="hub-mqtt")
                 tg.create_task(self._timers(), name="hub-timers")
+                tg.create_task(self.replicas.run(self.link.publish), name="hub-replicas")
                 for i, webhook in enumerate(self.webhooks):
                     tg.create_task(webhook.run(), name=f"webhook[{i}]")
                 if self.http is not None:
                     tg.create_task(self.http.run(), name="hub-http")
+                if self.notifier is not None:
+                    tg.create_task(self._systemd(), name="hub-systemd")
         finally:
+            if self.notifier is not None:
+                self.notifier.stopping()
             await self.alarm_store.close()
             await self.history.close()
             log.info("hub %s stopped", self.config.hub.id)
+
+    async def _systemd(self) -> None:
+        assert self.notifier is not None
+        await asyncio.sleep(0)  # every task has started
+        self.notifier.ready(self.status_line())
+        await keep_alive(self.notifier, problem=lambda: None, status=self.status_line)
+
+    def status_line(self) -> str:
+        """What ``systemctl status`` shows."""
+        role = "sends webhooks" if self.replicas.is_sender else "webhooks on standby"
+        return (f"{len(self.live.in_scope())} sites, mqtt "
+                f"{'connected' if self.link.connected else 'not connected'}, "
+                f"{len(self.alarms.open_alarms())} hub alarms open, {role}")
 
     async def _timers(self) -> None:
         """Gateways offline or silent, then the hub alarms' shelving and escalation."""
@@ -151,6 +192,7 @@ class Hub:
         failing = False
         while True:
             await asyncio.sleep(interval)
+            self.replicas.update(self.link.connected and self.link.synced.is_set())
             if not self.link.synced.is_set():
                 continue  # the picture is being rebuilt: no state is known yet
             try:
