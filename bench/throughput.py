@@ -18,7 +18,7 @@ flat out.
 
 Figures:
 - end to end into a real VictoriaMetrics (InfluxDB v2 write API), which must hold
-  the design's 20,000 readings/s on one core; afterwards every reading processed
+  100,000 readings/s on one core (issue 16; the design asked 20,000); afterwards every reading processed
   must be stored in VictoriaMetrics or counted as dropped (overflow is explicit);
 - the same with a null sink (the local line-protocol file sink writing to
   /dev/null): the pipeline's and the outbox's own cost;
@@ -60,7 +60,8 @@ from bench.common import (
 )
 
 NAME = "throughput"
-TARGET = 20_000  # readings/s on one core (design: Targets; issue 2)
+TARGET = 100_000  # readings/s end to end on one core (issue 16; the design's Targets: 20,000)
+QUICK_RATE = 20_000  # the quick run's one step: a smoke test, not the target
 DEVICES = 100
 CHANNELS = 10  # readings per put: one cabinet's ports
 # Rows move in lumps: an outbox commit (commit_rows, 5,000) then a sink batch
@@ -197,7 +198,7 @@ class Step:
 def ramp_rates(quick: bool) -> list[float]:
     """Offered rates: the target alone in a quick run, a geometric ramp otherwise."""
     if quick:
-        return [float(TARGET)]
+        return [float(QUICK_RATE)]
     return [10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 50_000, 65_000, 80_000, 100_000,
             130_000, 160_000, 200_000]
 

@@ -17,7 +17,9 @@ Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model builds its validator at its first use, not at import: the
+    # root model holds every nested one, so most never need their own (issue 16: ~1 MiB)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Secret(Strict):

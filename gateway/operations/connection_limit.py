@@ -17,6 +17,7 @@ import asyncio
 import errno
 import logging
 import resource
+import socket
 import time
 
 from aiohttp import web
@@ -50,9 +51,10 @@ class LimitedTCPSite(web.TCPSite):
     """``web.TCPSite`` that serves at most ``max_connections`` connections at once."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, max_connections: int,
-                 **kwargs):
+                 sock: socket.socket | None = None, **kwargs):
         super().__init__(runner, host, port, **kwargs)
         self.max_connections = max_connections
+        self._sock = sock  # already bound and listening (http_on_demand), else bind host:port
         self.refused = 0
         self._last_warning = -LOG_EVERY
         self._unreported = 0
@@ -74,9 +76,14 @@ class LimitedTCPSite(web.TCPSite):
                 return _Refuse()
             return server()
 
-        self._server = await asyncio.get_running_loop().create_server(
-            protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(protocol, sock=self._sock,
+                                                    ssl=self._ssl_context, backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(
+                protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+                reuse_address=self._reuse_address, reuse_port=self._reuse_port)
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
     def _refused(self) -> None:

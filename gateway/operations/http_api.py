@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -322,8 +323,9 @@ class HttpServer:
         self.listening = False
         self.site: LimitedTCPSite | None = None
 
-    async def run(self) -> None:
-        """Serve until cancelled."""
+    async def run(self, sock: socket.socket | None = None) -> None:
+        """Serve until cancelled; on ``sock`` when given, already listening (bound at the
+        gateway's start by ``http_on_demand``), else on ``http.listen``."""
         # keepalive_timeout also closes a connection that never sends a request
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                shutdown_timeout=1.0, keepalive_timeout=self.config.idle_timeout)
@@ -336,7 +338,7 @@ class HttpServer:
             max_connections = effective_limit(self.config.max_connections)
             while True:
                 site = LimitedTCPSite(runner, self.config.host, self.config.port, reuse_address=True,
-                                      max_connections=max_connections)
+                                      max_connections=max_connections, sock=sock)
                 self.site = site
                 try:
                     await site.start()
@@ -348,7 +350,8 @@ class HttpServer:
                     failing = True
                 await asyncio.sleep(backoff.next_delay())
             self.listening = True
-            log.info("HTTP API on http://%s/ (healthz, metrics, api)", self.config.listen)
+            if sock is None:  # else said when the socket was bound
+                log.info("HTTP API on http://%s/ (healthz, metrics, api)", self.config.listen)
             await asyncio.Future()  # serve until cancelled
         finally:
             self.listening = False

@@ -139,15 +139,22 @@ class Gateway:
             clock=self.clock, http=cfg.http, display=SiteDisplay(lambda: self.site),
             zones=self.protections, digest=SiteDigest(self.digest))
         self.http = None
-        if cfg.http is not None:  # imported only when configured (aiohttp, prometheus)
-            from gateway.operations.http_api import HttpServer
-            from gateway.operations.metrics import metrics_registry
+        if cfg.http is not None:
+            # Bound at start, loaded at its first connection (aiohttp, prometheus: ~12 MiB)
+            from gateway.operations.http_on_demand import OnDemandHttpServer
 
             watch = PipelineWatch(self.pipeline)
-            self.http = HttpServer(config=cfg.http, views=self.views,
-                                   token=_reveal(cfg.http.token, "http.token", site),
-                                   health=lambda: health_report(self, watch),
-                                   metrics=metrics_registry(self), extend=self._more_routes)
+            token = _reveal(cfg.http.token, "http.token", site)
+
+            def build(http_api):
+                from gateway.operations.metrics import metrics_registry
+
+                return http_api.HttpServer(config=cfg.http, views=self.views, token=token,
+                                           health=lambda: health_report(self, watch),
+                                           metrics=metrics_registry(self),
+                                           extend=self._more_routes)
+
+            self.http = OnDemandHttpServer(config=cfg.http, build=build)
 
     def _more_routes(self, app, actor_of) -> None:
         """What the HTTP server serves besides the API: zone arming and the device

@@ -34,6 +34,22 @@ class PollingDriver(Protocol):
     async def close(self) -> None: ...
 
 
+def first_gap_after_start(device_id: str, interval: float) -> float:
+    """Seconds from a device's first poll to its second; every later gap is ``interval``.
+
+    Each device keeps its own phase within the interval (a stable hash of its id), so
+    a thousand devices configured alike do not all poll in the same instant and stall
+    the loop for everyone. At a second or more the first gap is lengthened (by under a
+    second). Below a second it is shortened instead (the second poll comes sooner, at
+    a fraction of the interval): no gap is ever longer than the interval, so a
+    momentary input, a door contact's, is not missed; 100 devices at 100 ms polled in
+    one loop turn held the loop ~5 ms on an idle core, 10-15 on a loaded one (issue 16:
+    loop lag p99 <= 20 ms).
+    """
+    share = (zlib.crc32(device_id.encode()) % 1000 + 1) / 1000
+    return interval + share if interval >= 1.0 else share * interval
+
+
 class DeviceRunner:
     """Polls one driver for as long as the gateway runs."""
 
@@ -61,14 +77,8 @@ class DeviceRunner:
         backoff = Backoff(initial=min(1.0, self.interval), cap=max(5.0, 10 * self.interval))
         loop = asyncio.get_running_loop()
         due = loop.time()
-        # The first poll at once; after it, each device keeps its own phase within the
-        # interval (a stable hash of its id), so a thousand devices configured alike do
-        # not all poll in the same instant and stall the loop for everyone. The one gap
-        # it lengthens (by under a second) is the one after the first poll.
-        # Only for intervals of a second or more: a faster device keeps the rhythm of its
-        # start (a door contact's timing against its terminal's grants, for one).
-        phase = ((zlib.crc32(self.device_id.encode()) % 1000 + 1) / 1000
-                 if self.interval >= 1.0 else 0.0)
+        # The first poll at once; then each device keeps its own phase (first_gap).
+        first_gap: float | None = first_gap_after_start(self.device_id, self.interval)
         while True:
             started = loop.time()
             try:
@@ -88,8 +98,11 @@ class DeviceRunner:
             self._succeeded(loop.time() - started)
             backoff.reset()
             await self._emit(readings)
-            due += self.interval + phase
-            phase = 0.0
+            if first_gap is not None:
+                due += first_gap
+                first_gap = None
+            else:
+                due += self.interval
             now = loop.time()
             if due < now:  # fell behind (slow bus): skip to the next slot, do not burst
                 skipped = (now - due) // self.interval + 1

@@ -13,20 +13,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
 from drivers.modbus.register_map import ModbusProfile, expand, overlaps
 from drivers.modbus.request_plan import answer_data_bytes
-from drivers.mqtt.device import MqttDeviceSource
-from drivers.mqtt.mapping import MessageMapping
-from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
-from drivers.mqtt.pseudonym import Pseudonymiser, RawValueLog
-from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
-from drivers.serial_frames.driver import SerialFrameDevice
-from drivers.sia_dc09 import contact_id
-from drivers.synthetic import SyntheticDevice
 from gateway.clock import Clock
 from gateway.config import devices as cfg
 from gateway.config.suggest import did_you_mean
@@ -34,7 +26,16 @@ from gateway.config.loader import (DeviceSpec, ResolveContext, Site, SpecBuilder
                                    profile_problems)
 from gateway.device_faults import FaultSource
 from gateway.errors import ConfigError
-from gateway.mqtt_tls import tls_context
+
+if TYPE_CHECKING:
+    from drivers.mqtt.device import MqttDeviceSource
+    from drivers.serial_frames.driver import SerialFrameDevice
+    from drivers.synthetic import SyntheticDevice
+
+# The drivers of the other device types (MQTT devices with paho and their profile
+# models, serial radars with pyserial, alarm panels) are imported by their own
+# functions below, when a site has such a device: a Pi's memory (issue 16) holds
+# only the drivers its site uses.
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def _synthetic_spec(dev: cfg.SyntheticDevice, where: str, ctx: ResolveContext) -
 
 
 def _synthetic_driver(spec: DeviceSpec, ctx: DriverContext) -> SyntheticDevice:
+    from drivers.synthetic import SyntheticDevice
+
     dev = spec.config
     return SyntheticDevice(device_id=dev.id, fields=dev.fields, channels=dev.channels,
                            clock=ctx.clock)
@@ -169,6 +172,8 @@ def _modbus_driver(spec: DeviceSpec, ctx: DriverContext) -> ModbusDevice:
 
 
 def _serial_frames_spec(dev: cfg.SerialFramesDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
+    from drivers.serial_frames import settings as radar_settings, vocabulary as radar_vocabulary
+
     settable = radar_settings.SETTABLE[dev.codec]
     for name, value in dev.setup.values().items():
         limit = radar_settings.LIMITS.get((dev.codec, name))
@@ -184,6 +189,8 @@ def _serial_frames_spec(dev: cfg.SerialFramesDevice, where: str, ctx: ResolveCon
 
 
 def _serial_frames_driver(spec: DeviceSpec, ctx: DriverContext) -> SerialFrameDevice:
+    from drivers.serial_frames.driver import SerialFrameDevice
+
     dev = spec.config
     return SerialFrameDevice(device_id=dev.id, port=dev.port, protocol=dev.codec,
                              baudrate=dev.baudrate, quiet_gap=dev.quiet_gap,
@@ -195,6 +202,8 @@ def _serial_frames_driver(spec: DeviceSpec, ctx: DriverContext) -> SerialFrameDe
 
 
 def _mqtt_device_spec(dev: cfg.MqttDevice, where: str, ctx: ResolveContext) -> DeviceSpec | None:
+    from drivers.mqtt.profile import MqttProfile, check_device as check_mqtt_device
+
     try:
         profile = load_profile(dev.profile, ctx.config_dir, MqttProfile)
     except ConfigError as exc:
@@ -216,6 +225,12 @@ def mqtt_client_id(site_id: str, device_id: str) -> str:
 
 
 def _mqtt_driver(spec: DeviceSpec, ctx: DriverContext) -> MqttDeviceSource:
+    from drivers.mqtt.device import MqttDeviceSource
+    from drivers.mqtt.mapping import MessageMapping
+    from drivers.mqtt.profile import MqttProfile
+    from drivers.mqtt.pseudonym import Pseudonymiser, RawValueLog
+    from gateway.mqtt_tls import tls_context
+
     dev = spec.config
     site = ctx.site
     config = site.config
@@ -259,6 +274,8 @@ def _mqtt_driver(spec: DeviceSpec, ctx: DriverContext) -> MqttDeviceSource:
 
 
 def _alarm_host_spec(dev: cfg.AlarmHostDevice, where: str, ctx: ResolveContext) -> DeviceSpec:
+    from drivers.sia_dc09 import contact_id
+
     port = dev.address[1]
     if not 1 <= port <= 65535:
         ctx.problems.append((f"{where}.listen", f"port {port} is outside 1..65535"))
