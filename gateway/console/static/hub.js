@@ -105,8 +105,14 @@
     }
     const current = filters[name] || "";
     if (current && !values.includes(current)) values.push(current);
-    select.replaceChildren(h("option", {value: "", text: t("f_any")}),
-      ...values.map((v) => h("option", {value: v, text: name === "level" ? t("f_level_n", {n: v}) : v})));
+    // Refilled after every change of the alarm list: rebuild the options only when they
+    // changed (a hub's building filter has hundreds).
+    const key = ctx.state.lang + "\n" + values.join("\n");
+    if (select.dataset.filled !== key) {
+      select.dataset.filled = key;
+      select.replaceChildren(h("option", {value: "", text: t("f_any")}),
+        ...values.map((v) => h("option", {value: v, text: name === "level" ? t("f_level_n", {n: v}) : v})));
+    }
     select.value = current;
   }
 
