@@ -27,8 +27,12 @@
     dirty: {alarms: false, devices: false},
     rows: new Map(),           // alarm id -> {alarm, view, el}: unchanged rows are kept, so a click is never lost
     dialog: null,              // {action, alarm}
+    shownRows: new Set(),      // alarm rows the browser renders (on or near the screen)
   };
 
+  // Whether the browser says when a row goes off or on the screen (Chromium 108+, Firefox
+  // 125+): then only the rows on the screen have their age rewritten every second.
+  const SKIPS_KNOWN = typeof window.ContentVisibilityAutoStateChangeEvent === "function";
   const $ = (id) => document.getElementById(id);
   const t = (key, vars) => window.cgTranslate(state.lang, key, vars);
 
@@ -316,7 +320,12 @@
   // element (a click on it is never lost).
   function placeRows(list, wanted) {
     const keep = new Set(wanted);
-    for (const el of [...list.children]) if (!keep.has(el)) el.remove();
+    for (const el of [...list.children]) {
+      if (!keep.has(el)) {
+        el.remove();
+        state.shownRows.delete(el);
+      }
+    }
     let cursor = list.firstElementChild;
     for (const el of wanted) {
       if (cursor === el) {
@@ -353,6 +362,17 @@
       h("div", {class: "c-age age", "data-label": t("col_age"), "data-since": a.first_ts,
         text: ageText(a.first_ts)}),
     );
+    if (SKIPS_KNOWN) {
+      row.addEventListener("contentvisibilityautostatechange", (e) => {
+        if (e.skipped) {
+          state.shownRows.delete(row);
+        } else {
+          state.shownRows.add(row);
+          const age = row.querySelector(".age[data-since]");
+          setText(age, ageText(age.dataset.since));
+        }
+      });
+    }
     const buttons = h("div", {class: "c-actions"});
     if (!a.acked && canAct("ack")) buttons.append(actionButton("ack", a, "primary"));
     // A latched alarm ends by a reset, once its condition is gone.
@@ -554,7 +574,11 @@
   }
 
   function tickAges() {
-    for (const el of document.querySelectorAll(".age[data-since]")) setText(el, ageText(el.dataset.since));
+    // Rows off the screen are skipped by the browser (content-visibility: auto); their age is
+    // written when they come on the screen (alarmRow), not every second.
+    const ages = SKIPS_KNOWN ? [...state.shownRows].map((row) => row.querySelector(".age[data-since]"))
+      : document.querySelectorAll(".age[data-since]");
+    for (const el of ages) if (el) setText(el, ageText(el.dataset.since));
     $("clock").textContent = clockText(new Date(serverNow() * 1000));
   }
 
