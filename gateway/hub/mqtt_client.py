@@ -12,9 +12,10 @@ most of it there.)
 
 ``FastIngestClient`` changes only how bytes come in and where messages go:
 
-- paho's socket reads are served from a buffer filled by one ``recv`` of up to
-  ``READ_SIZE`` bytes per wakeup, and every whole packet in it is handled in the
-  same wakeup (one read, not "until the socket is empty": gateways that keep
+- paho's socket reads are served from a buffer filled by ``recv`` calls of up to
+  ``READ_SIZE`` bytes in all per wakeup (one call on a plain socket; a TLS socket
+  gives one 16 KiB record per call), and every whole packet in it is handled in
+  the same wakeup (a budget, not "until the socket is empty": gateways that keep
   publishing must not keep the hub's other tasks, PUBACKs included, waiting);
 - each message goes straight to ``on_message(topic, payload)`` from paho's
   callback, before paho answers its PUBACK (so a QoS 1 event is acknowledged
@@ -50,19 +51,21 @@ class FastIngestClient(aiomqtt.Client):
         self._deliver = on_message
         self._rbuf = b""  # bytes read from the socket that paho has not asked for yet
         self._rpos = 0
-        self._may_recv = True  # one socket read per wakeup, so a busy socket cannot starve the loop
+        # Bytes this wakeup may still read from the socket: a busy socket cannot starve the loop.
+        self._budget = READ_SIZE
         paho = self._client
         plain_recv = paho._sock_recv  # keeps paho's handling of TLS want-read/want-write
 
         def buffered_recv(bufsize: int) -> bytes:
             if self._rpos >= len(self._rbuf):
-                if not self._may_recv:
-                    # this wakeup's read is used up; paho keeps a partial packet and the
+                if self._budget <= 0:
+                    # this wakeup's reading is used up; paho keeps a partial packet and the
                     # (level-triggered) reader wakes again for the rest, after other tasks ran
                     raise BlockingIOError
-                self._may_recv = False
-                self._rbuf = plain_recv(max(bufsize, READ_SIZE))  # BlockingIOError: nothing
+                # one TLS record (16 KiB) at most per recv on TLS; up to the budget otherwise
+                self._rbuf = plain_recv(max(bufsize, self._budget))  # BlockingIOError: nothing
                 self._rpos = 0
+                self._budget -= max(len(self._rbuf), 1)
             start = self._rpos
             self._rpos = end = min(start + bufsize, len(self._rbuf))
             return self._rbuf[start:end]
@@ -84,7 +87,7 @@ class FastIngestClient(aiomqtt.Client):
         def read() -> None:
             # Every whole packet already read is handled now: the socket will not wake us
             # for bytes that are in our buffer, only for new ones.
-            self._may_recv = True
+            self._budget = READ_SIZE
             try:
                 while True:
                     rc = client.loop_read()
@@ -94,7 +97,8 @@ class FastIngestClient(aiomqtt.Client):
                         continue
                     pending = getattr(client._sock, "pending", None)  # TLS: decrypted, unread
                     if pending is not None and pending() > 0:
-                        self._may_recv = True  # the rest of a TLS record, already in memory
+                        # decrypted bytes the socket will not wake us for: take them now
+                        self._budget = max(self._budget, pending())
                         continue
                     break
             except Exception as exc:  # as aiomqtt's own reader: the connection is broken
