@@ -140,6 +140,8 @@ class HubLink:
             await dropped
         finally:
             dropped.cancel()
+            if dropped.done() and not dropped.cancelled():
+                dropped.exception()  # retrieved: the error that matters is the one raised here
 
     def _take(self, topic: str, payload: bytes) -> None:
         """One message, from the client's read loop (so it never raises)."""
