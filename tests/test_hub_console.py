@@ -197,7 +197,8 @@ def test_open_pages_share_one_build_of_the_fleet_per_tick(monkeypatch) -> None:
     monkeypatch.setattr(live.time, "monotonic", lambda: now[0])
     gateways = CountingGateways([{"id": f"gw-{n}", "community": "North" if n % 2 else "South",
                                   "online": True} for n in range(500)])
-    feed = LiveFeed(alarms=NoAlarms(), devices=gateways, clock=types.SimpleNamespace(time=lambda: 0))
+    feed = LiveFeed(alarms=NoAlarms(), devices=gateways,
+                    clock=types.SimpleNamespace(time=lambda: 0))
     console = types.SimpleNamespace(feed=feed)
     north, south = UserScope(communities=["North"]), UserScope(communities=["South"])
     streams = [ConsoleStream(console, None, covers=s.covers, scope=s.model_dump_json())
