@@ -130,8 +130,10 @@ def _broker():
 
     with on_server_cpus():
         # Mosquitto holds at most 1000 QoS 1 messages queued per client by default, even
-        # for a connected one, and drops the rest: a hub's broker raises it (docs/hub.md).
-        broker = Mosquitto(extra_config=["max_queued_messages 1000000"])
+        # for a connected one, and drops the rest; and it sends 20 at a time before their
+        # PUBACKs. A hub's broker raises both (docs/hub.md, "The broker").
+        broker = Mosquitto(extra_config=["max_queued_messages 1000000",
+                                         "max_inflight_messages 1000"])
         broker.start()
     try:
         yield broker

@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, str] = {
     "fire_centre": "bench.fire_centre",
     "reconnect": "bench.reconnect",
     "hub": "bench.hub",
+    "hub_console": "bench.hub_console",
     "pi": "bench.pi",
     "powercut": "bench.powercut",
 }

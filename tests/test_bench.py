@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ["throughput", "latency", "modbus", "memory", "protocols", "drain", "fire_centre",
-              "reconnect", "hub", "pi", "powercut"]
+              "reconnect", "hub", "hub_console", "pi", "powercut"]
 
 pytestmark = pytest.mark.integration
 

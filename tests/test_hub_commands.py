@@ -64,7 +64,9 @@ async def test_an_ack_in_the_hub_changes_the_gateways_retained_state(tmp_path, m
             assert result["status"] == "confirmed"
             assert result["alarm"]["acked"] is True
             # the gateway's own retained state says so, and the hub's live picture with it
-            assert retained(broker, alarm_id)["acked"] is True
+            # (the recorder is another subscriber: it may get that state after the hub did)
+            await wait_until(lambda: retained(broker, alarm_id)["acked"] is True, 5,
+                             "the acked state at the recorder")
             assert hub.view.open_alarms({"site": "n-b1"})[0]["acked"] is True
 
             # a refusal comes back with the gateway's reason (the overload is still there)

@@ -161,3 +161,55 @@ def test_a_users_file_keeps_scopes_and_stays_readable_without_them(tmp_path, mon
     assert users["zhou"].scope.covers({"community": "North"})
     assert not users["zhou"].scope.covers({"community": "South"})
     assert "scope:" in path.read_text()
+
+
+class CountingGateways:
+    """A DevicesView with ready-made rows (as the hub's) that counts its builds."""
+
+    def __init__(self, rows: list[dict]):
+        self._rows = rows
+        self.builds = 0
+
+    def rows(self) -> list[dict]:
+        self.builds += 1
+        return [dict(r) for r in self._rows]
+
+
+class NoAlarms:
+    def add_listener(self, listener) -> None:
+        pass
+
+    def open_alarms(self) -> list:
+        return []
+
+
+def test_open_pages_share_one_build_of_the_fleet_per_tick(monkeypatch) -> None:
+    """Issue 11: ten open pages of two scopes tick every second; the fleet is built once
+    per tick for all of them (not once per page), its JSON once per scope."""
+    import types
+
+    from gateway.console import live
+    from gateway.console.live import LiveFeed
+    from gateway.console.stream import ConsoleStream
+    from gateway.console.users import UserScope
+
+    now = [1000.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: now[0])
+    gateways = CountingGateways([{"id": f"gw-{n}", "community": "North" if n % 2 else "South",
+                                  "online": True} for n in range(500)])
+    feed = LiveFeed(alarms=NoAlarms(), devices=gateways,
+                    clock=types.SimpleNamespace(time=lambda: 0))
+    console = types.SimpleNamespace(feed=feed)
+    north, south = UserScope(communities=["North"]), UserScope(communities=["South"])
+    streams = [ConsoleStream(console, None, covers=s.covers, scope=s.model_dump_json())
+               for s in (north, south) * 4] + [ConsoleStream(console, None) for _ in range(2)]
+    for tick in range(3):
+        sent = [stream.tick() for stream in streams]
+        assert all(len(out) == 1 for out in sent) if tick == 0 else not any(sent)
+        now[0] += 1.0  # the stream's tick: a second
+    assert gateways.builds == 3  # one per tick, whatever the number of pages
+    north_text = streams[0].devices
+    assert north_text is streams[2].devices  # one JSON text per scope, shared
+    assert '"gw-1"' in north_text and '"gw-2"' not in north_text
+    assert '"gw-2"' in streams[1].devices and '"gw-1"' not in streams[1].devices
+    assert '"gw-1"' in streams[-1].devices and '"gw-2"' in streams[-1].devices

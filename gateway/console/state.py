@@ -82,6 +82,16 @@ class Console:
             return lambda row: False
         return user.scope.covers if user.scope is not None else None
 
+    def scope_key(self, session: Session) -> str | None:
+        """The same text for users of the same scope (their pages share what is built for
+        it); None without a scope."""
+        if self.views.hub is None:
+            return None
+        user = self.users.get(session.user)
+        if user is None or user.scope is None:
+            return None
+        return user.scope.model_dump_json()
+
     def remote(self, request: web.Request) -> str:
         """The client's address (from X-Forwarded-For only behind a trusted proxy)."""
         return client_address(request, self.trusted_proxies)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import json_safe
 from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, Console
 from gateway.operations.live_events import event, event_text, live_parts, serve_events
@@ -33,7 +32,8 @@ async def events(request: web.Request, session: Session) -> web.StreamResponse:
     """Stream alarm transitions and device health to one page until it goes or the server stops."""
     console = request.app[CONSOLE]
     fanout, slots = live_parts(request.app, console.views)
-    stream = ConsoleStream(console, request.cookies.get(COOKIE), covers=console.covers(session))
+    stream = ConsoleStream(console, request.cookies.get(COOKIE), covers=console.covers(session),
+                           scope=console.scope_key(session))
     return await serve_events(request, stream,
                               fanout=fanout, slots=slots, tick=TICK_SECONDS, keepalive=PING_SECONDS)
 
@@ -41,21 +41,24 @@ async def events(request: web.Request, session: Session) -> web.StreamResponse:
 class ConsoleStream:
     """What a console page is sent (an ``EventSource`` for ``serve_events``)."""
 
-    def __init__(self, console: Console, token: str | None, covers=None):
+    def __init__(self, console: Console, token: str | None, covers=None,
+                 scope: str | None = None):
         self.console = console
         self.token = token
         self.devices = ""
-        # A hub user's scope: only the alarms and gateways it covers are ever sent.
+        # A hub user's scope: only the alarms and gateways it covers are ever sent. Pages of
+        # the same scope (key) share the devices' JSON (gateway.console.live.LiveFeed).
         self.covers = covers
+        self.scope = scope
 
     def _snapshot(self) -> bytes:
         feed = self.console.feed
-        device_list = feed.devices()
+        device_list = feed.device_rows()
         alarms = feed.alarms()
         if self.covers is not None:
             device_list = [d for d in device_list if self.covers(d)]
             alarms = [a for a in alarms if self.covers(a)]
-        self.devices = json_safe.dumps({"devices": device_list})
+        self.devices = feed.devices_text(covers=self.covers, scope=self.scope)
         return event("snapshot", {"alarms": alarms, "devices": device_list})
 
     async def opening(self) -> list[bytes]:
@@ -73,11 +76,7 @@ class ConsoleStream:
         return [self._snapshot()], False
 
     def tick(self) -> list[bytes]:
-        if self.covers is not None:
-            latest = json_safe.dumps({"devices": [d for d in self.console.feed.devices()
-                                                  if self.covers(d)]})
-        else:
-            latest = self.console.feed.devices_text()
+        latest = self.console.feed.devices_text(covers=self.covers, scope=self.scope)
         if latest == self.devices:
             return []
         self.devices = latest

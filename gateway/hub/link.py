@@ -25,6 +25,7 @@ import aiomqtt
 from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.hub.config import HubBroker
+from gateway.hub.mqtt_client import FastIngestClient
 from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class HubLink:
         self.connects = 0
         self.received = 0
         self.handler_errors = 0
+        self._marker: bytes | None = None  # the sync marker while it is awaited
 
     async def run(self) -> None:
         """Stay connected until cancelled."""
@@ -125,53 +127,59 @@ class HubLink:
             log.warning("hub: publishing %s at the stop failed: %s", self.will.topic,
                         exc or type(exc).__name__)
 
-    def _client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+    def _client(self) -> FastIngestClient:
+        # Messages go straight to _take from the socket's read loop (gateway.hub.mqtt_client:
+        # aiomqtt's per-message queue and task cost more than the hub's own work).
+        return FastIngestClient(
             self.config.host, self.config.port, identifier=self.client_id,
             username=self.config.username, password=self._password,
             keepalive=self.config.keepalive, clean_session=False, timeout=10,
-            tls_context=tls_context(self.config.tls), max_queued_incoming_messages=0,
-            will=self.will)
+            tls_context=tls_context(self.config.tls), on_message=self._take, will=self.will)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         self._begin_sync()
         self.synced.clear()
-        marker = secrets.token_hex(8).encode()
-        await client.subscribe(self.sync_topic, qos=1)
-        for suffix, qos in self.subscriptions:
-            await client.subscribe(f"{self.prefix}/+/{suffix}", qos=qos)
-        if self._on_connect is not None:
-            await self._on_connect(client)
-        await client.publish(self.sync_topic, marker, qos=1)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SYNC_TIMEOUT
-        waiting = True
-        messages = aiter(client.messages)
-        while True:
-            if waiting:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        message = await anext(messages)
-                except TimeoutError:
-                    log.warning("hub: the sync marker did not come back within %g s; the live "
-                                "picture is rebuilt from what arrived", SYNC_TIMEOUT)
-                    self._synced()
-                    waiting = False
-                    continue
-            else:
-                message = await anext(messages)
-            topic = message.topic.value
-            if topic == self.sync_topic:
-                if waiting and bytes(message.payload or b"") == marker:
-                    self._synced()
-                    waiting = False
-                continue
-            self.received += 1
+        self._marker = secrets.token_hex(8).encode()
+        # Nothing is queued for the iterator (FastIngestClient delivers to _take); waiting on
+        # it is waiting for the connection to drop, which raises MqttError.
+        dropped = asyncio.ensure_future(anext(aiter(client.messages)))
+        try:
+            await client.subscribe(self.sync_topic, qos=1)
+            for suffix, qos in self.subscriptions:
+                await client.subscribe(f"{self.prefix}/+/{suffix}", qos=qos)
+            if self._on_connect is not None:
+                await self._on_connect(client)
+            await client.publish(self.sync_topic, self._marker, qos=1)
+            marker_back = asyncio.ensure_future(self.synced.wait())
             try:
-                self._on_message(topic, bytes(message.payload or b""))
-            except Exception:  # a bug must cost one message, not the connection
-                self.handler_errors += 1
-                log.exception("hub: message on %s could not be handled", topic)
+                done, _ = await asyncio.wait((dropped, marker_back), timeout=SYNC_TIMEOUT,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                marker_back.cancel()
+            if not done:
+                log.warning("hub: the sync marker did not come back within %g s; the live "
+                            "picture is rebuilt from what arrived", SYNC_TIMEOUT)
+                self._marker = None
+                self._synced()
+            await dropped
+        finally:
+            dropped.cancel()
+            if dropped.done() and not dropped.cancelled():
+                dropped.exception()  # retrieved: the error that matters is the one raised here
+
+    def _take(self, topic: str, payload: bytes) -> None:
+        """One message, from the client's read loop (so it never raises)."""
+        if topic == self.sync_topic:
+            if self._marker is not None and payload == self._marker:
+                self._marker = None
+                self._synced()
+            return
+        self.received += 1
+        try:
+            self._on_message(topic, payload)
+        except Exception:  # a bug must cost one message, not the connection
+            self.handler_errors += 1
+            log.exception("hub: message on %s could not be handled", topic)
 
     def _synced(self) -> None:
         dropped = self._end_sync()

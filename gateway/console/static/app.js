@@ -25,10 +25,14 @@
     retryTimer: null,
     renderQueued: false,
     dirty: {alarms: false, devices: false},
-    rows: new Map(),           // alarm id -> {sig, el}: unchanged rows are kept, so a click is never lost
+    rows: new Map(),           // alarm id -> {alarm, view, el}: unchanged rows are kept, so a click is never lost
     dialog: null,              // {action, alarm}
+    shownRows: new Set(),      // alarm rows the browser renders (on or near the screen)
   };
 
+  // Whether the browser says when a row goes off or on the screen (Chromium 108+, Firefox
+  // 125+): then only the rows on the screen have their age rewritten every second.
+  const SKIPS_KNOWN = typeof window.ContentVisibilityAutoStateChangeEvent === "function";
   const $ = (id) => document.getElementById(id);
   const t = (key, vars) => window.cgTranslate(state.lang, key, vars);
 
@@ -185,11 +189,11 @@
     document.body.dataset.alert = on ? "on" : "off";
     const banner = $("alert-banner");
     banner.hidden = !on;
-    if (on) banner.textContent = t("sounding") + "  " + urgent.map((a) => a.message).join(" · ");
+    if (on) setText(banner, t("sounding") + "  " + urgent.map((a) => a.message).join(" · "));
     if (on) startSound(); else stopSound();
     const audible = Boolean(sound.node && sound.ctx && sound.ctx.state === "running");
     $("sound-banner").hidden = !on || audible;
-    $("sound-banner").textContent = t("sound_blocked");
+    setText($("sound-banner"), t("sound_blocked"));
     document.body.dataset.sound = audible ? "playing" : on ? "blocked" : "silent";
   }
 
@@ -255,13 +259,19 @@
     else state.dirty.alarms = state.dirty.devices = true;
     if (state.renderQueued) return;
     state.renderQueued = true;
-    setTimeout(() => {   // a timer, not an animation frame: it still runs in a background tab
+    const draw = () => {
+      if (!state.renderQueued) return;
       state.renderQueued = false;
       if (state.dirty.alarms) renderAlarms();
       if (state.dirty.devices) renderDevices();
       state.dirty.alarms = state.dirty.devices = false;
       updateAlert();
-    }, 0);
+    };
+    // Once per frame on a visible page: every message that came in since is drawn at once
+    // (a hub sends dozens a second, and one list rebuild each cost more than a frame). A
+    // background tab gets no frames: the timer draws it there, whichever comes first.
+    if (!document.hidden) requestAnimationFrame(draw);
+    setTimeout(draw, document.hidden ? 0 : 100);
   }
 
   // ---- the hub (many sites): hooks into static/hub.js, only when /api/me says hub ----
@@ -269,10 +279,11 @@
 
   function sortedAlarms() {
     // Most urgent level first; inside a level the newest first; shelved ones last.
+    // The keys are computed once per alarm, not per comparison (thousands of alarms on a hub).
     const shown = hub() ? [...state.alarms.values()].filter(window.cgHub.keep) : [...state.alarms.values()];
-    return shown.sort((a, b) =>
-      (isShelved(a) - isShelved(b)) || (a.severity - b.severity)
-      || (Date.parse(b.last_ts) - Date.parse(a.last_ts)));
+    const keyed = shown.map((a) => [isShelved(a), a.severity, Date.parse(a.last_ts), a]);
+    keyed.sort((x, y) => (x[0] - y[0]) || (x[1] - y[1]) || (y[2] - x[2]));
+    return keyed.map((k) => k[3]);
   }
 
   function canAct(action) {
@@ -286,17 +297,47 @@
     $("alarm-count").classList.toggle("hot", alertingAlarms().length > 0);
     $("no-alarms").hidden = alarms.length > 0;
     const rows = new Map();
-    const role = state.me ? state.me.role : "";
+    const view = state.lang + "|" + (state.me ? state.me.role : "");
     for (const a of alarms) {
-      const sig = JSON.stringify(a) + state.lang + role;
       const old = state.rows.get(a.id);
-      rows.set(a.id, old && old.sig === sig ? old : {sig, el: alarmRow(a)});
+      // The same alarm object (no message about it since) is the same row; a new object
+      // (an update, a snapshot) is compared by content, so only a real change rebuilds it.
+      const same = old && old.view === view
+        && (old.alarm === a || (old.sig || rowSig(old)) === rowSig({alarm: a}));
+      rows.set(a.id, same ? Object.assign(old, {alarm: a}) : {alarm: a, view, el: alarmRow(a)});
     }
     state.rows = rows;
-    const wanted = alarms.map((a) => rows.get(a.id).el);
-    // Touch the DOM only if the list changed: a row being clicked stays the same element.
-    if (wanted.length !== list.children.length || wanted.some((el, i) => list.children[i] !== el)) {
-      list.replaceChildren(...wanted);
+    placeRows(list, alarms.map((a) => rows.get(a.id).el));
+  }
+
+  function rowSig(row) {
+    row.sig = JSON.stringify(row.alarm);
+    return row.sig;
+  }
+
+  // Put the rows in this order touching only what changed: with thousands of rows, rebuilding
+  // the list on every update costs the browser a full layout. An unchanged row stays the same
+  // element (a click on it is never lost).
+  function placeRows(list, wanted) {
+    const keep = new Set(wanted);
+    for (const el of [...list.children]) {
+      if (!keep.has(el)) {
+        el.remove();
+        state.shownRows.delete(el);
+      }
+    }
+    let cursor = list.firstElementChild;
+    for (const el of wanted) {
+      if (cursor === el) {
+        cursor = cursor.nextElementSibling;
+      } else if (cursor && cursor.nextElementSibling === el) {
+        // the row at the cursor goes further down: take it out, it is put back at its place
+        const down = cursor;
+        cursor = el.nextElementSibling;
+        down.remove();
+      } else {
+        list.insertBefore(el, cursor);
+      }
     }
   }
 
@@ -321,6 +362,17 @@
       h("div", {class: "c-age age", "data-label": t("col_age"), "data-since": a.first_ts,
         text: ageText(a.first_ts)}),
     );
+    if (SKIPS_KNOWN) {
+      row.addEventListener("contentvisibilityautostatechange", (e) => {
+        if (e.skipped) {
+          state.shownRows.delete(row);
+        } else {
+          state.shownRows.add(row);
+          const age = row.querySelector(".age[data-since]");
+          setText(age, ageText(age.dataset.since));
+        }
+      });
+    }
     const buttons = h("div", {class: "c-actions"});
     if (!a.acked && canAct("ack")) buttons.append(actionButton("ack", a, "primary"));
     // A latched alarm ends by a reset, once its condition is gone.
@@ -522,8 +574,18 @@
   }
 
   function tickAges() {
-    for (const el of document.querySelectorAll(".age[data-since]")) el.textContent = ageText(el.dataset.since);
+    // Rows off the screen are skipped by the browser (content-visibility: auto); their age is
+    // written when they come on the screen (alarmRow), not every second.
+    const ages = SKIPS_KNOWN ? [...state.shownRows].map((row) => row.querySelector(".age[data-since]"))
+      : document.querySelectorAll(".age[data-since]");
+    for (const el of ages) if (el) setText(el, ageText(el.dataset.since));
     $("clock").textContent = clockText(new Date(serverNow() * 1000));
+  }
+
+  // Text that did not change is not written: every write makes the browser lay the page out
+  // again, and the alert banner and the ages are written on every update and every second.
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
   }
 
   // ---- actions ---------------------------------------------------------------------

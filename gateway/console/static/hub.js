@@ -105,8 +105,14 @@
     }
     const current = filters[name] || "";
     if (current && !values.includes(current)) values.push(current);
-    select.replaceChildren(h("option", {value: "", text: t("f_any")}),
-      ...values.map((v) => h("option", {value: v, text: name === "level" ? t("f_level_n", {n: v}) : v})));
+    // Refilled after every change of the alarm list: rebuild the options only when they
+    // changed (a hub's building filter has hundreds).
+    const key = ctx.state.lang + "\n" + values.join("\n");
+    if (select.dataset.filled !== key) {
+      select.dataset.filled = key;
+      select.replaceChildren(h("option", {value: "", text: t("f_any")}),
+        ...values.map((v) => h("option", {value: v, text: name === "level" ? t("f_level_n", {n: v}) : v})));
+    }
     select.value = current;
   }
 
@@ -197,13 +203,18 @@
     const {h, t} = ctx;
     document.body.classList.add("hub");
     $("tab-alarms").prepend(filterBar());
-    // New sites and places appear in the filters as their rows do (not in the open one).
+    // New sites and places appear in the filters as their rows do (not in the open one),
+    // within half a second: each refill reads every alarm, and a hub's list changes dozens
+    // of times a second. (A select is refilled anyway when it is opened.)
+    let refillTimer = null;
     const refill = () => {
+      refillTimer = null;
       for (const select of document.querySelectorAll("#hub-filters select")) {
         if (select !== document.activeElement) fillOptions(select);
       }
     };
-    new MutationObserver(refill).observe($("alarm-list"), {childList: true});
+    new MutationObserver(() => { refillTimer = refillTimer || setTimeout(refill, 500); })
+      .observe($("alarm-list"), {childList: true});
     $("action-form").insertBefore(h("p", {id: "hub-command", class: "hub-command", role: "status", hidden: true}),
       $("dlg-error"));
     const tab = h("button", {type: "button", role: "tab", "data-tab": "fleet", "aria-selected": "false"},
