@@ -16,7 +16,7 @@ from gateway.console.passwords import hash_password
 from gateway.console.users import UserScope, UsersFile
 from harness import MqttRecorder, wait_until
 from test_hub_commands import HUB_KEY, commands_gateway, commands_hub
-from test_hub_e2e import running_hub, start, stop
+from test_hub_e2e import alarm_json, publish, running_hub, site_info, start, stop
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +114,27 @@ async def test_an_incident_appears_in_the_hub_console_and_an_ack_there_is_confir
         finally:
             if proc is not None:
                 await stop(proc)
+
+
+async def test_the_alert_banner_names_the_newest_urgent_alarms_then_counts_the_rest(
+        tmp_path, mosquitto, free_port) -> None:
+    """Hundreds unacknowledged must not become a banner covering the page: three named, newest
+    first, then how many more (the list below holds every one)."""
+    http_port = free_port()
+    alarms = []
+    for k in range(5):
+        alarm = {**alarm_json(f"n-b1-a{k}"), "message": f"door {k} forced",
+                 "last_ts": f"2026-01-01T00:00:0{k}.000Z"}
+        alarms.append((f"community/n-b1/alarms/{alarm['id']}", json.dumps(alarm).encode(), True))
+    await publish(mosquitto.port, [("community/n-b1/info", site_info("n-b1"), True),
+                                   ("community/n-b1/status", b"online", True), *alarms])
+    async with running_hub(hub_with_console(tmp_path, mosquitto.port, http_port)) as hub, \
+            chromium() as browser:
+        await wait_until(lambda: hub.http.listening, 10, "the hub's console")
+        page = await browser.new_page(viewport=DESKTOP)
+        await log_in(page, f"http://127.0.0.1:{http_port}", GUARD)
+        await page.wait_for_selector('body[data-alert="on"]')
+        text = await page.locator("#alert-banner").inner_text()
+        assert "door 4 forced · door 3 forced · door 2 forced · and 2 more" in text, text
+        assert "door 0 forced" not in text
+        assert await page.locator("article.alarm").count() == 5

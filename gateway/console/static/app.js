@@ -183,13 +183,27 @@
     return Boolean(alarm.shelved_until);
   }
 
+  // The newest few, then a count: with hundreds unacknowledged, a banner naming every one
+  // would cover the screen (and cost a restyle of the whole page per update); the list below
+  // holds them all, urgent first.
+  const BANNER_NAMED = 3;
+
+  function bannerText(urgent) {
+    const newest = urgent.length <= BANNER_NAMED ? urgent
+      : [...urgent].sort((a, b) => String(b.last_ts).localeCompare(String(a.last_ts)))
+        .slice(0, BANNER_NAMED);
+    const text = newest.map((a) => a.message).join(" · ");
+    const more = urgent.length - newest.length;
+    return more > 0 ? text + " · " + t("more_alarms", {n: more}) : text;
+  }
+
   function updateAlert() {
     const urgent = alertingAlarms();
     const on = urgent.length > 0;
     document.body.dataset.alert = on ? "on" : "off";
     const banner = $("alert-banner");
     banner.hidden = !on;
-    if (on) setText(banner, t("sounding") + "  " + urgent.map((a) => a.message).join(" · "));
+    if (on) setText(banner, t("sounding") + "  " + bannerText(urgent));
     if (on) startSound(); else stopSound();
     const audible = Boolean(sound.node && sound.ctx && sound.ctx.state === "running");
     $("sound-banner").hidden = !on || audible;
