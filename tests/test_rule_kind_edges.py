@@ -369,6 +369,15 @@ def test_then_counts_from_when_it_starts_holding_and_the_timer_confirms() -> Non
                                  {"first": "fall", "confirmed_after": 39.0}, True)
 
 
+def test_then_never_reported_does_not_hold() -> None:
+    s = confirm(FALL, STILL)
+    s.on_event(ev("r", "fall", 0.0))  # no motion reading yet from this radar
+    assert s.tick(30.0) == []
+    s.on_then("r", 1, 0.0, 10.0)  # holding from here
+    assert s.tick(39.9) == []
+    assert s.tick(40.0)[0].details["confirmed_after"] == 40.0
+
+
 def test_a_second_sign_while_waiting_changes_nothing() -> None:
     s = confirm(FALL, STILL)
     s.on_then("r", 1, 0.0, 0.0)
@@ -392,21 +401,49 @@ def test_nothing_confirms_after_within_which_defaults_to_twice_then_for() -> Non
     s = confirm(FALL, STILL)
     s.on_then("r", 1, 5.0, 0.0)
     s.on_event(ev("r", "fall", 0.0))
-    s.on_then("r", 1, 0.0, 30.0)  # holding from 30: would confirm at 60 = within
+    s.on_then("r", 1, 0.0, 30.0)  # holding from 30: held 30 s at 60 = within
     [change] = s.tick(60.0)
     assert change.details["confirmed_after"] == 60.0
+    s.on_then("r", 1, 5.0, 99.0)
     s.on_event(ev("r", "fall", 100.0))
-    s.on_then("r", 1, 5.0, 100.0)
-    assert s.tick(160.0) == []  # exactly `within`: still waiting
-    s.on_then("r", 1, 0.0, 160.0)
-    assert s.tick(160.5) == []  # past `within`: forgotten
-    assert s.tick(190.5) == []
+    assert s.tick(130.0) == []  # a hold starting now would still end by 160
+    s.on_then("r", 1, 0.0, 130.0)
+    [change] = s.tick(160.0)
+    assert change.details["confirmed_after"] == 60.0
+    s.on_then("r", 1, 5.0, 199.0)
+    s.on_event(ev("r", "fall", 200.0))
+    assert s.tick(230.001) == []  # too late now for a 30 s hold within 60 s: forgotten
+    s.on_then("r", 1, 0.0, 230.001)
+    assert s.tick(1000.0) == []
     w = confirm(FALL, STILL, within=45)
     w.on_then("r", 1, 5.0, 0.0)
     w.on_event(ev("r", "fall", 0.0))
-    w.tick(46.0)  # forgotten
-    w.on_then("r", 1, 0.0, 46.0)
-    assert w.tick(100.0) == []
+    w.on_then("r", 1, 0.0, 15.5)  # would end at 45.5
+    assert w.tick(45.5) == [] and w.tick(46.0) == []
+
+
+def test_a_confirmation_does_not_depend_on_when_the_timer_runs() -> None:
+    def run(hold_from: float, ticks: list[float]) -> list[float]:
+        s = confirm(FALL, STILL, within=45)
+        s.on_then("r", 1, 5.0, 0.0)
+        s.on_event(ev("r", "fall", 0.0))
+        s.on_then("r", 1, 0.0, hold_from)
+        return [c.ts for t in ticks for c in s.tick(t)]
+
+    assert run(15.0, [45.0]) == [45.0]  # held 30 s by 45 s
+    assert run(15.0, [44.0, 50.0]) == [50.0]  # a late timer still confirms it
+    assert run(16.0, [44.0, 45.0, 46.0]) == []  # held 30 s only at 46 s: after `within`
+    assert run(16.0, [46.0]) == []
+
+
+def test_then_in_values_hold() -> None:
+    s = confirm(FALL, {"field": "motion", "in": [0, 2], "for": 30})
+    s.on_then("r", 1, 1.0, 0.0)
+    s.on_event(ev("r", "fall", 0.0))
+    s.on_then("r", 1, 2.0, 5.0)
+    assert s.tick(34.9) == []
+    [change] = s.tick(35.12345)
+    assert change.details["confirmed_after"] == 35.123
 
 
 def test_a_first_sign_as_a_field_entering_its_set() -> None:
@@ -557,6 +594,7 @@ def test_the_engine_routes_readings_by_field_and_channel() -> None:
     assert [(c.rule.id, c.active) for c in changes] == [("held", True), ("hot", True),
                                                         ("quiet", False)]
     [held_change] = [c for c in changes if c.rule.id == "held"]
+    assert (held_change.device, held_change.channel) == ("d", 2)  # through the channel filter
     assert held_change.details == {"held_for": 10.0}
     [hot_e] = engine.evaluate(Reading("e", None, {"temp": 51.0}, 1066.0))
     assert hot_e.device == "e"

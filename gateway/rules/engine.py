@@ -111,18 +111,14 @@ def _events_on_channels(handler: EventHandler, channels: frozenset[int]) -> Even
     return on_channel
 
 
-def _plain(cls: type) -> Callable[[Any, Any], RuleState]:
-    return lambda rule, clock: cls(rule)
-
-
-# One entry per rule config type: how to build its runtime state.
+# One entry per rule config type: how to build its runtime state from (rule, clock).
 RULE_STATES: dict[type, Callable[[Any, Any], RuleState]] = {
-    ThresholdRule: _plain(ThresholdState),
-    HeldRule: _plain(HeldState),
-    EventRule: _plain(EventState),
-    CountRule: _plain(CountState),
+    ThresholdRule: lambda rule, clock: ThresholdState(rule),
+    HeldRule: lambda rule, clock: HeldState(rule),
+    EventRule: lambda rule, clock: EventState(rule),
+    CountRule: lambda rule, clock: CountState(rule),
     AbsenceRule: lambda rule, clock: AbsenceState(rule, clock=clock),
-    RateRule: _plain(RateState),
-    ConfirmRule: _plain(ConfirmState),
-    ForcedRule: _plain(ForcedState),
+    RateRule: lambda rule, clock: RateState(rule),
+    ConfirmRule: lambda rule, clock: ConfirmState(rule),
+    ForcedRule: lambda rule, clock: ForcedState(rule),
 }

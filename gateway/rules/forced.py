@@ -53,8 +53,7 @@ class ForcedState(RuleState):
         """Remember a grant (card, face, exit button, remote open)."""
         if event.name in self._unless:
             key = (event.device, event.channel)
-            if event.ts > self._grants.get(key, float("-inf")):
-                self._grants[key] = event.ts
+            self._grants[key] = max(event.ts, self._grants.get(key, event.ts))  # a late older one
         return None
 
     def on_value(self, device: str, channel: int | None, value: float, ts: float) -> RuleChange | None:
