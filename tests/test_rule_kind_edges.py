@@ -45,7 +45,7 @@ def ev(device: str, name: str, ts: float, channel: int | None = 1, **attrs: obje
 
 def test_the_base_state_routes_nothing_and_holds_no_condition() -> None:
     s = RuleState("r")
-    assert list(s.reading_routes([], {})) == [] and list(s.event_routes([], {})) == []
+    assert list(s.reading_routes([])) == [] and list(s.event_routes([])) == []
     assert s.tick(1.0) == [] and s.restore("d", 1) is False
     assert NO_CHANGES == []
 
@@ -90,15 +90,16 @@ def absence(for_: float = 60) -> tuple[AbsenceState, FakeClock]:
 def test_absence_routes_every_reading_and_event_of_each_selected_device() -> None:
     s, _ = absence()
     b, a = spec("b", ["x"]), spec("a", [])
-    routes = s.reading_routes([b, a, b], {})
+    routes = s.reading_routes([b, a, b])
     assert [(d, f) for d, f, _ in routes] == [("a", None), ("b", None)]
     assert all(h == s.on_value for _, _, h in routes)
-    assert s.event_routes([b, a], {}) == [("b", s.on_event), ("a", s.on_event)]
+    assert s.event_routes([b, a]) == [("b", s.on_event), ("a", s.on_event)]
 
 
 def test_absence_counts_silence_on_the_gateway_clock_from_the_first_tick() -> None:
     s, clock = absence(60)
-    s.reading_routes([spec("a", []), spec("b", [])], {})
+    assert s.tick(0.0) == []  # no devices routed yet: nothing to watch
+    s.reading_routes([spec("a", []), spec("b", [])])
     assert s.tick(1000.0) == []  # the count starts here for both
     clock.advance(10.0)
     s.on_value("a", 3, 1.0, 5.0)  # the device's own clock is far off: the arrival counts
@@ -119,12 +120,12 @@ def test_absence_counts_silence_on_the_gateway_clock_from_the_first_tick() -> No
 
 def test_absence_rounds_the_silence_and_a_restored_one_clears_at_the_next_sign() -> None:
     s, _ = absence(1)
-    s.reading_routes([spec("a", [])], {})
+    s.reading_routes([spec("a", [])])
     s.tick(0.0)
     [change] = s.tick(1.23456)
     assert change.value == 1.235 and change.details == {"silent_for": 1.235}
     s2, _ = absence(60)
-    s2.reading_routes([spec("a", [])], {})
+    s2.reading_routes([spec("a", [])])
     assert s2.restore("a", None) is True
     assert s2.tick(0.0) == [] and s2.tick(100.0) == []  # still silent: not raised again
     assert s2.on_event(ev("a", "x", 3.0)).active is False
@@ -140,7 +141,7 @@ def held(**kw) -> HeldState:
 
 def test_held_routes_only_the_devices_with_its_field() -> None:
     s = held()
-    assert s.reading_routes([spec("a", ["door_open"]), spec("b", ["x"])], {}) == [
+    assert s.reading_routes([spec("a", ["door_open"]), spec("b", ["x"])]) == [
         ("a", "door_open", s.on_value)]
 
 
@@ -199,14 +200,14 @@ def test_the_event_form_routes_events_and_the_field_form_readings() -> None:
     a, b = spec("a", ["fall"], ["tamper"]), spec("b", ["x"], ["ok", "restored"])
     c = spec("c", ["fall"])  # declares no events: may emit anything
     s = event_rule(event="tamper", clear_on="restored")
-    assert s.reading_routes([a, b, c], {}) == ()
-    assert s.event_routes([a, b, c], {}) == [("a", s.on_event), ("b", s.on_event),
+    assert s.reading_routes([a, b, c]) == ()
+    assert s.event_routes([a, b, c]) == [("a", s.on_event), ("b", s.on_event),
                                              ("c", s.on_event)]
     plain = event_rule(event="tamper")
-    assert [d for d, _ in plain.event_routes([a, b, c], {})] == ["a", "c"]
+    assert [d for d, _ in plain.event_routes([a, b, c])] == ["a", "c"]
     f = event_rule(field="fall")
-    assert f.event_routes([a, b, c], {}) == ()
-    assert f.reading_routes([a, b, c], {}) == [("a", "fall", f.on_value), ("c", "fall", f.on_value)]
+    assert f.event_routes([a, b, c]) == ()
+    assert f.reading_routes([a, b, c]) == [("a", "fall", f.on_value), ("c", "fall", f.on_value)]
 
 
 def test_a_momentary_event_reports_its_value_and_attributes() -> None:
@@ -275,7 +276,7 @@ def count_rule(**kw) -> CountState:
 def test_count_routes_the_devices_that_emit_its_events_or_its_resets() -> None:
     s = count_rule(reset_on=["granted"])
     devs = [spec("a", [], ["denied"]), spec("b", [], ["granted"]), spec("c", [], ["other"])]
-    assert [d for d, _ in s.event_routes(devs, {})] == ["a", "b"]
+    assert [d for d, _ in s.event_routes(devs)] == ["a", "b"]
 
 
 def test_count_fires_on_the_count_th_event_within_the_window_exactly() -> None:
@@ -334,12 +335,12 @@ def test_confirm_watches_devices_that_have_then_and_can_give_the_first_sign() ->
     nothen = spec("nothen", ["fall"], ["fall"])
     s = confirm(FALL, STILL)
     devs = [radar, mute, anything, nothen]
-    assert s.reading_routes(devs, {}) == [("radar", "motion", s.on_then),
+    assert s.reading_routes(devs) == [("radar", "motion", s.on_then),
                                           ("any", "motion", s.on_then)]
-    assert s.event_routes(devs, {}) == [("radar", s.on_event), ("any", s.on_event)]
+    assert s.event_routes(devs) == [("radar", s.on_event), ("any", s.on_event)]
     f = confirm({"field": "fall"}, STILL)
-    assert f.event_routes(devs, {}) == ()
-    assert f.reading_routes(devs, {}) == [("radar", "motion", f.on_then),
+    assert f.event_routes(devs) == ()
+    assert f.reading_routes(devs) == [("radar", "motion", f.on_then),
                                           ("radar", "fall", f.on_first_value)]
 
 
@@ -482,9 +483,9 @@ def forced(**kw) -> ForcedState:
 def test_forced_routes_door_contacts_and_grants_once_per_device() -> None:
     s = forced(grants_from=["term", "door1"], field="contact")
     d1, d2, t = spec("door1", ["contact"]), spec("door2", ["contact"]), spec("term", ["x"])
-    assert s.reading_routes([d1, t, d2], {}) == [("door1", "contact", s.on_value),
+    assert s.reading_routes([d1, t, d2]) == [("door1", "contact", s.on_value),
                                                  ("door2", "contact", s.on_value)]
-    assert [d for d, _ in s.event_routes([d1, t, d2], {})] == ["door1", "door2", "term"]
+    assert [d for d, _ in s.event_routes([d1, t, d2])] == ["door1", "door2", "term"]
 
 
 def test_a_forced_opening_reports_every_field() -> None:

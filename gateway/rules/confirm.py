@@ -55,7 +55,7 @@ class ConfirmState(RuleState):
             return [d for d in have_then if rule.first.field in d.fields]
         return emitting(have_then, self._first_events)
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """``then``'s field, and the first sign's field in the field form."""
         watched = self._watched(selected)
         routes = [(d.id, self.rule.then.field, self.on_then) for d in watched]
@@ -63,7 +63,7 @@ class ConfirmState(RuleState):
             routes += [(d.id, self.rule.first.field, self.on_first_value) for d in watched]
         return routes
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """The first sign, in the event form."""
         if self.rule.first.field is not None:
             return ()

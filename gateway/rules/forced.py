@@ -39,12 +39,12 @@ class ForcedState(RuleState):
         self._last: dict[Key, float] = {}     # last contact value per door
         self._pending: dict[Key, float] = {}  # doors opened without a grant, within grace
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """The contact field of every selected door device."""
         field = self.rule.field
         return [(d.id, field, self.on_value) for d in selected if field in d.fields]
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """Grants from the door devices themselves and from ``grants_from``."""
         doors = [d.id for d in selected if self.rule.field in d.fields]
         return [(dev, self.on_event) for dev in dict.fromkeys([*doors, *self._sources])]

@@ -26,7 +26,7 @@ class HeldState(RuleState):
         self._since: dict[Key, float] = {}  # pending: value held since, not yet alarmed
         self._active: set[Key] = set()      # alarmed
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """Every selected device that reads the rule's field."""
         return [(d.id, self.rule.field, self.on_value) for d in selected if self.rule.field in d.fields]
 
