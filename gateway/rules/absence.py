@@ -27,27 +27,30 @@ class AbsenceState(RuleState):
         self._last: dict[str, float] = {}
         self._active: set[str] = set()
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """Every reading of every selected device."""
         self._devices = sorted({d.id for d in selected})
         return [(d, None, self.on_value) for d in self._devices]
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """Every event of every selected device."""
         return [(d.id, self.on_event) for d in selected]
 
     def on_value(self, device: str, channel: int | None, value: float | None,
                  ts: float) -> RuleChange | None:
-        """A sign of life from the device."""
+        """A sign of life from the device (any channel)."""
+        return self._heard(device, ts)
+
+    def on_event(self, event: DeviceEvent) -> RuleChange | None:
+        """An event is a sign of life too."""
+        return self._heard(event.device, event.ts)
+
+    def _heard(self, device: str, ts: float) -> RuleChange | None:
         self._last[device] = self._clock.time()
         if device in self._active:
             self._active.discard(device)
             return RuleChange(self.rule, device, None, "", None, ts, False)
         return None
-
-    def on_event(self, event: DeviceEvent) -> RuleChange | None:
-        """An event is a sign of life too."""
-        return self.on_value(event.device, event.channel, None, event.ts)
 
     def tick(self, now: float) -> list[RuleChange]:
         """Raise for each device silent for ``for`` seconds."""

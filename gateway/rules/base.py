@@ -31,13 +31,12 @@ class RuleState:
     def __init__(self, rule) -> None:
         self.rule = rule
 
-    def reading_routes(self, selected: list[DeviceSpec], devices: dict[str, DeviceSpec]
+    def reading_routes(self, selected: list[DeviceSpec]
                        ) -> Iterable[tuple[str, str | None, ValueHandler]]:
         """(device id, field or None for every reading of it, handler)."""
         return ()
 
-    def event_routes(self, selected: list[DeviceSpec], devices: dict[str, DeviceSpec]
-                     ) -> Iterable[tuple[str, EventHandler]]:
+    def event_routes(self, selected: list[DeviceSpec]) -> Iterable[tuple[str, EventHandler]]:
         """(device id, handler) for the devices whose events it wants."""
         return ()
 

@@ -28,7 +28,8 @@ class ConfirmState(RuleState):
     After the first sign, ``then`` must hold for ``then.for`` seconds, counted
     from the first sign or from when ``then`` starts holding after it; if it
     stops holding once it held (the person moved), the confirmation is called
-    off. Nothing confirms after ``within`` seconds.
+    off. Nothing confirms unless ``then`` has held its ``for`` seconds by ``within``
+    seconds after the first sign.
     """
 
     __slots__ = ("_first_events", "_first_where", "_first_values", "_then_values", "_for",
@@ -54,7 +55,7 @@ class ConfirmState(RuleState):
             return [d for d in have_then if rule.first.field in d.fields]
         return emitting(have_then, self._first_events)
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """``then``'s field, and the first sign's field in the field form."""
         watched = self._watched(selected)
         routes = [(d.id, self.rule.then.field, self.on_then) for d in watched]
@@ -62,7 +63,7 @@ class ConfirmState(RuleState):
             routes += [(d.id, self.rule.first.field, self.on_first_value) for d in watched]
         return routes
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """The first sign, in the event form."""
         if self.rule.first.field is not None:
             return ()
@@ -81,14 +82,14 @@ class ConfirmState(RuleState):
         """A first sign as a field entering its set of values."""
         key = (device, channel)
         now_in = value in self._first_values
-        if now_in and not self._first_in.get(key, False):
+        if now_in and not self._first_in.get(key):
             self._start(key, ts, {"first": self.rule.first.field, "first_value": value})
         self._first_in[key] = now_in
         return None
 
     def _start(self, key: Key, ts: float, details: dict[str, object]) -> None:
         if key not in self._pending:  # a second sign while waiting changes nothing
-            holds = self._then_holds.get(key, False)
+            holds = self._then_holds.get(key)  # None (never reported) does not hold
             self._pending[key] = _Pending(ts, ts if holds else None, details)
 
     def on_then(self, device: str, channel: int | None, value: float, ts: float) -> RuleChange | None:
@@ -119,12 +120,17 @@ class ConfirmState(RuleState):
         return out
 
     def _check(self, key: Key, pending: _Pending, now: float, value: float | None) -> RuleChange | None:
-        if pending.hold_from is not None and now - pending.hold_from >= self._for:
-            del self._pending[key]
-            details = dict(pending.details)
-            details["confirmed_after"] = round(now - pending.first_ts, 3)
-            return RuleChange(self.rule, key[0], key[1], self.rule.then.field, value, now, True,
-                              details=details, momentary=True)
-        if now - pending.first_ts > self._within:
-            del self._pending[key]
-        return None
+        # ``then`` must have held ``for`` seconds by ``within`` after the first sign; a hold
+        # that has not started yet starts now at the earliest. Judged on the hold's own times,
+        # so the answer does not depend on when the timer happens to run.
+        hold_from = now if pending.hold_from is None else pending.hold_from
+        if hold_from + self._for - pending.first_ts > self._within:
+            del self._pending[key]  # too late to be confirmed
+            return None
+        if pending.hold_from is None or now - hold_from < self._for:
+            return None
+        del self._pending[key]
+        details = dict(pending.details)
+        details["confirmed_after"] = round(now - pending.first_ts, 3)
+        return RuleChange(self.rule, key[0], key[1], self.rule.then.field, value, now, True,
+                          details=details, momentary=True)

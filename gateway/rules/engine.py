@@ -41,11 +41,11 @@ class RuleEngine:
         for state in self.states:
             selected = [d for d in devices.values() if selects(state.rule, d)]
             channels = frozenset(state.rule.select.channels)
-            for device, field, handler in state.reading_routes(selected, devices):
+            for device, field, handler in state.reading_routes(selected):
                 if channels:
                     handler = _on_channels(handler, channels)
                 self._routes.setdefault(device, []).append((field, handler))
-            for device, handler in state.event_routes(selected, devices):
+            for device, handler in state.event_routes(selected):
                 if channels:
                     handler = _events_on_channels(handler, channels)
                 self._event_routes.setdefault(device, []).append(handler)
@@ -60,12 +60,10 @@ class RuleEngine:
         values = reading.values
         device, channel, ts = reading.device, reading.channel, reading.ts
         for field, handler in routes:
-            if field is None:
-                value = None
-            else:
-                value = values.get(field)
-                if value is None:
-                    continue
+            # a route without a field (None) takes every reading, with no value
+            value = values.get(field)  # type: ignore[arg-type]
+            if value is None and field is not None:
+                continue  # the reading lacks the field
             change = handler(device, channel, value, ts)
             if change is not None:
                 changes.append(change)
@@ -111,18 +109,14 @@ def _events_on_channels(handler: EventHandler, channels: frozenset[int]) -> Even
     return on_channel
 
 
-def _plain(cls: type) -> Callable[[Any, Any], RuleState]:
-    return lambda rule, clock: cls(rule)
-
-
-# One entry per rule config type: how to build its runtime state.
+# One entry per rule config type: how to build its runtime state from (rule, clock).
 RULE_STATES: dict[type, Callable[[Any, Any], RuleState]] = {
-    ThresholdRule: _plain(ThresholdState),
-    HeldRule: _plain(HeldState),
-    EventRule: _plain(EventState),
-    CountRule: _plain(CountState),
+    ThresholdRule: lambda rule, clock: ThresholdState(rule),
+    HeldRule: lambda rule, clock: HeldState(rule),
+    EventRule: lambda rule, clock: EventState(rule),
+    CountRule: lambda rule, clock: CountState(rule),
     AbsenceRule: lambda rule, clock: AbsenceState(rule, clock=clock),
-    RateRule: _plain(RateState),
-    ConfirmRule: _plain(ConfirmState),
-    ForcedRule: _plain(ForcedState),
+    RateRule: lambda rule, clock: RateState(rule),
+    ConfirmRule: lambda rule, clock: ConfirmState(rule),
+    ForcedRule: lambda rule, clock: ForcedState(rule),
 }

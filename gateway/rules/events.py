@@ -28,14 +28,14 @@ class EventState(RuleState):
         self._values = value_set(rule.equals, rule.in_)
         self._active: set[Key] = set()  # conditions that hold (field form, clear_on form)
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """Field form: every selected device that reads the field."""
         field = self.rule.field
         if field is None:
             return ()
         return [(d.id, field, self.on_value) for d in selected if field in d.fields]
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """Event form: every selected device that may emit one of the names."""
         if self.rule.field is not None:
             return ()
@@ -92,7 +92,7 @@ class CountState(RuleState):
         self._window = rule.window
         self._seen: dict[Key, deque[float]] = {}
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """Every selected device that may emit one of the names."""
         return [(d.id, self.on_event) for d in emitting(selected, self._names | self._reset)]
 

@@ -39,12 +39,12 @@ class ForcedState(RuleState):
         self._last: dict[Key, float] = {}     # last contact value per door
         self._pending: dict[Key, float] = {}  # doors opened without a grant, within grace
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """The contact field of every selected door device."""
         field = self.rule.field
         return [(d.id, field, self.on_value) for d in selected if field in d.fields]
 
-    def event_routes(self, selected, devices):
+    def event_routes(self, selected):
         """Grants from the door devices themselves and from ``grants_from``."""
         doors = [d.id for d in selected if self.rule.field in d.fields]
         return [(dev, self.on_event) for dev in dict.fromkeys([*doors, *self._sources])]
@@ -53,8 +53,7 @@ class ForcedState(RuleState):
         """Remember a grant (card, face, exit button, remote open)."""
         if event.name in self._unless:
             key = (event.device, event.channel)
-            if event.ts > self._grants.get(key, float("-inf")):
-                self._grants[key] = event.ts
+            self._grants[key] = max(event.ts, self._grants.get(key, event.ts))  # a late older one
         return None
 
     def on_value(self, device: str, channel: int | None, value: float, ts: float) -> RuleChange | None:

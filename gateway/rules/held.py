@@ -23,10 +23,10 @@ class HeldState(RuleState):
         super().__init__(rule)
         self._equals = float(rule.equals)
         self._for = rule.for_
-        self._since: dict[Key, float] = {}   # pending: value held since, not yet alarmed
-        self._active: dict[Key, float] = {}  # alarmed: value held since
+        self._since: dict[Key, float] = {}  # pending: value held since, not yet alarmed
+        self._active: set[Key] = set()      # alarmed
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """Every selected device that reads the rule's field."""
         return [(d.id, self.rule.field, self.on_value) for d in selected if self.rule.field in d.fields]
 
@@ -41,7 +41,8 @@ class HeldState(RuleState):
                 return self._fire(key, since, ts)
             return None
         self._since.pop(key, None)
-        if self._active.pop(key, None) is not None:
+        if key in self._active:
+            self._active.discard(key)
             return RuleChange(self.rule, device, channel, self.rule.field, value, ts, False)
         return None
 
@@ -54,11 +55,11 @@ class HeldState(RuleState):
 
     def _fire(self, key: Key, since: float, now: float) -> RuleChange:
         del self._since[key]
-        self._active[key] = since
+        self._active.add(key)
         return RuleChange(self.rule, key[0], key[1], self.rule.field, self._equals, now, True,
                           details={"held_for": round(now - since, 3)})
 
     def restore(self, device: str, channel: int | None) -> bool:
         """Take the value as still held (its alarm was open before a restart)."""
-        self._active[(device, channel)] = float("nan")
+        self._active.add((device, channel))
         return True

@@ -30,7 +30,7 @@ class RateState(RuleState):
             hysteresis=rule.hysteresis, on_delay=rule.on_delay, off_delay=rule.off_delay))
         self._history: dict[Key, deque[tuple[float, float]]] = {}
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """Every selected device that reads the field."""
         return [(d.id, self.rule.field, self.on_value) for d in selected if self.rule.field in d.fields]
 

@@ -41,7 +41,7 @@ class ThresholdState(RuleState):
                          else self._limit + rule.hysteresis)  # type: ignore[operator]
         self._floor = rule.ignore_at_or_below
 
-    def reading_routes(self, selected, devices):
+    def reading_routes(self, selected):
         """Every selected device that reads the rule's field."""
         return [(d.id, self.rule.field, self.on_value) for d in selected if self.rule.field in d.fields]
 
