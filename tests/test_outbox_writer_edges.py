@@ -5,11 +5,16 @@ writer task commits, what it sheds, purges and tells each sink it lost."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+
+import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import OutboxError
-from gateway.outbox import EVENT, READING, MemoryOutbox, OutboxWriter, SqliteOutbox
+from gateway.outbox import (
+    BUFFER_OVERFLOW, EVENT, OUTBOX_WRITE_FAILED, READING, MemoryOutbox, OutboxWriter, SqliteOutbox,
+)
 from gateway.outbox import writer as writer_module
 from harness import wait_until
 from test_outbox_edges import Position, rows
@@ -202,3 +207,242 @@ async def test_what_was_committed_long_ago_is_told_apart_from_live_rows() -> Non
     assert w.committed_before(10) == 10
     assert w.committed_before(300) == 5  # older than the history kept: its floor
     assert w.committed_before(10_000) == 5
+
+
+# -- what the writer shows and raises (stats, alarms, the live rate) ------------------------
+
+
+class Sized(MemoryOutbox):
+    """A memory store with a size in bytes and a byte budget, whose next commits can fail."""
+
+    def __init__(self, *, budget_bytes: int = 50_000, **kw):
+        super().__init__(**kw)
+        self.budget_bytes = budget_bytes
+        self.fail = 0
+        self.disk_full = False
+        self.size: int | None = None  # the bytes used_bytes() reports (default: 100 a row)
+
+    def append_rows(self, rows, cursors):
+        if self.fail:
+            self.fail -= 1
+            raise OutboxError(self.path, "commit failed: disk I/O error", disk_full=self.disk_full)
+        return super().append_rows(rows, cursors)
+
+    def used_bytes(self) -> int:
+        return 100 * self.rows if self.size is None else self.size
+
+
+def with_alarms(w) -> list[tuple[str, bool, str]]:
+    alarms: list[tuple[str, bool, str]] = []
+    w._on_alarm = lambda rule, active, message: alarms.append((rule, active, message))
+    return alarms
+
+
+async def test_stats_show_each_number_under_its_name() -> None:
+    clock = FakeClock(start=1_700_000_100.0)  # the rows' timestamps are 1_700_000_000 + i
+    store = Sized(max_rows=10)
+    w, (a, b) = make(store, clock=clock, sinks=("a", "b"))
+    a.quarantined, b.quarantined = 1, 2
+    await w.open()
+    assert w.stats() == {
+        "rows": 0, "staged_rows": 0, "oldest_unsent_age_seconds": 0.0, "committed_id": 0,
+        "committed_total": 0, "written_rows_total": 0, "skipped_rows_total": 0,
+        "dropped_total": 0, "quarantined_total": 3, "errors_total": 0, "used_bytes": 0,
+        "budget_bytes": 50_000, "live_rate_rows_per_second": 0.0, "degraded": 0, "overflow": 0}
+    w.add(rows(4))
+    a.cursor = b.cursor = 2  # both sinks confirmed rows 1 and 2 before their commit
+    assert await w.commit() == 2
+    w.add(rows(10, 4))  # rows 5..14
+    store.fail = 1
+    assert await w.commit() == 0
+    clock.advance(2.0)
+    w._measure_rate()  # 14 rows in the 2 s since the start
+    await w._maintain()
+    assert w.stats() == {
+        "rows": 2, "staged_rows": 10, "oldest_unsent_age_seconds": 100.0, "committed_id": 4,
+        "committed_total": 4, "written_rows_total": 2, "skipped_rows_total": 2,
+        "dropped_total": 0, "quarantined_total": 3, "errors_total": 1, "used_bytes": 200,
+        "budget_bytes": 50_000, "live_rate_rows_per_second": 7.0, "degraded": 1, "overflow": 0}
+    assert await w.commit() == 10
+    await w._maintain()  # 12 rows over the budget of 10: rows 3, 4, 5 go
+    assert w.stats() == {
+        "rows": 9, "staged_rows": 0, "oldest_unsent_age_seconds": 97.0, "committed_id": 14,
+        "committed_total": 14, "written_rows_total": 12, "skipped_rows_total": 2,
+        "dropped_total": 3, "quarantined_total": 3, "errors_total": 1, "used_bytes": 900,
+        "budget_bytes": 50_000, "live_rate_rows_per_second": 7.0, "degraded": 0, "overflow": 1}
+
+
+def test_an_age_is_never_negative_and_nothing_unsent_has_none() -> None:
+    assert writer_module._age(10.0, 7.5) == 2.5
+    assert writer_module._age(10.0, 12.0) == 0.0  # a row stamped ahead of this clock
+    assert writer_module._age(10.0, None) == 0.0
+
+
+async def test_the_live_rate_starts_at_its_first_measure_then_follows_smoothly() -> None:
+    clock = FakeClock(start=0.0)
+    w, _ = make(clock=clock)
+    await w.open()
+    w._measure_rate()  # no time passed: no rate yet (and no division by zero)
+    assert w.live_rate == 0.0 and not w._rate_measured
+    clock.advance(2.0)
+    w.add(rows(10))
+    w._measure_rate()
+    assert w.live_rate == 5.0  # the first measure is the rate itself: no ramp up from zero
+    clock.advance(4.0)
+    w.add(rows(60, 10))  # 15 rows/s: the average moves by 1 - e^(-4/RATE_WINDOW) of the step
+    w._measure_rate()
+    step = 1 - math.exp(-4.0 / writer_module.RATE_WINDOW)
+    assert w.live_rate == pytest.approx(5.0 + step * 10.0, rel=1e-12)
+    clock.advance(1.0)
+    w._measure_rate()  # nothing added for 1 s
+    assert w.live_rate == pytest.approx((5.0 + step * 10.0) * math.exp(-0.1), rel=1e-12)
+
+
+class FullDisk(Sized):
+    """As the SQLite store is: its calls go to a worker thread, and a disk can be full."""
+
+    blocking = True
+
+
+async def test_a_full_disk_lowers_the_budget_to_nine_tenths_of_what_the_file_holds(
+        caplog) -> None:
+    store = FullDisk(max_rows=10**6, budget_bytes=2_000_000)
+    w, _ = make(store)
+    await w.open()
+    w.add(rows(3))
+    store.fail, store.size = 1, 1_000_000  # another kind of failure: the budget stays
+    assert await w.commit() == 0 and store.budget_bytes == 2_000_000
+    store.fail, store.disk_full = 1, True
+    assert await w.commit() == 0
+    assert store.budget_bytes == 900_000 and "budget lowered to 0.9 MB" in caplog.text
+    store.fail, store.size = 1, 10_000  # a nearly empty file: the budget keeps a floor
+    assert await w.commit() == 0 and store.budget_bytes == 64 * 1024
+    caplog.clear()
+    store.fail = 1  # already there: not lowered again, not said again
+    assert await w.commit() == 0 and store.budget_bytes == 64 * 1024
+    assert "budget lowered" not in caplog.text
+    store.budget_bytes, store.size = 100_000, 2_000_000  # a budget under what the file holds
+    store.fail = 1
+    assert await w.commit() == 0 and store.budget_bytes == 100_000  # is never raised
+    assert w.commit_errors == 5 and w.staged == 3
+    assert await w.commit() == 3
+
+
+async def test_a_full_disk_drops_the_oldest_readings_at_once_to_make_room() -> None:
+    store = FullDisk(max_rows=5)  # (a memory store's budget is in rows)
+    w, (sink,) = make(store)
+    await w.open()
+    w.add(rows(8))
+    assert await w.commit() == 8
+    w.add(rows(1, 8))
+    store.fail, store.disk_full = 1, True
+    assert await w.commit() == 0
+    assert store.rows == 4 and w.dropped == 4 and sink.lost_rows == 4  # not at the next upkeep
+
+
+async def test_the_outbox_alarms_say_what_is_wrong_and_clear_once_it_is_not() -> None:
+    store = Sized(max_rows=10)
+    w, _ = make(store, commit_rows=5, max_staged=5)
+    alarms = with_alarms(w)
+    await w.open()
+    w.add(rows(5))
+    store.fail = 2
+    assert await w.commit() == 0
+    assert alarms == [(OUTBOX_WRITE_FAILED, True,
+                       "outbox cannot commit: commit failed: disk I/O error")]
+    assert await w.commit() == 0  # still failing: raised once
+    w.add(rows(1, 5))  # past the memory bound (exactly at it after a failure: nothing shed)
+    assert alarms[1:] == [(BUFFER_OVERFLOW, True, "upstream buffer full: oldest readings dropped "
+                                                  "(staged in memory (commits too slow or "
+                                                  "failing))")]
+    assert await w.commit() == 4
+    assert alarms[2:] == [(OUTBOX_WRITE_FAILED, False, "outbox writes work again")]
+    await w._maintain()  # 4 rows on a budget of 10: under half of it
+    assert alarms[3:] == [(BUFFER_OVERFLOW, False, "outbox back under its budget")]
+    for start in (6, 11, 16):
+        w.add(rows(5, start))
+        await w.commit()
+    await w._maintain()  # 19 rows on a budget of 10
+    assert alarms[4:] == [(BUFFER_OVERFLOW, True, "upstream buffer full: oldest readings dropped "
+                                                  "(over the outbox budget)")]
+    assert w.dropped == 2 + 10 and store.rows == 9
+
+
+async def test_an_outbox_file_that_cannot_be_opened_raises_an_alarm_that_says_why(
+        tmp_path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    w, _ = make(SqliteOutbox(path=blocker / "o.sqlite", budget_bytes=1 << 30), max_staged=1234)
+    alarms = with_alarms(w)
+    await w.open()
+    [(rule, active, message)] = alarms
+    assert (rule, active) == (OUTBOX_WRITE_FAILED, True)
+    assert message.startswith("outbox unusable (open failed: ")
+    assert message.endswith("): readings kept in memory only")
+    assert w.store.budget_rows == 1234
+
+
+async def test_shed_rows_count_as_lost_only_for_the_sinks_that_had_not_sent_them() -> None:
+    w, (fast, slow) = make(commit_rows=10, max_staged=10, sinks=("fast", "slow"))
+    await w.open()
+    w.add(rows(10))
+    fast.cursor = 1  # row 1 went out before the shedding
+    w.add(rows(1, 10))  # 11 staged: down to 9, rows 1 and 2 go
+    assert w.dropped == 2 and fast.lost_rows == 1 and slow.lost_rows == 2
+
+
+async def test_a_quarantined_row_keeps_its_sink_status_error_and_time() -> None:
+    clock = FakeClock(start=1_700_000_500.0)
+    w, _ = make(clock=clock)
+    await w.open()
+    w.add(rows(3))
+    await w.commit()
+    assert await w.quarantine("influxdb", [2], 400, "field type conflict") == 1
+    [(sink, row, status, error, at)] = w.store._quarantine
+    assert (sink, row[0], status, error, at) == ("influxdb", 2, 400, "field type conflict",
+                                                  1_700_000_500.0)
+
+
+class QuarantineFails(FullDisk):
+    """A store whose quarantine waits in its thread until told, then fails."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def quarantine(self, sink, ids, status, error, at):
+        self.entered.set()
+        self.release.wait(10)
+        raise OutboxError(self.path, "quarantine failed: disk I/O error")
+
+
+async def test_a_quarantine_that_fails_while_stopping_is_logged(caplog) -> None:
+    store = QuarantineFails(max_rows=100)
+    w, _ = make(store)
+    await w.open()
+    w.add(rows(3))
+    await w.commit()
+    task = asyncio.create_task(w.quarantine("influxdb", [1, 2], 400, "bad"))
+    await wait_until(store.entered.is_set, 5, "the quarantine in its thread")
+    task.cancel()
+    await asyncio.sleep(0)
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ("outbox: influxdb: quarantine of 2 rows failed while stopping: "
+            "outbox memory: quarantine failed: disk I/O error") in caplog.text
+
+
+async def test_a_full_disk_whose_size_cannot_be_read_keeps_the_budget_and_the_rows() -> None:
+    class Unreadable(FullDisk):
+        def used_bytes(self) -> int:
+            raise OutboxError(self.path, "read failed: disk I/O error")
+
+    store = Unreadable(max_rows=100, budget_bytes=2_000_000)
+    w, _ = make(store)
+    await w.open()  # (the upkeep's failure is logged, not raised)
+    w.add(rows(3))
+    store.fail, store.disk_full = 1, True
+    assert await w.commit() == 0  # not raised: the writer task goes on
+    assert store.budget_bytes == 2_000_000 and w.staged == 3 and w.failing
