@@ -446,3 +446,214 @@ async def test_a_full_disk_whose_size_cannot_be_read_keeps_the_budget_and_the_ro
     store.fail, store.disk_full = 1, True
     assert await w.commit() == 0  # not raised: the writer task goes on
     assert store.budget_bytes == 2_000_000 and w.staged == 3 and w.failing
+
+
+# -- reading: from memory, or from the file for a backlog --------------------------------------
+
+
+def docrows(n: int, start: int = 0) -> list[tuple]:
+    return [(READING, "d1", 1_700_000_000.0 + i, f"m v={i} {i}", f'{{"v": {i}}}')
+            for i in range(start, start + n)]
+
+
+def ids(rows_read: list[tuple]) -> list[int]:
+    return [r[0] for r in rows_read]
+
+
+async def test_after_a_restart_the_backlog_is_read_from_the_file_then_new_rows_from_memory(
+        tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    w, _ = make(SqliteOutbox(path=path, budget_bytes=1 << 30))
+    await w.open()
+    w.add(docrows(10))
+    await w.commit()
+    await w.close()
+    w, (sink,) = make(SqliteOutbox(path=path, budget_bytes=1 << 30))  # memory holds nothing
+    await w.open()
+    assert w.head == 10 and sink.cursor == 0
+    assert await w.read(0, 2, "line") == [(1, "m v=0 0"), (2, "m v=1 1")]
+    assert await w.read(8, 5, "doc") == [(9, "d1", '{"v": 8}'), (10, "d1", '{"v": 9}')]
+    assert await w.read(10, 5, "line") == []
+    w.add(docrows(3, 10))  # rows 11..13, in memory only
+    assert ids(await w.read(9, 5, "line")) == [10]  # a batch from the file ends with it
+    assert ids(await w.read(10, 5, "line")) == [11, 12, 13]
+    await w.close()
+
+
+async def test_memory_serves_committed_and_staged_rows_in_one_batch() -> None:
+    store = MemoryOutbox(max_rows=10**6)
+    w, (sink,) = make(store)
+    await w.open()
+    w.add(docrows(10))
+    await w.commit()  # rows 1..10 in the store and in memory
+    sink.cursor = 5
+    await w._maintain()  # memory (and the store) let go of rows 1..5
+    w.add(docrows(5, 10))  # rows 11..15 staged
+    assert ids(await w.read(5, 100, "line")) == list(range(6, 16))
+    assert ids(await w.read(6, 100, "line")) == list(range(7, 16))
+    assert ids(await w.read(4, 100, "line")) == list(range(6, 11))  # before memory: the store
+    assert await w.read(8, 4, "doc") == [(9, "d1", '{"v": 8}'), (10, "d1", '{"v": 9}'),
+                                         (11, "d1", '{"v": 10}'), (12, "d1", '{"v": 11}')]
+    assert await w.read(15, 4, "line") == []
+
+
+async def test_each_sink_s_oldest_unsent_row_is_found_in_memory_or_in_the_file() -> None:
+    w, (a, b) = make(commit_rows=5, max_staged=5, sinks=("a", "b"))
+    await w.open()
+    w.add(rows(5))
+    await w.commit()  # rows 1..5 (timestamps 1_700_000_000 + 0..4)
+    a.cursor, b.cursor = 5, 2
+    await w._maintain()  # the store keeps rows 3..5 (b has not confirmed them)
+    assert (a.oldest_ts, b.oldest_ts, w.oldest_ts) == (None, 1_700_000_002.0, 1_700_000_002.0)
+    b.cursor = 5
+    w.add(rows(10, 5))  # rows 6..15: past the memory bound, rows 6..11 are shed
+    a.cursor = 13  # a sent rows 12 and 13 before their commit
+    await w._maintain()  # (the store is purged again only later: rows 3..5 stay)
+    assert w.store.rows == 3
+    assert (a.oldest_ts, b.oldest_ts, w.oldest_ts) == (1_700_000_013.0, 1_700_000_011.0,
+                                                       1_700_000_011.0)
+
+
+# -- committing: what is written, skipped, and which cursors move ------------------------------
+
+
+async def test_a_commit_writes_what_some_sink_still_needs_and_moves_cursors_with_it() -> None:
+    store = MemoryOutbox(max_rows=10**6)
+    w, (a, b) = make(store, sinks=("a", "b"))
+    await w.open()
+    w.add(rows(10))
+    a.cursor = 8  # a sent rows 1..8; b nothing yet
+    assert await w.commit(upto=4) == 4 and w.staged == 6  # only up to the row noted
+    assert store._cursors == {"a": 4, "b": 0}  # a cursor on disk never passes the rows there
+    a.cursor = b.cursor = 10
+    assert await w.commit() == 0  # every sink has rows 5..10: none is written
+    assert (w.skipped, w.written_rows, w.accepted, store.rows) == (6, 4, 10, 4)
+    w.add(rows(3, 10))
+    a.cursor = b.cursor = 13
+    assert await w.commit() == 0
+    assert (w.skipped, w.written_rows, w.accepted, store.rows) == (9, 4, 13, 4)
+
+
+async def test_with_no_sink_every_row_is_written() -> None:
+    w, _ = make(sinks=())
+    await w.open()
+    w.add(rows(3))
+    assert await w.commit() == 3 and w.store.rows == 3 and w.skipped == 0
+
+
+async def test_a_commit_that_succeeds_while_cancelled_counts_what_it_skipped(tmp_path) -> None:
+    store = SlowAppend(False, path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w, (sink,) = make(store)
+    await w.open()
+    w.add(rows(5))
+    sink.cursor = 2
+    commit = asyncio.create_task(w.commit())
+    await wait_until(store.entered.is_set, 5, "the commit in its thread")
+    commit.cancel()
+    await asyncio.sleep(0)
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    assert (w.skipped, w.written_rows, w.accepted) == (2, 3, 5)
+    await w.close()
+
+
+class CountedAdvances(MemoryOutbox):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.advances: list[tuple[str, int]] = []
+
+    def advance(self, sink: str, last_id: int) -> None:
+        self.advances.append((sink, last_id))
+        super().advance(sink, last_id)
+
+
+async def test_a_cursor_goes_to_the_store_once_and_never_past_the_rows_there() -> None:
+    store = CountedAdvances(max_rows=10**6)
+    w, _ = make(store)
+    await w.open()
+    w.add(rows(10))
+    await w.commit()
+    await w.advance("influxdb", 4)
+    await w.advance("influxdb", 4)  # already there: not written again
+    w.add(rows(5, 10))  # rows 11..15: not on disk
+    await w.advance("influxdb", 15)
+    await w.advance("influxdb", 15)
+    assert store.advances == [("influxdb", 4), ("influxdb", 10)]
+
+
+# -- the writer task's schedule ---------------------------------------------------------------
+
+
+class MaxRandom:
+    """The longest delay full jitter can pick, every time."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
+
+
+def test_failed_commits_are_retried_after_doubling_delays_up_to_30_s() -> None:
+    w, _ = make()
+    w._backoff._rng = MaxRandom()
+    assert [w._backoff.next_delay() for _ in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+class Schedule:
+    """Stands in for asyncio in the writer module: records the waits ``run()`` asks for,
+    ends each at once, and calls ``hook(n)`` at the n-th."""
+
+    def __init__(self, hook, waits: int):
+        self.waits: list[tuple[str, float]] = []
+        self.hook = hook
+        self.enough = asyncio.Event()
+        self.wanted = waits
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+    def _wait(self, kind: str, delay: float) -> None:
+        self.waits.append((kind, delay))
+        self.hook(len(self.waits))
+        if len(self.waits) >= self.wanted:
+            self.enough.set()
+
+    def timeout(self, delay: float):
+        self._wait("timeout", delay)
+        return asyncio.timeout(0)
+
+    async def sleep(self, delay: float) -> None:
+        self._wait("sleep", delay)
+        await asyncio.sleep(0)
+
+
+async def test_the_writer_task_waits_the_interval_less_the_grace_and_backs_off_while_failing(
+        monkeypatch) -> None:
+    store = Sized(max_rows=10**6)
+    w, _ = make(store, commit_rows=3, commit_interval=1.0)  # grace: 0.25 s
+    w._backoff._rng = MaxRandom()
+    await w.open()
+    seen = {}
+
+    def hook(n: int) -> None:
+        if n == 1:  # the grace before the first commit: rows 4, 5 come meanwhile
+            w.add(rows(2, 3))
+        elif n == 2:  # the first commit took only the rows there before its grace
+            seen["after the first commit"] = (w.accepted, w.staged)
+            store.fail = 2
+        elif n == 6:
+            seen["after the retries"] = (w.accepted, w.staged, w.failing)
+
+    schedule = Schedule(hook, 7)
+    monkeypatch.setattr(writer_module, "asyncio", schedule)
+    w.add(rows(3))  # commit_rows: committed without waiting for the interval
+    task = asyncio.create_task(w.run(), name="test-writer")
+    try:
+        async with asyncio.timeout(5):
+            await schedule.enough.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert schedule.waits[:7] == [("sleep", 0.25), ("timeout", 0.75), ("sleep", 0.25),
+                                  ("timeout", 0.5), ("timeout", 1.0), ("timeout", 0.75),
+                                  ("sleep", 0.25)]
+    assert seen == {"after the first commit": (3, 2), "after the retries": (5, 0, None)}
