@@ -5,6 +5,7 @@ writer task commits, what it sheds, purges and tells each sink it lost."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 
@@ -17,6 +18,7 @@ from gateway.outbox import (
 )
 from gateway.outbox import writer as writer_module
 from harness import wait_until
+from test_outbox_store import disk_cursor
 from test_outbox_edges import Position, rows
 
 
@@ -181,6 +183,11 @@ async def test_the_purge_waits_for_enough_rows_or_time_then_deletes_what_all_sin
     a.cursor = b.cursor = 6 + writer_module.PURGE_ROWS  # exactly PURGE_ROWS more: at once
     await w._purge()
     assert w._purged_upto == b.cursor and w.store.rows == 4
+    w.add(rows(1, 10 + writer_module.PURGE_ROWS))
+    await w.commit()
+    a.cursor = b.cursor = b.cursor + 1  # one row more, no time passed: not yet
+    await w._purge()
+    assert w._purged_upto == b.cursor - 1 and w.store.rows == 5
 
 
 async def test_each_sink_hears_only_of_the_dropped_rows_it_had_not_sent() -> None:
@@ -281,15 +288,16 @@ def test_an_age_is_never_negative_and_nothing_unsent_has_none() -> None:
 async def test_the_live_rate_starts_at_its_first_measure_then_follows_smoothly() -> None:
     clock = FakeClock(start=0.0)
     w, _ = make(clock=clock)
-    await w.open()
-    w._measure_rate()  # no time passed: no rate yet (and no division by zero)
-    assert w.live_rate == 0.0 and not w._rate_measured
+    await w.open()  # the rate counts from here
     clock.advance(2.0)
     w.add(rows(10))
     w._measure_rate()
     assert w.live_rate == 5.0  # the first measure is the rate itself: no ramp up from zero
-    clock.advance(4.0)
-    w.add(rows(60, 10))  # 15 rows/s: the average moves by 1 - e^(-4/RATE_WINDOW) of the step
+    w.add(rows(10, 10))
+    w._measure_rate()  # no time passed: nothing measured (and no division by zero) ...
+    assert w.live_rate == 5.0
+    w.add(rows(50, 20))  # ... the rows count with the next measure (60 rows in 4 s)
+    clock.advance(4.0)  # 15 rows/s: the average moves by 1 - e^(-4/RATE_WINDOW) of the step
     w._measure_rate()
     step = 1 - math.exp(-4.0 / writer_module.RATE_WINDOW)
     assert w.live_rate == pytest.approx(5.0 + step * 10.0, rel=1e-12)
@@ -340,7 +348,8 @@ async def test_a_full_disk_drops_the_oldest_readings_at_once_to_make_room() -> N
     assert store.rows == 4 and w.dropped == 4 and sink.lost_rows == 4  # not at the next upkeep
 
 
-async def test_the_outbox_alarms_say_what_is_wrong_and_clear_once_it_is_not() -> None:
+async def test_the_outbox_alarms_say_what_is_wrong_and_clear_once_it_is_not(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.outbox.writer")
     store = Sized(max_rows=10)
     w, _ = make(store, commit_rows=5, max_staged=5)
     alarms = with_alarms(w)
@@ -357,15 +366,22 @@ async def test_the_outbox_alarms_say_what_is_wrong_and_clear_once_it_is_not() ->
                                                   "failing))")]
     assert await w.commit() == 4
     assert alarms[2:] == [(OUTBOX_WRITE_FAILED, False, "outbox writes work again")]
-    await w._maintain()  # 4 rows on a budget of 10: under half of it
+    w.add(rows(1, 6))
+    await w.commit()
+    await w._maintain()  # 5 rows on a budget of 10: exactly half of it
+    assert alarms[3:] == []
+    store.purge(3)
+    await w._maintain()  # 4 rows: under half of it
     assert alarms[3:] == [(BUFFER_OVERFLOW, False, "outbox back under its budget")]
-    for start in (6, 11, 16):
+    for start in (7, 12, 17):
         w.add(rows(5, start))
         await w.commit()
     await w._maintain()  # 19 rows on a budget of 10
     assert alarms[4:] == [(BUFFER_OVERFLOW, True, "upstream buffer full: oldest readings dropped "
                                                   "(over the outbox budget)")]
     assert w.dropped == 2 + 10 and store.rows == 9
+    assert ids(await w.read(0, 100, "line")) == list(range(14, 23))  # gone from memory too
+    assert caplog.text.count("outbox back under") == 1  # said when the alarm clears only
 
 
 async def test_an_outbox_file_that_cannot_be_opened_raises_an_alarm_that_says_why(
@@ -463,20 +479,25 @@ def ids(rows_read: list[tuple]) -> list[int]:
 async def test_after_a_restart_the_backlog_is_read_from_the_file_then_new_rows_from_memory(
         tmp_path) -> None:
     path = tmp_path / "o.sqlite"
-    w, _ = make(SqliteOutbox(path=path, budget_bytes=1 << 30))
+    w, _ = make(SqliteOutbox(path=path, budget_bytes=1 << 30), sinks=("a", "b"))
     await w.open()
     w.add(docrows(10))
     await w.commit()
     await w.close()
-    w, (sink,) = make(SqliteOutbox(path=path, budget_bytes=1 << 30))  # memory holds nothing
+    w, (a, b) = make(SqliteOutbox(path=path, budget_bytes=1 << 30), sinks=("a", "b"))
     await w.open()
-    assert w.head == 10 and sink.cursor == 0
+    assert w.head == 10 and a.cursor == b.cursor == 0  # memory holds nothing
     assert await w.read(0, 2, "line") == [(1, "m v=0 0"), (2, "m v=1 1")]
     assert await w.read(8, 5, "doc") == [(9, "d1", '{"v": 8}'), (10, "d1", '{"v": 9}')]
     assert await w.read(10, 5, "line") == []
     w.add(docrows(3, 10))  # rows 11..13, in memory only
     assert ids(await w.read(9, 5, "line")) == [10]  # a batch from the file ends with it
     assert ids(await w.read(10, 5, "line")) == [11, 12, 13]
+    b.cursor = 11
+    await w.advance("b", 11)
+    await w._maintain()  # a's oldest unsent row is in the file, b's in memory
+    assert (a.oldest_ts, b.oldest_ts, w.oldest_ts) == (1_700_000_000.0, 1_700_000_011.0,
+                                                       1_700_000_000.0)
     await w.close()
 
 
@@ -488,6 +509,7 @@ async def test_memory_serves_committed_and_staged_rows_in_one_batch() -> None:
     await w.commit()  # rows 1..10 in the store and in memory
     sink.cursor = 5
     await w._maintain()  # memory (and the store) let go of rows 1..5
+    assert [r[5] for r in w._kept] == [6, 7, 8, 9, 10]
     w.add(docrows(5, 10))  # rows 11..15 staged
     assert ids(await w.read(5, 100, "line")) == list(range(6, 16))
     assert ids(await w.read(6, 100, "line")) == list(range(7, 16))
@@ -539,6 +561,8 @@ async def test_with_no_sink_every_row_is_written() -> None:
     await w.open()
     w.add(rows(3))
     assert await w.commit() == 3 and w.store.rows == 3 and w.skipped == 0
+    await w._maintain()  # nothing is purged (no sink confirms); memory lets go of the rows
+    assert w.store.rows == 3 and w._kept == [] and w.oldest_ts is None
 
 
 async def test_a_commit_that_succeeds_while_cancelled_counts_what_it_skipped(tmp_path) -> None:
@@ -579,6 +603,8 @@ async def test_a_cursor_goes_to_the_store_once_and_never_past_the_rows_there() -
     w.add(rows(5, 10))  # rows 11..15: not on disk
     await w.advance("influxdb", 15)
     await w.advance("influxdb", 15)
+    w._sinks[0].cursor = 15
+    await w._maintain()  # nothing new for the store
     assert store.advances == [("influxdb", 4), ("influxdb", 10)]
 
 
@@ -657,3 +683,49 @@ async def test_the_writer_task_waits_the_interval_less_the_grace_and_backs_off_w
                                   ("timeout", 0.5), ("timeout", 1.0), ("timeout", 0.75),
                                   ("sleep", 0.25)]
     assert seen == {"after the first commit": (3, 2), "after the retries": (5, 0, None)}
+
+
+def test_the_grace_before_a_commit_is_at_most_half_the_interval() -> None:
+    assert make(commit_interval=1.0)[0].grace == writer_module.SEND_GRACE
+    assert make(commit_interval=0.1)[0].grace == 0.05
+
+
+def test_a_writer_not_yet_open_holds_no_row() -> None:
+    w, _ = make()  # (what a sink runner's lag reads before the start)
+    assert w.head == 0 and w.staged == 0 and w.stats()["committed_id"] == 0
+
+
+async def test_a_cursor_that_passed_rows_while_they_were_written_reaches_the_store_next(
+        tmp_path) -> None:
+    store = SlowAppend(False, path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w, (sink,) = make(store)
+    await w.open()
+    w.add(rows(5))
+    commit = asyncio.create_task(w.commit())
+    await wait_until(store.entered.is_set, 5, "the commit in its thread")
+    sink.cursor = 5  # the rows went out meanwhile ...
+    await w.advance("influxdb", 5)  # ... not yet on disk: nothing to write
+    store.release.set()
+    assert await commit == 5
+    assert disk_cursor(store.path) == 0  # the commit took the cursor as it was
+    await w._maintain()
+    assert disk_cursor(store.path) == 5  # else all 5 rows go out again after a restart
+    await w.close()
+
+
+class UpkeepFails(Sized):
+    def enforce_budget(self) -> list[int]:
+        raise OutboxError(self.path, "budget failed: disk I/O error")
+
+
+async def test_an_upkeep_failure_is_logged_unless_the_commits_fail_already(caplog) -> None:
+    store = UpkeepFails(max_rows=100)
+    w, _ = make(store)
+    await w.open()
+    assert "budget failed: disk I/O error (upkeep; will try again)" in caplog.text
+    caplog.clear()
+    w.add(rows(1))
+    store.fail = 1
+    await w.commit()
+    await w._maintain()  # the commit's failure is the one reported
+    assert "upkeep" not in caplog.text
