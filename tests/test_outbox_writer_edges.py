@@ -729,3 +729,40 @@ async def test_an_upkeep_failure_is_logged_unless_the_commits_fail_already(caplo
     await w.commit()
     await w._maintain()  # the commit's failure is the one reported
     assert "upkeep" not in caplog.text
+
+
+class SlowAdvance(SqliteOutbox):
+    """A store whose first cursor update waits in its thread until told; counts updates."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.advances: list[int] = []
+
+    def advance(self, sink, last_id):
+        if not self.advances:
+            self.entered.set()
+            self.release.wait(10)
+        self.advances.append(last_id)
+        super().advance(sink, last_id)
+
+
+async def test_a_cursor_move_that_lands_after_a_commit_s_own_move_is_not_written_again(
+        tmp_path) -> None:
+    store = SlowAdvance(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w, (sink,) = make(store)
+    await w.open()
+    w.add(rows(10))
+    await w.commit()
+    sink.cursor = 4
+    move = asyncio.create_task(w.advance("influxdb", 4))
+    await wait_until(store.entered.is_set, 5, "the cursor move in its thread")
+    sink.cursor = 8  # the sink went on; the next commit carries its cursor
+    w.add(rows(5, 10))
+    assert await w.commit() == 5 and disk_cursor(store.path) == 8
+    store.release.set()
+    await move  # the older move lands last (the store keeps the newer cursor)
+    await w._maintain()
+    assert store.advances == [4] and disk_cursor(store.path) == 8
+    await w.close()
