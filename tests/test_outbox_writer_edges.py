@@ -490,6 +490,9 @@ async def test_after_a_restart_the_backlog_is_read_from_the_file_then_new_rows_f
     assert await w.read(0, 2, "line") == [(1, "m v=0 0"), (2, "m v=1 1")]
     assert await w.read(8, 5, "doc") == [(9, "d1", '{"v": 8}'), (10, "d1", '{"v": 9}')]
     assert await w.read(10, 5, "line") == []
+    b.cursor = 9
+    await w._maintain()  # only the file has what follows either cursor
+    assert (a.oldest_ts, b.oldest_ts) == (1_700_000_000.0, 1_700_000_009.0)
     w.add(docrows(3, 10))  # rows 11..13, in memory only
     assert ids(await w.read(9, 5, "line")) == [10]  # a batch from the file ends with it
     assert ids(await w.read(10, 5, "line")) == [11, 12, 13]
@@ -554,6 +557,10 @@ async def test_a_commit_writes_what_some_sink_still_needs_and_moves_cursors_with
     a.cursor = b.cursor = 13
     assert await w.commit() == 0
     assert (w.skipped, w.written_rows, w.accepted, store.rows) == (9, 4, 13, 4)
+    w.add(rows(4, 13))
+    a.cursor = b.cursor = 15  # rows 14, 15 confirmed; 16, 17 not yet
+    assert await w.commit() == 2
+    assert (w.skipped, w.written_rows, w.accepted, store.rows) == (11, 6, 17, 6)
 
 
 async def test_with_no_sink_every_row_is_written() -> None:
@@ -691,8 +698,35 @@ def test_the_grace_before_a_commit_is_at_most_half_the_interval() -> None:
 
 
 def test_a_writer_not_yet_open_holds_no_row() -> None:
-    w, _ = make()  # (what a sink runner's lag reads before the start)
-    assert w.head == 0 and w.staged == 0 and w.stats()["committed_id"] == 0
+    w, _ = make()  # (what a sink runner's lag and /metrics read before the start)
+    assert w.head == 0 and w.stats() == {
+        "rows": 0, "staged_rows": 0, "oldest_unsent_age_seconds": 0.0, "committed_id": 0,
+        "committed_total": 0, "written_rows_total": 0, "skipped_rows_total": 0,
+        "dropped_total": 0, "quarantined_total": 0, "errors_total": 0, "used_bytes": 0,
+        "budget_bytes": 0, "live_rate_rows_per_second": 0.0, "degraded": 0, "overflow": 0}
+
+
+async def test_memory_keeps_the_newest_committed_rows_up_to_its_bound() -> None:
+    w, _ = make(commit_rows=10**6, max_staged=10**6)
+    await w.open()
+    w.add(rows(writer_module.MEMORY_ROWS + 1))
+    await w.commit()  # the sink has sent none: all of them wait for it
+    assert len(w._kept) == writer_module.MEMORY_ROWS and w._kept[0][5] == 2
+
+
+async def test_a_purge_with_nothing_new_to_delete_does_not_restart_its_clock() -> None:
+    clock = FakeClock()
+    w, (sink,) = make(clock=clock)
+    await w.open()
+    w.add(rows(10))
+    await w.commit()
+    sink.cursor = 4
+    await w._purge()
+    clock.advance(writer_module.PURGE_EVERY)
+    await w._purge()  # nothing newly confirmed: nothing to do
+    sink.cursor = 6
+    await w._purge()  # PURGE_EVERY since the last purge: at once
+    assert w.store.rows == 4
 
 
 async def test_a_cursor_that_passed_rows_while_they_were_written_reaches_the_store_next(

@@ -90,20 +90,21 @@ class OutboxWriter:
         self._kept: list[tuple] = []  # committed rows still in memory for the sinks to read
         self._committing: list[tuple] = []  # rows of the commit under way (readable too)
         self.head = 0  # the id of the newest row added
-        self._disk_head = 0  # the newest id written to the store
-        self._persisted: dict[str, int] = {}  # each sink's cursor as the store has it
+        # Set by open(), from the store:
+        self._disk_head: int  # the newest id written to the store
+        self._persisted: dict[str, int]  # each sink's cursor as the store has it
+        self._purged_upto: int  # the newest id purged (or before the oldest cursor)
+        self._history_floor: int  # the head before the oldest commit kept
         self.skipped = 0  # rows every sink confirmed before their commit: never written
         self.written_rows = 0  # rows written to the store
         self._due = asyncio.Event()
         self._sinks: list[Cursor] = []
-        self._backoff = Backoff(initial=0.5, cap=30.0)
+        self._backoff = Backoff()  # 0.5 s, doubling up to 30 s
         self._added = 0
         self._rate_mark: tuple[float, int]  # (when, rows added then): set by open()
-        self._purged_upto = 0
         self._purged_at = 0.0
         self._commit_times: list[float] = []  # monotonic time of each recent commit ...
         self._commit_heads: list[int] = []  # ... and the head it reached
-        self._history_floor = 0  # the head before the oldest commit kept
         self._alarms: set[str] = set()
         self._fallback = False
         self.committed_id = 0
@@ -280,8 +281,7 @@ class OutboxWriter:
         self.written_rows += n
         kept = self._kept
         kept.extend(rows)
-        if len(kept) > MEMORY_ROWS:
-            del kept[:len(kept) - MEMORY_ROWS]
+        del kept[:max(0, len(kept) - MEMORY_ROWS)]
         now = self._clock.monotonic()
         self._commit_times.append(now)
         self._commit_heads.append(head)
