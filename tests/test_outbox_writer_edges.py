@@ -800,3 +800,37 @@ async def test_a_cursor_move_that_lands_after_a_commit_s_own_move_is_not_written
     await w._maintain()
     assert store.advances == [4] and disk_cursor(store.path) == 8
     await w.close()
+
+
+class AdvanceFails(SqliteOutbox):
+    """A store whose cursor update waits in its thread until told, then fails."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def advance(self, sink, last_id):
+        self.entered.set()
+        self.release.wait(10)
+        raise OutboxError(str(self.path), "cursor update failed: disk I/O error")
+
+
+async def test_cursor_moves_of_several_sinks_that_fail_while_stopping_are_logged_each(
+        tmp_path, caplog) -> None:
+    store = AdvanceFails(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    w, (a, b) = make(store, sinks=("a", "b"))
+    await w.open()
+    w.add(rows(10))
+    await w.commit()
+    a.cursor, b.cursor = 4, 5
+    upkeep = asyncio.create_task(w._maintain())
+    await wait_until(store.entered.is_set, 5, "the cursor moves in their thread")
+    upkeep.cancel()
+    await asyncio.sleep(0)
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await upkeep
+    assert ("outbox: a: cursor move to row 4, b: cursor move to row 5 failed while stopping: "
+            f"outbox {store.path}: cursor update failed: disk I/O error") in caplog.text
+    await w.close()
