@@ -576,8 +576,11 @@ async def test_a_commit_that_succeeds_while_cancelled_counts_what_it_skipped(tmp
     store = SlowAppend(False, path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
     w, (sink,) = make(store)
     await w.open()
-    w.add(rows(5))
+    w.add(rows(2))
     sink.cursor = 2
+    assert await w.commit() == 0 and w.skipped == 2  # sent in time: not written
+    w.add(rows(5, 2))
+    sink.cursor = 4
     commit = asyncio.create_task(w.commit())
     await wait_until(store.entered.is_set, 5, "the commit in its thread")
     commit.cancel()
@@ -585,7 +588,7 @@ async def test_a_commit_that_succeeds_while_cancelled_counts_what_it_skipped(tmp
     store.release.set()
     with pytest.raises(asyncio.CancelledError):
         await commit
-    assert (w.skipped, w.written_rows, w.accepted) == (2, 3, 5)
+    assert (w.skipped, w.written_rows, w.accepted) == (4, 3, 7)
     await w.close()
 
 
@@ -709,8 +712,11 @@ def test_a_writer_not_yet_open_holds_no_row() -> None:
 async def test_memory_keeps_the_newest_committed_rows_up_to_its_bound() -> None:
     w, _ = make(commit_rows=10**6, max_staged=10**6)
     await w.open()
-    w.add(rows(writer_module.MEMORY_ROWS + 1))
+    w.add(rows(3))
     await w.commit()  # the sink has sent none: all of them wait for it
+    assert [r[5] for r in w._kept] == [1, 2, 3]
+    w.add(rows(writer_module.MEMORY_ROWS - 2, 3))
+    await w.commit()
     assert len(w._kept) == writer_module.MEMORY_ROWS and w._kept[0][5] == 2
 
 
