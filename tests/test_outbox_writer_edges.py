@@ -840,3 +840,15 @@ async def test_cursor_moves_of_several_sinks_that_fail_while_stopping_are_logged
     assert ("outbox: a: cursor move to row 4, b: cursor move to row 5 failed while stopping: "
             f"outbox {store.path}: cursor update failed: disk I/O error") in caplog.text
     await w.close()
+
+
+async def test_a_sink_whose_next_rows_went_over_the_budget_is_owed_the_staged_ones() -> None:
+    w, (a, b) = make(MemoryOutbox(max_rows=2), sinks=("a", "b"))
+    await w.open()
+    w.add(rows(4) + rows(1, 4, kind=EVENT, device="door") + rows(5, 5))
+    await w.commit()  # rows 1..10, row 5 an event
+    a.cursor, b.cursor = 5, 4
+    w.add(rows(1, 10))  # row 11, staged
+    await w._maintain()  # purged up to 4; over the budget rows 6..10 go (the event stays)
+    assert [r[5] for r in w._kept] == [5] and w.store.rows == 1
+    assert (a.oldest_ts, b.oldest_ts) == (1_700_000_010.0, 1_700_000_004.0)

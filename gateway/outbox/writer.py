@@ -285,8 +285,8 @@ class OutboxWriter:
         now = self._clock.monotonic()
         self._commit_times.append(now)
         self._commit_heads.append(head)
-        if self._commit_times[0] < now - COMMIT_HISTORY:
-            cut = bisect.bisect_left(self._commit_times, now - COMMIT_HISTORY)
+        cut = bisect.bisect_left(self._commit_times, now - COMMIT_HISTORY)  # older than kept
+        if cut:
             self._history_floor = self._commit_heads[cut - 1]
             del self._commit_times[:cut], self._commit_heads[:cut]
         if self.failing is not None:
