@@ -214,6 +214,7 @@ async def test_what_was_committed_long_ago_is_told_apart_from_live_rows() -> Non
     assert w.committed_before(10) == 10
     assert w.committed_before(300) == 5  # older than the history kept: its floor
     assert w.committed_before(10_000) == 5
+    assert w._commit_times == [250.0, 301.0]  # (the history kept is bounded)
 
 
 # -- what the writer shows and raises (stats, alarms, the live rate) ------------------------
