@@ -703,6 +703,7 @@ def test_the_grace_before_a_commit_is_at_most_half_the_interval() -> None:
 
 def test_a_writer_not_yet_open_holds_no_row() -> None:
     w, _ = make()  # (what a sink runner's lag and /metrics read before the start)
+    assert w.committed_before(5.0) == 0  # no backlog: a sink at 0 is not draining
     assert w.head == 0 and w.stats() == {
         "rows": 0, "staged_rows": 0, "oldest_unsent_age_seconds": 0.0, "committed_id": 0,
         "committed_total": 0, "written_rows_total": 0, "skipped_rows_total": 0,

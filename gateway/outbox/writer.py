@@ -94,7 +94,6 @@ class OutboxWriter:
         self._disk_head: int  # the newest id written to the store
         self._persisted: dict[str, int]  # each sink's cursor as the store has it
         self._purged_upto: int  # the newest id purged (or before the oldest cursor)
-        self._history_floor: int  # the head before the oldest commit kept
         self.skipped = 0  # rows every sink confirmed before their commit: never written
         self.written_rows = 0  # rows written to the store
         self._due = asyncio.Event()
@@ -105,6 +104,7 @@ class OutboxWriter:
         self._purged_at = 0.0
         self._commit_times: list[float] = []  # monotonic time of each recent commit ...
         self._commit_heads: list[int] = []  # ... and the head it reached
+        self._history_floor = 0  # the head before the oldest commit kept (read before open())
         self._alarms: set[str] = set()
         self._fallback = False
         self.committed_id = 0
