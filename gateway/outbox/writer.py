@@ -85,25 +85,26 @@ class OutboxWriter:
         self.commit_rows = commit_rows
         self.max_staged = max(max_staged, commit_rows)
         self._clock = clock
-        self._on_alarm = on_alarm or (lambda rule, active, message: None)
+        self._on_alarm = on_alarm or _no_hook
         self._staged: list[tuple] = []  # rows after committed_id: (kind, device, ts, line, doc, id)
         self._kept: list[tuple] = []  # committed rows still in memory for the sinks to read
         self._committing: list[tuple] = []  # rows of the commit under way (readable too)
         self.head = 0  # the id of the newest row added
-        self._disk_head = 0  # the newest id written to the store
-        self._persisted: dict[str, int] = {}  # each sink's cursor as the store has it
+        # Set by open(), from the store:
+        self._disk_head: int  # the newest id written to the store
+        self._persisted: dict[str, int]  # each sink's cursor as the store has it
+        self._purged_upto: int  # the newest id purged (or before the oldest cursor)
         self.skipped = 0  # rows every sink confirmed before their commit: never written
         self.written_rows = 0  # rows written to the store
         self._due = asyncio.Event()
         self._sinks: list[Cursor] = []
-        self._backoff = Backoff(initial=0.5, cap=30.0)
+        self._backoff = Backoff()  # 0.5 s, doubling up to 30 s
         self._added = 0
-        self._rate_mark: tuple[float, int] | None = None
-        self._purged_upto = 0
+        self._rate_mark: tuple[float, int]  # (when, rows added then): set by open()
         self._purged_at = 0.0
         self._commit_times: list[float] = []  # monotonic time of each recent commit ...
         self._commit_heads: list[int] = []  # ... and the head it reached
-        self._history_floor = 0  # the head before the oldest commit kept
+        self._history_floor = 0  # the head before the oldest commit kept (read before open())
         self._alarms: set[str] = set()
         self._fallback = False
         self.committed_id = 0
@@ -145,7 +146,7 @@ class OutboxWriter:
         self._persisted = dict(cursors)
         for sink in self._sinks:
             sink.start_at(cursors[sink.name])
-        self._purged_upto = min(cursors.values(), default=self.committed_id)
+        self._purged_upto = min([self.committed_id, *cursors.values()])
         self._rate_mark = (self._clock.monotonic(), self._added)
         await self._maintain()
 
@@ -223,8 +224,9 @@ class OutboxWriter:
 
     async def _commit(self, rows: list[tuple]) -> int:
         last = rows[-1][_ID]
-        confirmed = min((s.cursor for s in self._sinks), default=0)
-        done = bisect.bisect_right(rows, confirmed, key=_row_id) if self._sinks else 0
+        done = 0  # rows every sink has confirmed
+        if self._sinks:
+            done = bisect.bisect_right(rows, min(s.cursor for s in self._sinks), key=_row_id)
         if done == len(rows):  # every sink has them: nothing to write
             self.skipped += done
             self._committed(last, 0, rows)
@@ -264,14 +266,14 @@ class OutboxWriter:
         moves = {}
         for sink in self._sinks:
             at = min(sink.cursor, disk_head)
-            if at > self._persisted.get(sink.name, 0):
+            if at > self._persisted[sink.name]:
                 moves[sink.name] = at
         return moves
 
     def _written(self, rows: list[tuple], cursors: dict[str, int]) -> None:
         self._disk_head = max(self._disk_head, rows[-1][_ID])
         for name, at in cursors.items():
-            self._persisted[name] = max(self._persisted.get(name, 0), at)
+            self._persisted[name] = max(self._persisted[name], at)
 
     def _committed(self, head: int, n: int, rows: list[tuple]) -> None:
         self.committed_id = head
@@ -279,13 +281,12 @@ class OutboxWriter:
         self.written_rows += n
         kept = self._kept
         kept.extend(rows)
-        if len(kept) > MEMORY_ROWS:
-            del kept[:len(kept) - MEMORY_ROWS]
+        del kept[:max(0, len(kept) - MEMORY_ROWS)]
         now = self._clock.monotonic()
         self._commit_times.append(now)
         self._commit_heads.append(head)
-        if self._commit_times[0] < now - COMMIT_HISTORY:
-            cut = bisect.bisect_left(self._commit_times, now - COMMIT_HISTORY)
+        cut = bisect.bisect_left(self._commit_times, now - COMMIT_HISTORY)  # older than kept
+        if cut:
             self._history_floor = self._commit_heads[cut - 1]
             del self._commit_times[:cut], self._commit_heads[:cut]
         if self.failing is not None:
@@ -428,9 +429,6 @@ class OutboxWriter:
 
     def _measure_rate(self) -> None:
         now = self._clock.monotonic()
-        if self._rate_mark is None:
-            self._rate_mark = (now, self._added)
-            return
         then, added = self._rate_mark
         dt = now - then
         if dt <= 0:
@@ -474,11 +472,8 @@ class OutboxWriter:
                 return rows
         chunk: list[tuple] = []
         for part in (self._kept, self._committing, self._staged):
-            if part and part[-1][_ID] > after:
-                i = bisect.bisect_right(part, after, key=_row_id)
-                chunk += part[i:i + limit - len(chunk)]
-                if len(chunk) >= limit:
-                    break
+            i = bisect.bisect_right(part, after, key=_row_id)
+            chunk += part[i:i + limit - len(chunk)]  # (nothing once the chunk is full)
         if payload == "line":
             return [(r[5], r[3]) for r in chunk]
         return [(r[5], r[1], r[4]) for r in chunk]
@@ -488,7 +483,7 @@ class OutboxWriter:
         on disk (else those would go out again after a restart); past rows that never
         reached the disk it needs no write at all. Runs to its end if cancelled."""
         at = min(last_id, self._disk_head)
-        if at > self._persisted.get(sink, 0):
+        if at > self._persisted.get(sink, 0):  # (0: a name never attached)
             await self._persist_cursors({sink: at})
 
     async def quarantine(self, sink: str, ids: list[int], status: int | None, error: str) -> int:
@@ -534,6 +529,10 @@ class OutboxWriter:
 
 
 _ON_DISK = object()
+
+
+def _no_hook(rule: str, active: bool, message: str) -> None:
+    """No one listens to the outbox's alarms."""
 
 
 def _row_id(row: tuple) -> int:
