@@ -205,13 +205,15 @@ class AlarmStore:
         try:
             return self._open_writable(restore=False)
         except (sqlite3.Error, OSError) as again:
-            return self._open_read_only(again, readable=False)
+            # Whatever the failed open left at the path (nothing, or an empty new file)
+            # holds no open alarm: reading it gives nothing, as it should.
+            return self._open_read_only(again)
 
-    def _open_read_only(self, exc: BaseException, *, readable: bool = True) -> list[dict[str, object]]:
+    def _open_read_only(self, exc: BaseException) -> list[dict[str, object]]:
         """The file cannot be written now: take back what can be read, write later."""
         self.unwritable = str(exc)
         records: list[dict[str, object]] = []
-        if readable and self.path.exists() and self.path.stat().st_size:
+        if self.path.exists() and self.path.stat().st_size:
             # A missing or empty WAL holds nothing: immutable needs no -shm (a full disk).
             wal = f"{self.path}-wal"
             immutable = "" if os.path.exists(wal) and os.path.getsize(wal) else "&immutable=1"
