@@ -597,8 +597,8 @@ async def test_the_writer_backs_off_from_0_5_s_to_30_s_and_raises_an_alarm_once(
         raise_(manager)
         manager.shelve(manager.find("r", "d", None).id, by="op", minutes=1)
         manager.unshelve(manager.find("r", "d", None).id, by="op")  # one dropped: past 2
-        await wait_until(lambda: store.written == 2, 10, "written after the fault")
-        assert left["n"] == 0 and store.write_errors == 12
+        await wait_until(lambda: len(alarms) == 2, 10, "written after the fault")
+        assert store.written == 2 and left["n"] == 0 and store.write_errors == 12
         [made] = RecordingBackoff.made
         assert made == {"initial": 0.5, "cap": 30.0}
         assert alarms == [(STORE_WRITE_FAILED, True,
@@ -629,7 +629,8 @@ async def test_the_writer_asks_growing_delays_and_resets_after_success(tmp_path,
     failing_once(store, times=8)
     async with writing(store):
         raise_(manager)
-        await wait_until(lambda: store.written == 1, 10, "written")
+        await wait_until(lambda: made and made[0].resets, 10, "written, and the backoff reset")
+        assert store.written == 1
         assert made[0].ceilings == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
         assert made[0].resets == 1 and made[0].attempt == 0
     await store.close()
