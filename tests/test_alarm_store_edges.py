@@ -26,6 +26,9 @@ from gateway.backoff import Backoff
 from gateway.clock import FakeClock
 from harness import wait_until
 
+# A broken writer or sender (a mutant) fails fast instead of hanging the default 120 s.
+pytestmark = pytest.mark.timeout(20)
+
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 DAY = 86400.0
 
@@ -62,6 +65,12 @@ def failing_once(store: AlarmStore, times: int = 1, exc: Exception | None = None
 
     store._write = write
     return left
+
+
+async def written(store: AlarmStore) -> None:
+    """Everything queued is in the file (a bounded wait: a broken writer fails the test)."""
+    async with asyncio.timeout(10):
+        await store.wait_written()
 
 
 @contextlib.asynccontextmanager
@@ -194,19 +203,19 @@ async def test_the_prune_period_is_exactly_prune_every(tmp_path) -> None:
     await store.open()
     async with writing(store):
         raise_(manager, "a")
-        await store.wait_written()
+        await written(store)
         clock.advance(store_module.PRUNE_EVERY)  # exactly: due now
         raise_(manager, "b")
-        await store.wait_written()
+        await written(store)
         # "a" was exactly one hour old: not older than history_days, kept
         assert store.stats()["history_rows"] == 2
         clock.advance(1.0)
         raise_(manager, "c")
-        await store.wait_written()
+        await written(store)
         assert store.stats()["history_rows"] == 3  # not due again before PRUNE_EVERY more
         clock.advance(store_module.PRUNE_EVERY)
         raise_(manager, "d")
-        await store.wait_written()
+        await written(store)
         assert {h["alarm"]["device"] for h in await store.history()} == {"c", "d"}
         assert store.stats()["history_rows"] == 2
     await store.close()
@@ -320,7 +329,7 @@ async def test_a_file_that_cannot_be_written_at_open_is_read_then_written_later(
                            "database): alarm history is kept in memory only until it can"),
                           (STORE_WRITE_FAILED, False, "alarm state file written again")]
         manager.ack(restored.id, by="op")
-        await again.wait_written()
+        await written(again)
         assert again.unwritable is None and again.write_errors == 0
     await again.close()
     assert [e for (e,) in rows(again.path, "SELECT event FROM transitions ORDER BY seq")] == [
@@ -463,7 +472,7 @@ async def test_the_writer_commits_what_arrives_and_counts(tmp_path) -> None:
     async with writing(store):
         raise_(manager)
         await wait_until(lambda: store.written == 1, 5, "written")
-        await store.wait_written()
+        await written(store)
         assert rows(store.path, "SELECT count(*) FROM open_alarms") == [(1,)]
     await store.close()
 
@@ -611,7 +620,7 @@ async def test_the_writer_backs_off_from_0_5_s_to_30_s_and_raises_an_alarm_once(
         for minutes in (2, 3, 4):
             manager.shelve(manager.find("r", "d", None).id, by="op", minutes=minutes)
         await wait_until(lambda: len(alarms) == 4, 10, "failed and written again")
-        await store.wait_written()
+        await written(store)
     assert caplog.text.count("transitions waiting") == 2
     await store.close()
 

@@ -1,16 +1,30 @@
 """The webhook's promises a slip would break quietly: the bearer token reaches the
-receiver, and a shelved alarm's repeats and clears are held back (its other steps are not)."""
+receiver, a shelved alarm's repeats and clears are held back (its other steps are not),
+and (found by mutation testing, issue 15) the retry delays asked for, the session's
+timeout, the queue, the journal and the restore."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+
+import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.alarms import webhook as webhook_module
 from gateway.alarms.manager import AlarmManager
 from gateway.alarms.webhook import WebhookSender
+from gateway.backoff import Backoff
 from gateway.clock import FakeClock
 from gateway.config.models import WebhookConfig
 from harness import running_gateway, wait_until, write_site
+
+# A broken writer or sender (a mutant) fails fast instead of hanging the default 120 s.
+pytestmark = pytest.mark.timeout(20)
 
 
 async def test_the_receiver_gets_the_configured_bearer_token(
@@ -68,8 +82,6 @@ def test_a_shelved_alarm_holds_back_its_repeats_and_clears_only() -> None:
 
 
 async def test_what_each_answer_of_the_receiver_means(free_port) -> None:
-    import aiohttp
-
     from gateway.alarms.webhook import _Entry
 
     async def hook(request: web.Request) -> web.Response:
@@ -98,8 +110,6 @@ async def test_what_each_answer_of_the_receiver_means(free_port) -> None:
 
 
 async def test_a_failed_connection_is_told_without_the_secret_in_the_url(free_port) -> None:
-    import aiohttp
-
     from gateway.alarms.webhook import _Entry, shown_url
 
     url = f"http://bot:pw@127.0.0.1:{free_port()}/hook?key=SECRET"
@@ -122,16 +132,6 @@ def test_the_body_is_sent_as_json_with_the_token_header() -> None:
 
 # -- the queue, the journal and the delivery loop (found by mutation testing, issue 15) ---------
 
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-
-import aiohttp  # noqa: E402
-
-from gateway.alarms import webhook as webhook_module  # noqa: E402
-from gateway.backoff import Backoff  # noqa: E402
 
 
 class Journal:
