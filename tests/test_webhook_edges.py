@@ -426,3 +426,40 @@ def test_the_journal_key_is_a_hash_of_the_url() -> None:
     assert webhook_module.endpoint_key(url) == key
     assert WebhookSender(config=WebhookConfig(url=url)).key == key
     assert WebhookSender(config=WebhookConfig(url=url), key="given").key == "given"
+
+
+def test_a_shelved_latched_alarm_holds_back_its_condition_cleared() -> None:
+    sender, manager = sender_and_manager("http://127.0.0.1:9/hook")
+    alarm = manager.activate(rule="r", severity=2, device="d", kind="k", channel=None,
+                             location={}, message="m", value=1.0, ts=0.0, latch=True)
+    manager.shelve(alarm.id, by="op", minutes=5)
+    manager.deactivate(rule="r", device="d", channel=None, value=0.0, ts=1.0)
+    assert [e.event for e in sender._queue] == ["raised", "shelved"]
+    assert manager.get(alarm.id).condition is False  # it happened, only not sent
+
+
+def test_escalations_coalesce_like_repeats_and_other_events_do_not() -> None:
+    sender, manager = sender_and_manager("http://127.0.0.1:9/hook")
+    manager.escalate_after = 60
+    alarm = manager.activate(rule="r", severity=1, device="d", kind="k", channel=None,
+                             location={}, message="m", value=1.0, ts=0.0)
+    now = manager._clock.time()
+    manager.tick(now + 60)
+    manager.tick(now + 120)  # escalated again: replaces the queued escalation
+    assert [e.event for e in sender._queue] == ["raised", "escalated"]
+    assert b'"severity": 0' in sender._queue[1].body and sender.coalesced == 1
+    manager.shelve(alarm.id, by="op", minutes=1)
+    manager.shelve(alarm.id, by="op", minutes=2)  # not coalesced: each shelve is sent
+    assert [e.event for e in sender._queue] == ["raised", "escalated", "shelved", "shelved"]
+
+
+def test_a_coalesced_entry_is_saved_again_in_the_journal() -> None:
+    journal = Journal()
+    sender, manager = sender_and_manager("http://127.0.0.1:9/hook", journal=journal, key="k")
+    alarm = occur(manager)
+    occur(manager)
+    occur(manager)  # replaces the queued repeat
+    assert [c[:5] + (c[6],) for c in journal.calls] == [
+        ("saved", "k", 1, alarm.id, "raised", True), ("saved", "k", 2, alarm.id, "repeated", True),
+        ("saved", "k", 2, alarm.id, "repeated", False)]
+    assert journal.calls[-1][5] == sender._queue[1].body and b'"count": 3' in journal.calls[-1][5]
