@@ -112,7 +112,7 @@ async def test_a_new_file_is_wal_fully_synced_bounded_and_versioned(tmp_path) ->
     store, _ = make(tmp_path)
     assert store.stats()["unwritable"] == 1  # not open yet
     assert await store.history() == [] and await store.recently_closed(since=0) == []
-    with pytest.raises(sqlite3.OperationalError, match="not open"):
+    with pytest.raises(sqlite3.OperationalError, match="^state file is not open$"):
         await store.flush_once()
     assert await store.open() == []
     db = store._db
@@ -269,7 +269,7 @@ async def test_damaged_pages_move_the_file_aside_with_its_wal_and_shm(tmp_path) 
         again, _ = make(tmp_path)
         assert await again.open() == []
         aside = again.moved_aside
-        assert aside is not None and again.damage
+        assert aside is not None and again.damage.startswith("quick_check: *** in database main ***")
         for suffix in ("", "-wal", "-shm"):
             assert Path(f"{aside}{suffix}").exists(), suffix
         assert again.stats()["history_rows"] == 0
@@ -323,6 +323,7 @@ async def test_a_file_that_cannot_be_written_at_open_is_read_then_written_later(
     assert again.webhook_backlog == {"e1": [(1, alarm.id, "raised", b"{1}"),
                                             (2, alarm.id, "acked", b"{2}")]}
     assert again.unwritable == "attempt to write a readonly database" and again.moved_aside is None
+    again.webhook_backlog.pop("e1")  # taken by its sender (as the gateway does)
     [restored] = manager.restore([record])
     async with writing(again):
         await wait_until(lambda: len(alarms) == 2, 5, "the store's alarm, then written again")
@@ -333,6 +334,7 @@ async def test_a_file_that_cannot_be_written_at_open_is_read_then_written_later(
         manager.ack(restored.id, by="op")
         await written(again)
         assert again.unwritable is None and again.write_errors == 0
+        assert again.webhook_backlog == {}  # the reopen for writing restores nothing again
     await again.close()
     assert [e for (e,) in rows(again.path, "SELECT event FROM transitions ORDER BY seq")] == [
         "raised", "acked"]
@@ -458,8 +460,10 @@ def test_too_many_transitions_waiting_drop_the_oldest_history_but_not_the_open_s
         tmp_path, caplog) -> None:
     store, manager = make(tmp_path, max_pending=3)
     alarm = raise_(manager)
-    for minutes in (1, 2, 3):
-        manager.shelve(alarm.id, by="op", minutes=minutes)
+    manager.shelve(alarm.id, by="op", minutes=1)
+    manager.shelve(alarm.id, by="op", minutes=2)
+    assert "transitions waiting" not in caplog.text  # at the bound: nothing said, nothing dropped
+    manager.shelve(alarm.id, by="op", minutes=3)
     assert store.stats()["pending"] == 3 and store.history_dropped == 1  # exactly past it
     assert [t.event for t in store._pending] == ["shelved"] * 3
     manager.unshelve(alarm.id, by="op")
@@ -506,7 +510,7 @@ async def test_a_failed_batch_goes_back_in_front_and_newer_states_win(tmp_path) 
     await store.close()
 
 
-async def test_a_failed_batch_past_max_pending_sheds_the_oldest(tmp_path) -> None:
+async def test_a_failed_batch_past_max_pending_sheds_the_oldest(tmp_path, caplog) -> None:
     store, manager = make(tmp_path, max_pending=2)
     await store.open()
     alarm = raise_(manager)
@@ -515,6 +519,7 @@ async def test_a_failed_batch_past_max_pending_sheds_the_oldest(tmp_path) -> Non
     with pytest.raises(sqlite3.OperationalError):
         await store.flush_once()
     assert store.history_dropped == 0 and store.stats()["pending"] == 2
+    assert "transitions waiting" not in caplog.text  # back at the bound, not past it
     manager.unshelve(alarm.id, by="op")
     assert store.history_dropped == 1
     await store.flush_once()
@@ -590,7 +595,7 @@ async def test_close_writes_what_is_queued_and_survives_a_failing_write(tmp_path
     store2, manager2 = make(tmp_path)
     await store2.open()
     raise_(manager2, "e")
-    failing_once(store2)
+    failing_once(store2, exc=OSError(errno.EIO, "Input/output error"))
     await store2.close()  # best effort: no exception
     assert store2._db is None
     await store2.close()  # twice: nothing happens
@@ -744,4 +749,88 @@ async def test_a_failed_batch_keeps_its_webhook_entries_merged_with_newer_ones(t
         "INSERT OR REPLACE INTO webhook_pending (endpoint, seq, alarm_id, event, body) "
         "VALUES ('e', 5, 'a', 'raised', x'35')"]
     assert store._idle.is_set()
+    await store.close()
+
+async def test_what_arrives_during_a_write_keeps_the_store_busy(tmp_path) -> None:
+    store, manager = make(tmp_path)
+    await store.open()
+    for first, arrive in (("a", lambda: raise_(manager, "b")),
+                          ("c", lambda: store.webhook_saved("e", 1, "a", "raised", b"1", new=True))):
+        raise_(manager, first)
+        gate = asyncio.Event()
+        real = store._write
+        loop = asyncio.get_running_loop()
+
+        def slow(*args, real=real, gate=gate):
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
+            real(*args)
+
+        store._write = slow
+        flush = asyncio.create_task(store.flush_once())
+        await wait_until(lambda: store._inflight is not None, 5, "the write started")
+        arrive()
+        gate.set()
+        await flush
+        assert not store._idle.is_set()  # not all written yet
+        store._write = real
+        await store.flush_once()
+        assert store._idle.is_set()
+    await store.close()
+
+
+@pytest.mark.parametrize("exc", [sqlite3.OperationalError("disk I/O error"),
+                                 OSError(errno.EIO, "Input/output error")])
+async def test_the_flush_after_a_cancelled_failing_one_writes_its_batch(tmp_path, exc) -> None:
+    store, manager = make(tmp_path)
+    await store.open()
+    raise_(manager, "first")
+    gate = asyncio.Event()
+    real = store._write
+    loop = asyncio.get_running_loop()
+
+    def slow_failing(*args):
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
+        raise exc
+
+    store._write = slow_failing
+    flush = asyncio.create_task(store.flush_once())
+    await wait_until(lambda: store._inflight is not None, 5, "the write started")
+    flush.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flush
+    store._write = real
+    raise_(manager, "second")
+    again = asyncio.create_task(store.flush_once())
+    await wait_until(lambda: store._lock.locked(), 5, "waiting for the failing write")
+    gate.set()
+    await again  # the failed write's error is its own: this flush writes both
+    found = rows(store.path, "SELECT alarm FROM transitions ORDER BY seq")
+    assert [json.loads(a)["device"] for (a,) in found] == ["first", "second"]
+    await store.close()
+
+
+async def test_the_writer_prunes_on_its_own_every_prune_every(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(store_module, "PRUNE_EVERY", 0.05)  # real seconds the writer waits
+    clock = FakeClock(T0)
+    store, manager = make(tmp_path, clock, history_days=1)
+    await store.open()
+    async with writing(store):
+        raise_(manager)
+        await written(store)  # the writer has started (its prune period counts from T0)
+        clock.advance(DAY + 0.5)  # no transition comes: the writer wakes by itself
+        await wait_until(lambda: store.stats()["history_rows"] == 0, 10, "pruned")
+    await store.close()
+
+
+async def test_the_hourly_prune_keeps_exactly_history_days(tmp_path) -> None:
+    clock = FakeClock(T0)
+    store, manager = make(tmp_path, clock, history_days=1)
+    await store.open()
+    async with writing(store):
+        raise_(manager, "a")  # at T0
+        await written(store)
+        clock.advance(DAY + 0.5)  # "a" is half a second past one day
+        raise_(manager, "b")
+        await written(store)
+        assert [h["alarm"]["device"] for h in await store.history()] == ["b"]
     await store.close()
