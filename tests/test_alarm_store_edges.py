@@ -109,8 +109,8 @@ class RecordingBackoff(Backoff):
 
 
 async def test_a_new_file_is_wal_fully_synced_bounded_and_versioned(tmp_path) -> None:
-    store, _ = make(tmp_path)
-    assert store.stats()["unwritable"] == 1  # not open yet
+    store = AlarmStore(state_dir=tmp_path / "new" / "site" / "state", clock=FakeClock(T0))
+    assert store.stats()["unwritable"] == 1 and store.stats()["history_rows"] == 0  # not open yet
     assert await store.history() == [] and await store.recently_closed(since=0) == []
     with pytest.raises(sqlite3.OperationalError, match="^state file is not open$"):
         await store.flush_once()
@@ -700,6 +700,7 @@ async def test_an_entry_added_and_done_before_a_write_costs_no_statement(tmp_pat
     await store.flush_once()
     statements.clear()
     store.webhook_saved("e", 2, "a", "raised", b"2b", new=False)
+    store.webhook_saved("e", 2, "a", "raised", b"2c", new=False)  # replaced twice: still in the file
     store.webhook_done("e", 2)  # in the file: deleted there
     await store.flush_once()
     assert [s for s in statements if "webhook_pending" in s] == [
