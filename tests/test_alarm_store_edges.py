@@ -835,3 +835,21 @@ async def test_the_hourly_prune_keeps_exactly_history_days(tmp_path) -> None:
         await written(store)
         assert [h["alarm"]["device"] for h in await store.history()] == ["b"]
     await store.close()
+
+
+async def test_by_default_history_is_kept_90_days(tmp_path) -> None:
+    clock = FakeClock(T0)
+    store, manager = make(tmp_path, clock)
+    await store.open()
+    raise_(manager)
+    await store.close()
+    clock.advance(90 * DAY - 1)
+    kept, _ = make(tmp_path, clock)
+    await kept.open()
+    assert kept.stats()["history_rows"] == 1
+    await kept.close()
+    clock.advance(2)
+    gone, _ = make(tmp_path, clock)
+    await gone.open()
+    assert gone.stats()["history_rows"] == 0
+    await gone.close()
