@@ -334,6 +334,7 @@ async def test_a_repeat_while_its_entry_is_being_sent_is_queued_after_it(free_po
         ("raised", 1), ("repeated", 2), ("repeated", 3)]
 
 
+@pytest.mark.timeout(5)
 def test_documents_are_filtered_journalled_and_bounded() -> None:
     journal = Journal()
     sender = WebhookSender(config=WebhookConfig(url="http://127.0.0.1:9/hook",
@@ -349,6 +350,7 @@ def test_documents_are_filtered_journalled_and_bounded() -> None:
     sender.on_document("device_digest", {"offline": []})
     sender.on_document("device_digest", {"offline": ["m2"]})  # past 2: the oldest goes
     assert [json.loads(e.body) for e in sender._queue] == [{"offline": []}, {"offline": ["m2"]}]
+    assert [e.seq for e in sender._queue] == [2, 3]  # each its own journal row
     assert sender.dropped == 1 and journal.calls[-1] == ("done", "k", 1)
     every = WebhookSender(config=WebhookConfig(url="http://127.0.0.1:9/hook"))
     every.on_document("device_digest", {})
@@ -363,23 +365,27 @@ def test_restored_entries_go_first_in_order_and_new_ones_follow() -> None:
     assert not sender._wake.is_set() and sender.restored == 0
     sender.restore([(7, "a1", "raised", b"{7}"), (9, "a1", "repeated", b"{9}")])
     assert sender._wake.is_set() and sender.restored == 2 and sender.pending == 2
+    assert [e.body for e in sender._queue] == [b"{7}", b"{9}"]
     alarm = occur(manager)
     assert [(e.seq, e.event) for e in sender._queue] == [(7, "raised"), (9, "repeated"),
                                                          (10, "raised")]
     assert journal.calls == [("saved", "k", 10, alarm.id, "raised", sender._queue[2].body, True)]
 
 
-def test_restored_entries_past_max_pending_drop_the_oldest() -> None:
+@pytest.mark.timeout(5)  # a drop that finds nothing would loop: fail, do not hang
+def test_restored_entries_past_max_pending_drop_the_superseded_then_the_oldest() -> None:
     journal = Journal()
     sender = WebhookSender(config=WebhookConfig(url="http://127.0.0.1:9/hook"), journal=journal,
                            key="k", max_pending=2)
-    sender.restore([(1, "a", "raised", b"1"), (2, "b", "raised", b"2"), (3, "c", "raised", b"3"),
+    sender.restore([(1, "b", "raised", b"1"), (2, "a", "raised", b"2"), (3, "c", "raised", b"3"),
                     (4, "a", "repeated", b"4")])
-    # "a"'s raised is superseded by its repeat: it goes first; then the oldest
+    # "a"'s raised (not the oldest) is superseded by its repeat: it goes first; then the oldest
     assert [e.seq for e in sender._queue] == [3, 4]
-    assert sender.dropped == 2 and journal.calls == [("done", "k", 1), ("done", "k", 2)]
+    assert sender.dropped == 2 and journal.calls == [("done", "k", 2), ("done", "k", 1)]
     assert sender.restored == 4
     assert sender._last["a"].seq == 4 and "b" not in sender._last
+    sender.restore([(9, "d", "raised", b"9")])  # counted on top
+    assert sender.restored == 5
 
 
 def test_a_restored_repeat_takes_the_next_repeat_of_its_alarm() -> None:
@@ -393,6 +399,7 @@ def test_a_restored_repeat_takes_the_next_repeat_of_its_alarm() -> None:
     assert b'"count": 2' in sender._queue[0].body and sender.coalesced == 1
 
 
+@pytest.mark.timeout(5)
 def test_max_pending_is_at_least_one_and_the_drop_skips_the_entry_being_sent() -> None:
     sender, manager = sender_and_manager("http://127.0.0.1:9/hook", max_pending=0)
     assert sender.max_pending == 1
@@ -407,6 +414,7 @@ def test_max_pending_is_at_least_one_and_the_drop_skips_the_entry_being_sent() -
     assert sender.pending == 1 and sender.dropped == 1
 
 
+@pytest.mark.timeout(5)
 def test_a_dropped_entry_leaves_the_alarm_without_a_latest_entry(caplog) -> None:
     journal = Journal()
     sender, manager = sender_and_manager("http://127.0.0.1:9/hook", max_pending=1,
