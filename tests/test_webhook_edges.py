@@ -256,13 +256,14 @@ async def test_failures_are_retried_with_growing_delays_capped_and_reset_after_a
 async def test_a_refusal_ends_an_outage_too(free_port, monkeypatch, caplog) -> None:
     caplog.set_level(logging.INFO, logger="gateway.alarms.webhook")
     monkeypatch.setattr(webhook_module, "Backoff", RecordingBackoff)
-    async with Receiver(free_port(), statuses=[503, 422]) as receiver:
+    async with Receiver(free_port(), statuses=[503, 422, 400]) as receiver:
         sender, manager = sender_and_manager(receiver.url)
         async with delivering(sender):
             occur(manager)
             occur(manager, "e")
-            await wait_until(lambda: sender.sent == 1, 10, "the second delivered")
-            assert sender.rejected == 1 and sender.failures == 1
+            occur(manager, "f")
+            await wait_until(lambda: sender.sent == 1, 10, "the third delivered")
+            assert sender.rejected == 2 and sender.failures == 1
             assert caplog.text.count("answers again") == 1
 
 
@@ -471,3 +472,12 @@ def test_a_coalesced_entry_is_saved_again_in_the_journal() -> None:
         ("saved", "k", 1, alarm.id, "raised", True), ("saved", "k", 2, alarm.id, "repeated", True),
         ("saved", "k", 2, alarm.id, "repeated", False)]
     assert journal.calls[-1][5] == sender._queue[1].body and b'"count": 3' in journal.calls[-1][5]
+
+
+def test_the_body_is_ascii_json_even_for_chinese_text() -> None:
+    sender, manager = sender_and_manager("http://127.0.0.1:9/hook")
+    manager.activate(rule="r", severity=2, device="d", kind="k", channel=None, location={},
+                     message="3号楼充电桩过热", value=1.0, ts=0.0)
+    body = sender._queue[0].body
+    assert body.isascii() and "\\u5145" in body.decode()
+    assert json.loads(body)["alarm"]["message"] == "3号楼充电桩过热"
