@@ -175,6 +175,7 @@ class Receiver:
         self.got: list[dict] = []
         self.headers: list[dict] = []
         self.gate: asyncio.Event | None = None
+        self.tickets: asyncio.Queue | None = None  # when set: one answer per ticket put
         self.waiting = 0
         self._runner: web.AppRunner | None = None
 
@@ -184,6 +185,8 @@ class Receiver:
             self.waiting += 1
             await self.gate.wait()
             self.waiting -= 1
+        if self.tickets is not None:
+            await self.tickets.get()
         status = self.statuses.pop(0) if self.statuses else 204
         if 200 <= status < 300:
             self.got.append(json.loads(body))
@@ -481,3 +484,34 @@ def test_the_body_is_ascii_json_even_for_chinese_text() -> None:
     body = sender._queue[0].body
     assert body.isascii() and "\\u5145" in body.decode()
     assert json.loads(body)["alarm"]["message"] == "3号楼充电桩过热"
+
+
+async def test_the_overflow_error_is_said_again_only_once_the_queue_fell_below_half(
+        free_port, caplog) -> None:
+    said = "more than 5 transitions queued"
+    async with Receiver(free_port()) as receiver:
+        receiver.tickets = asyncio.Queue()
+        sender, manager = sender_and_manager(receiver.url, max_pending=5)
+        devices = iter(range(100))
+
+        def occur_n(n: int) -> None:
+            for _ in range(n):
+                occur(manager, f"d{next(devices)}")
+
+        async def deliver(n: int) -> None:
+            goal = sender.sent + n
+            for _ in range(n):
+                receiver.tickets.put_nowait(None)
+            await wait_until(lambda: sender.sent == goal, 10, f"{goal} delivered")
+
+        async with delivering(sender):
+            occur_n(6)  # one too many: said
+            assert caplog.text.count(said) == 1 and sender.pending == 5
+            await deliver(3)  # 2 left: half of 5, rounded down; not below it
+            occur_n(4)  # past 5 again: dropped, not said again
+            assert caplog.text.count(said) == 1 and sender.dropped == 2
+            await deliver(4)  # 1 left: below half
+            occur_n(5)
+            assert caplog.text.count(said) == 2 and sender.dropped == 3
+            receiver.tickets.put_nowait(None)
+            receiver.tickets = None
