@@ -86,8 +86,9 @@ CREATE TABLE IF NOT EXISTS webhook_pending (
 """
 
 AlarmHook = Callable[[str, bool, str], None]  # (rule, active, message)
-# A journalled webhook entry: ("add" | "set", alarm_id, event, body), or None: delete.
-_HookOp = tuple[str, str, str, bytes] | None
+# A journalled webhook entry: (added, alarm_id, event, body), or None: delete. ``added``:
+# queued since the last write, so not in the file yet (done before a write: no statement).
+_HookOp = tuple[bool, str, str, bytes] | None
 
 
 class StateFileError(GatewayError):
@@ -178,7 +179,8 @@ class AlarmStore:
             db.execute("DELETE FROM transitions WHERE ts < ?",
                        (self._clock.time() - self._history_days * 86400,))
             self._history_rows = db.execute("SELECT count(*) FROM transitions").fetchone()[0]
-            records = _open_records(db, self.path) if restore else []
+            # (a new file has none; a reopen for writing ignores them)
+            records = _open_records(db, self.path)
             if restore:
                 self.webhook_backlog = _webhook_rows(db)
         except BaseException:
@@ -205,13 +207,15 @@ class AlarmStore:
         try:
             return self._open_writable(restore=False)
         except (sqlite3.Error, OSError) as again:
-            return self._open_read_only(again, readable=False)
+            # Whatever the failed open left at the path (nothing, or an empty new file)
+            # holds no open alarm: reading it gives nothing, as it should.
+            return self._open_read_only(again)
 
-    def _open_read_only(self, exc: BaseException, *, readable: bool = True) -> list[dict[str, object]]:
+    def _open_read_only(self, exc: BaseException) -> list[dict[str, object]]:
         """The file cannot be written now: take back what can be read, write later."""
         self.unwritable = str(exc)
         records: list[dict[str, object]] = []
-        if readable and self.path.exists() and self.path.stat().st_size:
+        if self.path.exists() and self.path.stat().st_size:
             # A missing or empty WAL holds nothing: immutable needs no -shm (a full disk).
             wal = f"{self.path}-wal"
             immutable = "" if os.path.exists(wal) and os.path.getsize(wal) else "&immutable=1"
@@ -254,15 +258,15 @@ class AlarmStore:
         """A webhook sender queued an entry (``new``) or replaced its body."""
         key = (endpoint, seq)
         before = self._hooks.get(key)
-        kind = "add" if new or (before is not None and before[0] == "add") else "set"
-        self._hooks[key] = (kind, alarm_id, event, body)
+        added = new or (before is not None and before[0])
+        self._hooks[key] = (added, alarm_id, event, body)
         self._changed()
 
     def webhook_done(self, endpoint: str, seq: int) -> None:
         """A webhook entry was delivered, refused for good or dropped: forget it."""
         key = (endpoint, seq)
-        before = self._hooks.get(key, ())
-        if before and before[0] == "add":  # never reached the file
+        before = self._hooks.get(key)
+        if before is not None and before[0]:  # never reached the file
             del self._hooks[key]
         else:
             self._hooks[key] = None
@@ -295,7 +299,7 @@ class AlarmStore:
         backoff = Backoff(initial=0.5, cap=30.0)
         failing = self.unwritable is not None
         if failing:  # from open: raised here, once every listener has its backlog back
-            self._failing_alarm(True)
+            self._raise_failing_alarm(self.unwritable)
         pruned = self._clock.time()
         while True:
             if not failing:
@@ -316,24 +320,21 @@ class AlarmStore:
                 if not failing:
                     log.error("alarm state file %s: cannot write (%s); %d transitions kept in "
                               "memory and retried", self.path, exc, len(self._pending))
-                    self._failing_alarm(True, str(exc))
+                    self._raise_failing_alarm(str(exc))
                 failing = True
                 await asyncio.sleep(backoff.next_delay())
                 continue
             if failing:
                 log.info("alarm state file %s: writing again", self.path)
-                self._failing_alarm(False)
+                self._on_alarm(STORE_WRITE_FAILED, False, "alarm state file written again")
                 failing = False
                 self._overflowing = False
                 backoff.reset()
 
-    def _failing_alarm(self, active: bool, detail: str | None = None) -> None:
-        if active:
-            self._on_alarm(STORE_WRITE_FAILED, True,
-                           f"alarm state file cannot be written ({detail or self.unwritable}): "
-                           "alarm history is kept in memory only until it can")
-        else:
-            self._on_alarm(STORE_WRITE_FAILED, False, "alarm state file written again")
+    def _raise_failing_alarm(self, detail: str | None) -> None:
+        self._on_alarm(STORE_WRITE_FAILED, True,
+                       f"alarm state file cannot be written ({detail}): "
+                       "alarm history is kept in memory only until it can")
 
     async def flush_once(self) -> None:
         """Commit everything queued now, in one transaction.
@@ -374,11 +375,11 @@ class AlarmStore:
                 newer = self._hooks.get(key, ())
                 if newer == ():
                     self._hooks[key] = op
-                elif op is not None and op[0] == "add":  # the add never reached the file
+                elif op is not None and op[0]:  # the add never reached the file
                     if newer is None:
                         del self._hooks[key]
                     else:
-                        self._hooks[key] = ("add", *newer[1:])
+                        self._hooks[key] = (True, *newer[1:])
             if len(self._pending) > self.max_pending:
                 self._shed()
             return
