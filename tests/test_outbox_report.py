@@ -54,3 +54,66 @@ def test_the_command_reads_the_outbox_and_prints_json(tmp_path, capsys) -> None:
         assert "rows waiting: 1 " in capsys.readouterr().out
     finally:
         store.close()
+
+
+def summary(**over) -> dict:
+    s = {"path": "/s/outbox.sqlite", "rows": 12345, "oldest_age_seconds": 119.4,
+         "used_bytes": 2_500_000, "budget_bytes": 10_000_000, "file_bytes": 3_000_000,
+         "dropped": 1500, "quarantined": 2000, "sinks": {}}
+    return {**s, **over}
+
+
+def test_the_summary_reads_as_a_few_lines() -> None:
+    sinks = {"influxdb": {"cursor": 1000, "lag_rows": 2500, "oldest_unsent_age_seconds": 120.0,
+                          "quarantined": 1234},
+             "mqtt": {"cursor": 3500, "lag_rows": 0, "oldest_unsent_age_seconds": None,
+                      "quarantined": 0}}
+    proc = {"pid": 42, "write_bytes_per_hour": 1_234_567, "write_bytes": 7_654_321,
+            "running_seconds": 7200.0}
+    assert format_summary(summary(sinks=sinks, gateway_process=proc)).splitlines() == [
+        "outbox /s/outbox.sqlite",
+        "  rows waiting: 12,345   oldest: 119s ago",
+        "  size: 2.5 MB used of a 10.0 MB budget (file 3.0 MB)",
+        "  dropped for the budget: 1,500   quarantined: 2,000",
+        "  gateway pid 42: 1.23 MB written to disk per hour (all files; 7.7 MB in 2.0 h)",
+        "  sink influxdb: cursor 1,000, 2,500 rows behind, oldest unsent 2 min ago, quarantined 1,234",
+        "  sink mqtt: cursor 3,500, up to date, quarantined 0",
+    ]
+
+
+def test_the_summary_says_when_no_gateway_runs_and_no_sink_is_known() -> None:
+    lines = format_summary(summary(oldest_age_seconds=None, gateway_process=None)).splitlines()
+    assert lines[1] == "  rows waiting: 12,345   oldest: -"
+    assert lines[4:] == ["  no gateway running on this outbox (or its /proc not readable)",
+                         "  no sinks recorded yet"]
+    # no process line when the process was not looked up
+    assert format_summary(summary()).splitlines()[4:] == ["  no sinks recorded yet"]
+
+
+def test_ages_are_in_seconds_minutes_or_hours() -> None:
+    from gateway.outbox.report import _age
+
+    assert [_age(s) for s in (None, 0.4, 119.4, 120.0, 7199.0, 7200.0, 9000.0)] == [
+        "-", "0s ago", "119s ago", "2 min ago", "120 min ago", "2.0 h ago", "2.5 h ago"]
+
+
+def test_the_command_tells_why_it_has_nothing_to_show(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: {id: x}\noutbox: {max_mb: -1}\n")
+    assert _outbox(args(bad)) == EXIT_CONFIG == 2
+    assert "outbox.max_mb" in capsys.readouterr().err
+    assert _outbox(args(site(tmp_path, "{store: memory}"))) == EXIT_NO_OUTBOX == 1
+    assert "site.yaml: the outbox is kept in memory (outbox.store: memory); nothing to read" in \
+        capsys.readouterr().err
+    assert _outbox(args(site(tmp_path))) == EXIT_NO_OUTBOX  # no file yet
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_the_parser_runs_the_command(tmp_path, capsys) -> None:
+    from gateway.outbox.report import add_outbox_parser
+
+    parser = argparse.ArgumentParser()
+    add_outbox_parser(parser.add_subparsers())
+    parsed = parser.parse_args(["outbox", "--json", str(site(tmp_path, "{store: memory}"))])
+    assert parsed.json is True and parsed.handler(parsed) == EXIT_NO_OUTBOX
+    assert parser.parse_args(["outbox", "x.yaml"]).json is False
