@@ -86,6 +86,9 @@ class Damaged:
         bad = set(self.bad[table])
         if "id >= ?" in sql:
             self.seeks.append(params[0])
+            highest = self.con.execute(f"SELECT max(id) FROM {table}").fetchone()[0]
+            if highest in bad and self.con.execute(sql, params).fetchone() is None:
+                raise sqlite3.DatabaseError(MALFORMED)  # past the end: the last page, damaged
         elif table == "rows":
             bad |= self.scan_only
         return Cursor(cur, bad)
@@ -173,6 +176,9 @@ def test_an_unreadable_end_is_counted_up_to_the_highest_id_the_file_gave() -> No
     assert (report.copied, report.unreadable, report.holes, report.tail_lost) == (
         15, 10, [(16, 25)], False)
     assert next_id(dst) == 26
+    src = Damaged(source(range(1, 21), head=25), bad=range(16, 21))
+    salvage(src)
+    assert src.seeks == [16, 17, 19, 23, 26]  # not past the highest id the file gave
     # the sequence unreadable: the highest id comes from max(id)
     report, dst = salvage(Damaged(source(range(1, 21)), bad=range(16, 21),
                                   unreadable=("sqlite_sequence",)))
@@ -200,7 +206,10 @@ def test_rows_the_new_file_refuses_are_skipped_and_counted(monkeypatch) -> None:
     assert (report.copied, report.unreadable) == (9, 1)
 
 
-def test_lost_cursors_start_every_sink_at_the_first_salvaged_row() -> None:
+def test_lost_cursors_start_every_sink_at_the_first_salvaged_row(monkeypatch) -> None:
+    from gateway.outbox import recovery
+
+    monkeypatch.setattr(recovery, "_CHUNK", 3)
     report, dst = salvage(Damaged(source(range(3, 9)), unreadable=("FROM cursors",)),
                           sinks=["influxdb", "mqtt"])
     assert report.cursors_lost and report.copied == 6
@@ -244,7 +253,7 @@ def test_the_search_seeks_further_in_doubling_steps_then_halves_back() -> None:
     # nothing readable up to the end
     src = Damaged(source(range(1, 101)), bad=range(91, 101))
     assert _next_readable(src, "rows", 90, 100) is None
-    assert src.seeks == [91, 92, 94, 98, 101, 99, 100]
+    assert src.seeks == [91, 92, 94, 98, 101]
     # rows past the highest id the file gave are not searched
     src = Damaged(source(range(1, 101)), bad=range(50, 101))
     assert _next_readable(src, "rows", 49, 60) is None
@@ -272,3 +281,62 @@ def test_a_file_that_is_no_database_cannot_be_opened_for_salvage(tmp_path) -> No
     (tmp_path / "o.bin").write_bytes(b"not a database at all" * 200)
     with pytest.raises(sqlite3.DatabaseError, match="o.bin: no schema can be read"):
         open_damaged(tmp_path / "o.bin")
+
+
+def test_a_seek_to_the_highest_id_itself_is_not_stepped_over() -> None:
+    from gateway.outbox.recovery import _next_readable
+
+    src = Damaged(source(range(1, 101)), bad=range(97, 100))
+    assert _next_readable(src, "rows", 96, 100) == 100
+    assert src.seeks == [97, 98, 100, 99]
+    # rows past a highest id that was too low are still found right after it
+    src = Damaged(source(range(1, 71)), bad=range(57, 61))
+    assert _next_readable(src, "rows", 56, 60) == 61
+
+
+def test_rows_come_in_chunks_of_a_bounded_size(monkeypatch) -> None:
+    from gateway.outbox import recovery
+
+    monkeypatch.setattr(recovery, "_CHUNK", 3)
+    holes: list = []
+    chunks = list(recovery._readable_rows(Damaged(source(range(1, 11)), bad=[5, 6]), "rows", "id",
+                                          10, holes))
+    assert [[r[0] for r in c] for c in chunks] == [[1, 2, 3], [4], [7, 8, 9], [10]]
+    assert holes == [(5, 6)]
+
+
+def test_a_file_whose_first_rows_cannot_be_read_keeps_the_rest() -> None:
+    report, dst = salvage(Damaged(source(range(1, 11)), bad=[1, 2, 3]))
+    assert ids(dst) == list(range(4, 11)) and report.holes == [(1, 3)] and report.unreadable == 3
+
+
+def test_holes_in_the_middle_and_at_the_end_add_up() -> None:
+    report, dst = salvage(Damaged(source(range(1, 21)), bad=[6, 7, 8, *range(16, 21)]))
+    assert (report.holes, report.unreadable, report.copied, report.tail_lost) == (
+        [(6, 8), (16, 20)], 8, 12, False)
+
+
+def test_rows_past_a_highest_id_that_was_too_low_are_an_end_of_unknown_length() -> None:
+    report, dst = salvage(Damaged(source(range(1, 26), head=20), bad=range(21, 26)))
+    assert (report.copied, report.unreadable, report.holes, report.tail_lost) == (20, 0, [], True)
+
+
+def test_nothing_readable_and_no_highest_id_starts_the_new_file_at_one() -> None:
+    report, dst = salvage(Damaged(source([]), unreadable=("sqlite_sequence", "max(id)",
+                                                          "FROM cursors")))
+    assert report.cursors_lost and dict(dst.execute("SELECT sink, last_id FROM cursors")) == {
+        "influxdb": 0}
+    assert next_id(dst) == 1
+
+
+def test_the_quarantine_end_is_counted_from_its_sequence_or_its_highest_id() -> None:
+    def quarantine_lost(*unreadable: str) -> int:
+        report, _ = salvage(Damaged(source(range(1, 4), quarantined=6), quarantine_bad=[5, 6],
+                                    unreadable=unreadable))
+        assert report.quarantine_copied == 4
+        return report.quarantine_unreadable
+
+    assert quarantine_lost() == 2
+    assert quarantine_lost("max(id) FROM quarantine") == 2
+    assert quarantine_lost("name = 'quarantine'") == 2
+    assert quarantine_lost("name = 'quarantine'", "max(id) FROM quarantine") == 0  # not known
