@@ -219,3 +219,37 @@ def test_errors_say_what_was_being_done(tmp_path) -> None:
     else:
         raise AssertionError("no error")
     s.close()
+
+
+# -- the in-memory outbox (the fallback when the file cannot be opened) ----------------------
+
+
+def test_memory_rows_that_carry_their_ids_keep_them_and_the_head_follows() -> None:
+    from gateway.outbox import MemoryOutbox
+
+    m = MemoryOutbox(max_rows=100)
+    assert m.open(["influxdb"]) == {"influxdb": 0}
+    carried = [(*r, i) for r, i in zip(rows(3), (4, 5, 9))]
+    assert m.append_rows(carried, {"influxdb": 9}) == 9 and m.head == 9 and m.rows == 3
+    assert m.read(4, 1, "doc") == [(5, "d1", None)]
+    assert m.purge(9) == 3 and m.rows == 0
+    assert m.append_rows([(*rows(1, 3)[0], 7)], {}) == 9 and m.head == 9  # an older id: kept
+    assert m.append(rows(2, 10)) == 11  # new ids go on after the head
+    assert [r[0] for r in m.read(0, 10, "line")] == [7, 10, 11] and m.rows == 3
+    assert m.open(["influxdb", "mqtt"]) == {"influxdb": 11, "mqtt": 11}
+
+
+def test_memory_quarantine_keeps_the_refused_rows_per_sink_bounded(monkeypatch) -> None:
+    from gateway.outbox import MemoryOutbox, memory
+
+    monkeypatch.setattr(memory, "QUARANTINE_KEEP", 3)
+    m = MemoryOutbox(max_rows=100)
+    m.open(["influxdb", "mqtt"])
+    m.append(rows(6))
+    assert m.quarantine("influxdb", [2, 4], 400, "bad", 1.0) == 2
+    assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (2, 2, 0)
+    m.quarantine("mqtt", [5], None, "refused", 2.0)
+    assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (3, 2, 1)
+    m.quarantine("mqtt", [6], None, "refused", 3.0)  # past the bound: the oldest goes
+    assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (3, 1, 2)
+    assert [(q[0], q[1][0]) for q in m._quarantine] == [("influxdb", 4), ("mqtt", 5), ("mqtt", 6)]

@@ -46,7 +46,9 @@ def test_the_command_reads_the_outbox_and_prints_json(tmp_path, capsys) -> None:
     store.append([(READING, "d1", 1.0, "m v=1 1", None)])
     try:
         assert _outbox(args(config, as_json=True)) == 0
-        summary = json.loads(capsys.readouterr().out)
+        out = capsys.readouterr().out
+        assert out.startswith('{\n  "path": ')  # indented for a person, too
+        summary = json.loads(out)
         assert summary["rows"] == 1 and summary["budget_bytes"] == 2 * 1024 * 1024
         assert summary["sinks"]["influxdb"]["lag_rows"] == 1
         assert summary["gateway_process"]["pid"] > 0  # this process holds the lock
@@ -57,8 +59,9 @@ def test_the_command_reads_the_outbox_and_prints_json(tmp_path, capsys) -> None:
 
 
 def summary(**over) -> dict:
+    # sizes just past a rounding point: a mega that is not 10**6 rounds the other way
     s = {"path": "/s/outbox.sqlite", "rows": 12345, "oldest_age_seconds": 119.4,
-         "used_bytes": 2_500_000, "budget_bytes": 10_000_000, "file_bytes": 3_000_000,
+         "used_bytes": 2_550_001, "budget_bytes": 10_050_001, "file_bytes": 3_050_001,
          "dropped": 1500, "quarantined": 2000, "sinks": {}}
     return {**s, **over}
 
@@ -68,14 +71,14 @@ def test_the_summary_reads_as_a_few_lines() -> None:
                           "quarantined": 1234},
              "mqtt": {"cursor": 3500, "lag_rows": 0, "oldest_unsent_age_seconds": None,
                       "quarantined": 0}}
-    proc = {"pid": 42, "write_bytes_per_hour": 1_234_567, "write_bytes": 7_654_321,
+    proc = {"pid": 42, "write_bytes_per_hour": 1_235_001, "write_bytes": 7_650_001,
             "running_seconds": 7200.0}
     assert format_summary(summary(sinks=sinks, gateway_process=proc)).splitlines() == [
         "outbox /s/outbox.sqlite",
         "  rows waiting: 12,345   oldest: 119s ago",
-        "  size: 2.5 MB used of a 10.0 MB budget (file 3.0 MB)",
+        "  size: 2.6 MB used of a 10.1 MB budget (file 3.1 MB)",
         "  dropped for the budget: 1,500   quarantined: 2,000",
-        "  gateway pid 42: 1.23 MB written to disk per hour (all files; 7.7 MB in 2.0 h)",
+        "  gateway pid 42: 1.24 MB written to disk per hour (all files; 7.7 MB in 2.0 h)",
         "  sink influxdb: cursor 1,000, 2,500 rows behind, oldest unsent 2 min ago, quarantined 1,234",
         "  sink mqtt: cursor 3,500, up to date, quarantined 0",
     ]
@@ -93,8 +96,8 @@ def test_the_summary_says_when_no_gateway_runs_and_no_sink_is_known() -> None:
 def test_ages_are_in_seconds_minutes_or_hours() -> None:
     from gateway.outbox.report import _age
 
-    assert [_age(s) for s in (None, 0.4, 119.4, 120.0, 7199.0, 7200.0, 9000.0)] == [
-        "-", "0s ago", "119s ago", "2 min ago", "120 min ago", "2.0 h ago", "2.5 h ago"]
+    assert [_age(s) for s in (None, 0.4, 119.4, 120.0, 7199.0, 7200.0, 8101.0)] == [
+        "-", "0s ago", "119s ago", "2 min ago", "120 min ago", "2.0 h ago", "2.3 h ago"]
 
 
 def test_the_command_tells_why_it_has_nothing_to_show(tmp_path, capsys) -> None:
