@@ -4,11 +4,12 @@ cancellation, and the budget's deletions with events between the readings."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 from gateway.clock import FakeClock
 from gateway.errors import OutboxError
-from gateway.outbox import EVENT, READING, OutboxWriter, SqliteOutbox
+from gateway.outbox import EVENT, READING, OutboxWriter, SqliteOutbox, read_summary
 from harness import running_gateway, wait_until, write_site
 
 
@@ -253,3 +254,149 @@ def test_memory_quarantine_keeps_the_refused_rows_per_sink_bounded(monkeypatch) 
     m.quarantine("mqtt", [6], None, "refused", 3.0)  # past the bound: the oldest goes
     assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (3, 1, 2)
     assert [(q[0], q[1][0]) for q in m._quarantine] == [("influxdb", 4), ("mqtt", 5), ("mqtt", 6)]
+
+
+def test_memory_starts_empty_with_no_byte_budget_and_drops_only_past_its_rows() -> None:
+    from gateway.outbox import MemoryOutbox
+
+    m = MemoryOutbox(max_rows=10)
+    # what the writer's stats show for it: rows, not bytes
+    assert (m.path, m.rows, m.head, m.dropped, m.budget_bytes, m.used_bytes()) == (
+        "memory", 0, 0, 0, 0, 0)
+    m.open(["influxdb"])
+    m.append(rows(10))
+    assert m.enforce_budget() == [] and m.usage() == 1.0  # at the budget: nothing goes
+    m.append(rows(1, 10))
+    assert m.enforce_budget() == [1, 2] and m.rows == 9 and m.dropped == 2  # down to 90 %
+    m.append(rows(2, 11))
+    assert m.enforce_budget() == [3, 4] and m.dropped == 4  # a running count
+
+
+# -- the store: slices, budget edges, summary, deferred open, salvage (mutation testing) -----
+
+
+def deletes(s: SqliteOutbox) -> list[str]:
+    """Record the DELETE statements the store runs from now on (SQLite's own trace)."""
+    seen: list[str] = []
+    s._con.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("DELETE") else None)
+    return seen
+
+
+def test_purge_goes_in_slices_of_delete_slice_ids(tmp_path, monkeypatch) -> None:
+    from gateway.outbox import store as store_module
+
+    monkeypatch.setattr(store_module, "DELETE_SLICE", 3)
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    s.append(rows(12))
+    s.purge(1)
+    seen = deletes(s)
+    assert s.purge(7) == 6 and seen == ["DELETE FROM rows WHERE id <= 4",
+                                        "DELETE FROM rows WHERE id <= 7"]
+    seen.clear()
+    assert s.purge(7) == 0 and seen == []  # nothing at or below: no statement
+    assert s.purge(9) == 2 and seen == ["DELETE FROM rows WHERE id <= 9"]
+    s.close()
+
+
+def test_append_rows_counts_every_row_it_keeps(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    assert s.append_rows([(*r, i) for r, i in zip(rows(2), (1, 2))], {"influxdb": 2}) == 2
+    assert s.append_rows([(*r, i) for r, i in zip(rows(3, 2), (3, 4, 5))], {}) == 5
+    assert s.rows == 5 and s.head == 5
+    s.close()
+
+
+def test_the_budget_drops_nothing_at_or_under_it_and_one_row_at_a_time_when_rows_are_few(
+        tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    # five rows of a page each: dropping one frees a page
+    s.append([(READING, "d1", 1.0 + i, f"m v={i} " + "x" * 3000, None) for i in range(5)])
+    assert s.enforce_budget() == []  # far under
+    s.budget_bytes = s.used_bytes()
+    assert s.enforce_budget() == []  # exactly at it
+    s.budget_bytes = int(s.used_bytes() / 0.95)
+    assert s.enforce_budget() == []  # between the low water and the budget
+    s.budget_bytes = s.used_bytes() - 1
+    assert s.enforce_budget() == [1] and s.rows == 4  # 10 % of 5 rows: one
+    s.close()
+
+
+def denied(s: SqliteOutbox) -> None:
+    """Every statement from now on fails (SQLite's authorizer, a real refusal)."""
+    import sqlite3
+
+    s._con.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
+
+
+def test_every_operation_names_itself_in_its_error(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1)
+    s.open(["influxdb"])
+    s.append(rows(3))
+    denied(s)
+    for call, doing in ((lambda: s.append_rows([(*rows(1, 3)[0], 4)], {}), "commit failed"),
+                        (s.enforce_budget, "budget failed"),
+                        (s.quarantined, "read failed"),
+                        (s.used_bytes, "read failed")):
+        try:
+            call()
+        except OutboxError as exc:
+            assert exc.detail.startswith(doing) and exc.path == str(s.path), exc.detail
+        else:
+            raise AssertionError(f"{doing}: no error")
+    s._con.set_authorizer(None)
+    s.close()
+
+
+def test_a_full_disk_is_known_by_its_code_or_its_text() -> None:
+    import sqlite3
+
+    from gateway.outbox.store import _is_disk_full
+
+    coded = sqlite3.OperationalError("write failed")
+    coded.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert _is_disk_full(coded)
+
+
+def test_the_summary_of_a_file_in_use_and_of_a_closed_one(tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb", "mqtt"])
+    s.append(rows(300))
+    s.purge(200)  # free pages: the file is larger than what it uses
+    s.advance("influxdb", 250)
+    s.quarantine("influxdb", [260, 261], 400, "bad", 1.0)
+    s._con.execute("INSERT INTO meta(key, value) VALUES ('dropped', 7)")
+    first_ts = 1_700_000_000.0 + 200  # row 201's
+    summary = read_summary(path, now=first_ts + 50.5)
+    assert summary["path"] == str(path) and summary["head"] == 300 and summary["rows"] == 100
+    assert summary["oldest_age_seconds"] == 50.5 and summary["dropped"] == 7
+    assert summary["quarantined"] == 2 and summary["used_bytes"] == s.used_bytes()
+    wal = os.path.getsize(f"{path}-wal")
+    assert wal and summary["file_bytes"] == path.stat().st_size + wal
+    assert summary["sinks"] == {
+        "influxdb": {"cursor": 250, "lag_rows": 50, "oldest_unsent_age_seconds": 0.5,
+                     "quarantined": 2},
+        "mqtt": {"cursor": 0, "lag_rows": 100, "oldest_unsent_age_seconds": 50.5,
+                 "quarantined": 0}}
+    # a clock behind the rows' timestamps: ages are never negative
+    assert read_summary(path, now=first_ts - 10)["oldest_age_seconds"] == 0.0
+    s.close()
+    summary = read_summary(path, now=first_ts)
+    assert summary["file_bytes"] == path.stat().st_size and summary["rows"] == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.sqlite", "o.sqlite.lock"]  # no trace
+
+
+def test_the_summary_says_why_it_cannot_read(tmp_path) -> None:
+    import pytest
+
+    for path, detail in ((tmp_path / "missing.sqlite", "no such file"),
+                         (tmp_path, "cannot open: "),
+                         (tmp_path / "text.sqlite", "cannot read: file is not a database")):
+        if path.name == "text.sqlite":
+            path.write_bytes(b"not a database" * 400)
+        with pytest.raises(OutboxError) as caught:
+            read_summary(path)
+        assert caught.value.path == str(path) and caught.value.detail.startswith(detail)

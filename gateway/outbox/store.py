@@ -169,8 +169,7 @@ class SqliteOutbox:
                 salvage_into(src, con, self._sinks, report)
                 con.execute("COMMIT")
         except sqlite3.DatabaseError as again:  # the damaged file cannot be read at all
-            if con.in_transaction:
-                con.execute("ROLLBACK")
+            # (a transaction left open is rolled back by the close below)
             report.tail_lost = True
             log.error("outbox %s: nothing could be read from %s (%s)", self.path, aside, again)
         finally:
@@ -320,10 +319,10 @@ class SqliteOutbox:
             con = self._connection()
             first = con.execute("SELECT min(id) FROM rows").fetchone()[0]
             deleted = 0
-            while first is not None and first <= upto:
-                end = min(upto, first + DELETE_SLICE - 1)
-                deleted += con.execute("DELETE FROM rows WHERE id <= ?", (end,)).rowcount
-                first = end + 1
+            if first is not None:
+                for start in range(first, upto + 1, DELETE_SLICE):
+                    end = min(upto, start + DELETE_SLICE - 1)
+                    deleted += con.execute("DELETE FROM rows WHERE id <= ?", (end,)).rowcount
             self.rows -= deleted
             return deleted
 
