@@ -400,3 +400,78 @@ def test_the_summary_says_why_it_cannot_read(tmp_path) -> None:
         with pytest.raises(OutboxError) as caught:
             read_summary(path)
         assert caught.value.path == str(path) and caught.value.detail.startswith(detail)
+
+
+class Refusing(SqliteOutbox):
+    """A file the system will not let the store open now (SQLite's OperationalError, as
+    on a full disk), until ``refuse`` is cleared. tests/test_state_files.py fills a real
+    disk for this (root, a tmpfs mount); here the refusal alone is injected."""
+
+    refuse = True
+
+    def _connect(self):
+        import sqlite3
+
+        if self.refuse:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super()._connect()
+
+
+def written(path, *, appended: int, cursor: int) -> SqliteOutbox:
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb", "mqtt"])
+    s.append(rows(appended))
+    s.advance("influxdb", cursor)
+    s._con.execute("INSERT INTO meta(key, value) VALUES ('dropped', 3)")
+    return s
+
+
+def test_a_file_that_cannot_be_opened_now_tells_its_cursors_and_opens_later(tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    written(path, appended=10, cursor=4).close()
+    r = Refusing(path=path, budget_bytes=1 << 30)
+    assert r.open(["influxdb", "mqtt", "new"]) == {"influxdb": 4, "mqtt": 0, "new": 10}
+    assert (r.head, r.rows, r.dropped) == (10, 10, 3)
+    assert not os.path.exists(f"{path}-shm") and not os.path.exists(f"{path}-wal")  # no trace
+    try:
+        r.append(rows(1, 10))
+    except OutboxError as exc:
+        assert exc.disk_full and exc.detail.startswith("commit failed"), exc.detail
+    else:
+        raise AssertionError("a refused file took a commit")
+    r.refuse = False  # room again: the next use opens the file
+    assert r.append(rows(1, 10)) == 11 and r.rows == 11
+    r.close()
+
+
+def test_rows_and_cursors_still_in_the_wal_are_read_too(tmp_path) -> None:
+    import shutil
+
+    path = tmp_path / "o.sqlite"
+    written(path, appended=10, cursor=4).close()  # checkpointed into the file
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb", "mqtt"])
+    s.append(rows(5, 10))
+    s.advance("influxdb", 12)  # both only in the WAL while s is open
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(path, copy / "o.sqlite")
+    shutil.copy(f"{path}-wal", copy / "o.sqlite-wal")
+    s.close()
+    r = Refusing(path=copy / "o.sqlite", budget_bytes=1 << 30)
+    assert r.open(["influxdb", "mqtt"]) == {"influxdb": 12, "mqtt": 0}
+    assert (r.head, r.rows) == (15, 15)
+    r.close()
+
+
+def test_a_file_that_cannot_be_opened_or_read_starts_every_sink_at_its_head(tmp_path) -> None:
+    r = Refusing(path=tmp_path / "none" / "o.sqlite", budget_bytes=1 << 30)
+    assert r.open(["influxdb"]) == {"influxdb": 0}  # no file yet: no error either
+    r.refuse = False
+    assert r.append(rows(2)) == 2
+    r.close()
+    text = tmp_path / "text.sqlite"
+    text.write_bytes(b"not a database" * 400)
+    r = Refusing(path=text, budget_bytes=1 << 30)
+    assert r.open(["influxdb"]) == {"influxdb": 0} and r.head == 0
+    r.close()

@@ -6,8 +6,11 @@ each step of the search for readable rows can be checked."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from gateway.outbox import READING, SqliteOutbox
 from gateway.outbox.recovery import Salvage
@@ -340,3 +343,94 @@ def test_the_quarantine_end_is_counted_from_its_sequence_or_its_highest_id() -> 
     assert quarantine_lost("max(id) FROM quarantine") == 2
     assert quarantine_lost("name = 'quarantine'") == 2
     assert quarantine_lost("name = 'quarantine'", "max(id) FROM quarantine") == 0  # not known
+
+
+# -- the store's salvage of a real damaged file --------------------------------------------------
+
+
+def written_outbox(path: Path, n: int = 300) -> None:
+    store = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    store.open(["influxdb"])
+    store.append([(READING, "d1", 1000.0 + i, f"m,device=d1 v={i} " + "x" * 150, None)
+                  for i in range(n)])
+    store.advance("influxdb", 40)
+    store.close()
+
+
+def stamps(seconds: int) -> set[str]:
+    """The damage stamps (UTC) of the next few seconds."""
+    import time
+
+    now = time.time()
+    return {time.strftime("%Y%m%dT%H%M%S", time.gmtime(now + s)) for s in range(seconds)}
+
+
+@pytest.fixture
+def far_timezone(monkeypatch):
+    """Local time 9 hours off UTC: the stamp must still be UTC."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_damaged_page_of_rows_is_salvaged_around_and_reported(tmp_path, caplog,
+                                                                 far_timezone) -> None:
+    import logging
+
+    from state_damage import garbage_pages, pages
+
+    path = tmp_path / "outbox.sqlite"
+    written_outbox(path)
+    garbage_pages(path, pages(path) // 2, pages(path) // 2)
+    expected = stamps(5)
+    taken = {f"outbox.sqlite.corrupt-{s}" for s in expected}
+    for name in taken:  # a file damaged before, within the same second: not overwritten
+        (tmp_path / name).write_text("earlier")
+    store = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    with caplog.at_level(logging.WARNING, logger="gateway.outbox.store"):
+        assert store.open(["influxdb"]) == {"influxdb": 40}
+    report = store.salvage
+    assert report.moved_to.parent == tmp_path and report.moved_to.name in {
+        f"{name}-2" for name in taken}
+    assert "malformed" in report.damage and not report.tail_lost
+    assert report.unreadable > 0 and report.copied + report.unreadable == 300
+    assert store.rows == report.copied == len(store.read(0, 1000, "line"))
+    assert store.append([(READING, "d1", 1.0, "m v=1 1", None)]) == 301
+    store.close()
+    [record] = [r for r in caplog.records if "rows salvaged" in r.getMessage()]
+    assert record.levelno == logging.ERROR  # rows were lost
+    assert record.getMessage() == f"outbox {path}: {report.summary()}"
+
+
+def test_damaged_cursors_alone_lose_no_row_and_are_only_warned_about(tmp_path, caplog) -> None:
+    import logging
+
+    from state_damage import garbage_pages
+
+    path = tmp_path / "outbox.sqlite"
+    written_outbox(path)
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        [page] = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'cursors'").fetchone()
+    garbage_pages(path, page, page)
+    store = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    with caplog.at_level(logging.WARNING, logger="gateway.outbox.store"):
+        assert store.open(["influxdb"]) == {"influxdb": 0}  # from the first row again
+    report = store.salvage
+    assert (report.copied, report.unreadable, report.cursors_lost) == (300, 0, True)
+    store.close()
+    [record] = [r for r in caplog.records if "rows salvaged" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+
+
+def test_a_file_with_nothing_readable_is_replaced_and_says_so(tmp_path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    store = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    assert store.open(["influxdb"]) == {"influxdb": 0}
+    assert store.salvage.tail_lost and store.salvage.copied == 0
+    assert store.salvage.damage == "file is not a database"
+    store.close()
