@@ -475,3 +475,27 @@ def test_a_file_that_cannot_be_opened_or_read_starts_every_sink_at_its_head(tmp_
     r = Refusing(path=text, budget_bytes=1 << 30)
     assert r.open(["influxdb"]) == {"influxdb": 0} and r.head == 0
     r.close()
+
+
+def test_a_store_not_open_or_closed_refuses_to_work(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    for step in ("never opened", "closed"):
+        try:
+            s.read(0, 10, "line")
+        except OutboxError as exc:
+            assert exc.detail == "not open", exc.detail
+        else:
+            raise AssertionError(f"{step}: read without a file")
+        s.open(["influxdb"])
+        s.close()
+    assert not (tmp_path / "o.sqlite-wal").exists()  # closed means checkpointed and let go
+    r = Refusing(path=tmp_path / "r.sqlite", budget_bytes=1 << 30)
+    r.open(["influxdb"])  # refused: opened at the next use ...
+    r.close()  # ... unless closed first
+    r.refuse = False
+    try:
+        r.append(rows(1))
+    except OutboxError as exc:
+        assert exc.detail.endswith("not open"), exc.detail
+    else:
+        raise AssertionError("a closed store opened its file again")

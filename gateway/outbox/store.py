@@ -96,7 +96,7 @@ class SqliteOutbox:
         self._lock_file: int | None = None
         self._page_size = 4096
         self._sinks: list[str] = []
-        self._deferred: str | None = None  # why the file could not be opened yet
+        self._open_later = False  # the system refused the file at open: try at each use
         self.salvage: Salvage | None = None  # what the salvage of a damaged file found
 
     # -- opening and closing ----------------------------------------------------------
@@ -143,7 +143,6 @@ class SqliteOutbox:
             self.head = _head(con)
             self.dropped = _meta(con, "dropped")
             self._con = con
-            self._deferred = None
             return self._register(self._sinks)
         except BaseException:
             self._con = None
@@ -180,7 +179,7 @@ class SqliteOutbox:
 
     def _defer_open(self, exc: sqlite3.OperationalError) -> dict[str, int]:
         """The system refuses the file now: say where each sink is, open it later."""
-        self._deferred = str(exc)
+        self._open_later = True
         cursors: dict[str, int] = {}
         if self.path.exists() and self.path.stat().st_size:
             wal = f"{self.path}-wal"
@@ -250,7 +249,7 @@ class SqliteOutbox:
         """Checkpoint, close the file and release it."""
         with self._lock:
             con, self._con = self._con, None
-            self._deferred = None
+            self._open_later = False
             if con is not None:
                 with contextlib.suppress(sqlite3.Error):
                     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -404,7 +403,7 @@ class SqliteOutbox:
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
-            if self._deferred is None:
+            if not self._open_later:
                 raise OutboxError(str(self.path), "not open")
             self._open_now()  # raises (a disk still full) as the operation's own error
             log.info("outbox %s: open again", self.path)
