@@ -499,3 +499,27 @@ def test_a_store_not_open_or_closed_refuses_to_work(tmp_path) -> None:
         assert exc.detail.endswith("not open"), exc.detail
     else:
         raise AssertionError("a closed store opened its file again")
+
+
+def test_the_second_gateway_is_told_which_outbox_is_taken(tmp_path) -> None:
+    import stat
+
+    path = tmp_path / "o.sqlite"
+    a = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    old = os.umask(0o022)
+    try:
+        a.open(["influxdb"])
+    finally:
+        os.umask(old)
+    # readable by all: `community-gateway outbox` may run as another user to find the holder
+    assert stat.S_IMODE(os.stat(f"{path}.lock").st_mode) == 0o644
+    b = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    try:
+        b.open(["influxdb"])
+    except OutboxError as exc:
+        assert (exc.path, exc.detail) == (str(path), "in use by another gateway process")
+    else:
+        raise AssertionError("two stores on one file")
+    a.close()
+    b.open(["influxdb"])  # released at the close
+    b.close()

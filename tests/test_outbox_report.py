@@ -120,3 +120,17 @@ def test_the_parser_runs_the_command(tmp_path, capsys) -> None:
     parsed = parser.parse_args(["outbox", "--json", str(site(tmp_path, "{store: memory}"))])
     assert parsed.json is True and parsed.handler(parsed) == EXIT_NO_OUTBOX
     assert parser.parse_args(["outbox", "x.yaml"]).json is False
+
+
+def test_the_command_explains_itself_in_its_help() -> None:
+    from gateway.outbox.report import add_outbox_parser
+
+    parser = argparse.ArgumentParser(prog="community-gateway")
+    sub = parser.add_subparsers()
+    add_outbox_parser(sub)
+    assert "show what waits in the site's outbox (read-only)" in parser.format_help()
+    text = " ".join(sub.choices["outbox"].format_help().split())
+    assert ("Opens the site's outbox file read-only (also while the gateway runs) and prints "
+            "its depth, the age of the oldest row, dropped and quarantined rows, and each "
+            "sink's lag.") in text
+    assert "config site config YAML file" in text and "--json print the numbers as JSON" in text

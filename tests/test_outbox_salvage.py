@@ -434,3 +434,22 @@ def test_a_file_with_nothing_readable_is_replaced_and_says_so(tmp_path) -> None:
     assert store.salvage.tail_lost and store.salvage.copied == 0
     assert store.salvage.damage == "file is not a database"
     store.close()
+
+
+def test_a_last_row_whose_content_alone_is_damaged_is_one_hole() -> None:
+    # a seek reads its key, a scan cannot read it: no empty hole, and nothing after it
+    report, dst = salvage(Damaged(source(range(1, 21)), scan_only=[20]))
+    assert ids(dst) == list(range(1, 20))
+    assert (report.holes, report.unreadable, report.tail_lost) == ([(20, 20)], 1, False)
+    report, dst = salvage(Damaged(source(range(1, 21)), scan_only=[5]))
+    assert (report.holes, report.unreadable, report.copied) == ([(5, 5)], 1, 19)
+
+
+def test_the_halving_seeks_whole_ids() -> None:
+    from gateway.outbox.recovery import _next_readable
+
+    src = Damaged(source(range(1, 101)), bad=range(91, 100))
+    assert _next_readable(src, "rows", 90, 100) == 100
+    assert src.seeks == [91, 92, 94, 98, 101, 99, 100]
+    assert all(isinstance(x, int) for x in src.seeks)
+

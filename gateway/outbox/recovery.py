@@ -135,10 +135,8 @@ def _readable_rows(src: sqlite3.Connection, table: str, columns: str, head: int 
     go into ``holes`` as (first, last); last is None for an end of unknown length."""
     bound = head if head is not None else _NO_BOUND
     last = 0
-    after_hole = False  # this scan starts just past a hole
     while True:
         chunk: list[tuple] = []
-        start = last
         try:
             cur = src.execute(f"SELECT {columns} FROM {table} WHERE id > ? ORDER BY id", (last,))
             while True:
@@ -157,8 +155,9 @@ def _readable_rows(src: sqlite3.Connection, table: str, columns: str, head: int 
             if chunk:
                 yield chunk
             nxt = _next_readable(src, table, last, bound)
-            if nxt is not None and after_hole and last == start:
-                # a seek reads row nxt but a scan from the hole does not get to it: skip it
+            if nxt == last + 1:
+                # the scan failed on the very row a seek reads (its key is readable, the
+                # rest of it is not): that row is the hole
                 nxt = _next_readable(src, table, nxt, bound)
             if nxt is None:  # nothing readable after the hole
                 holes.append((last + 1, head if head is not None and head > last else None))
@@ -166,7 +165,6 @@ def _readable_rows(src: sqlite3.Connection, table: str, columns: str, head: int 
                 return
             holes.append((last + 1, nxt - 1))
             last = nxt - 1
-            after_hole = True
 
 
 def _count(holes: list[tuple[int, int | None]]) -> int:
