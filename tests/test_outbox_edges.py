@@ -4,8 +4,12 @@ cancellation, and the budget's deletions with events between the readings."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import sqlite3
 import threading
+
+import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import OutboxError
@@ -408,13 +412,21 @@ class Refusing(SqliteOutbox):
     disk for this (root, a tmpfs mount); here the refusal alone is injected."""
 
     refuse = True
+    at = "_connect"  # or "_register": the file opens, then the first write is refused
 
     def _connect(self):
+        self._refused("_connect")
+        return super()._connect()
+
+    def _register(self, sinks):
+        self._refused("_register")
+        return super()._register(sinks)
+
+    def _refused(self, where: str) -> None:
         import sqlite3
 
-        if self.refuse:
+        if self.refuse and self.at == where:
             raise sqlite3.OperationalError("database or disk is full")
-        return super()._connect()
 
 
 def written(path, *, appended: int, cursor: int) -> SqliteOutbox:
@@ -426,13 +438,16 @@ def written(path, *, appended: int, cursor: int) -> SqliteOutbox:
     return s
 
 
-def test_a_file_that_cannot_be_opened_now_tells_its_cursors_and_opens_later(tmp_path) -> None:
+@pytest.mark.parametrize("at", ["_connect", "_register"])
+def test_a_file_that_cannot_be_opened_now_tells_its_cursors_and_opens_later(tmp_path, at) -> None:
     path = tmp_path / "o.sqlite"
     written(path, appended=10, cursor=4).close()
     r = Refusing(path=path, budget_bytes=1 << 30)
+    r.at = at
     assert r.open(["influxdb", "mqtt", "new"]) == {"influxdb": 4, "mqtt": 0, "new": 10}
     assert (r.head, r.rows, r.dropped) == (10, 10, 3)
-    assert not os.path.exists(f"{path}-shm") and not os.path.exists(f"{path}-wal")  # no trace
+    if at == "_connect":
+        assert not os.path.exists(f"{path}-shm") and not os.path.exists(f"{path}-wal")  # no trace
     try:
         r.append(rows(1, 10))
     except OutboxError as exc:
@@ -483,7 +498,7 @@ def test_a_store_not_open_or_closed_refuses_to_work(tmp_path) -> None:
         try:
             s.read(0, 10, "line")
         except OutboxError as exc:
-            assert exc.detail == "not open", exc.detail
+            assert exc.detail == "not open" and exc.path == str(tmp_path / "o.sqlite"), exc
         else:
             raise AssertionError(f"{step}: read without a file")
         s.open(["influxdb"])
@@ -523,3 +538,60 @@ def test_the_second_gateway_is_told_which_outbox_is_taken(tmp_path) -> None:
     a.close()
     b.open(["influxdb"])  # released at the close
     b.close()
+
+
+def test_close_checkpoints_the_wal_even_with_a_reader_and_never_raises(tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    s.append(rows(50))
+    reader = sqlite3.connect(path)  # another connection: the close is not the last one
+    reader.execute("SELECT count(*) FROM rows").fetchone()
+    s.close()
+    assert os.path.getsize(f"{path}-wal") == 0  # cut back by the store's own checkpoint
+    reader.close()
+    s.open(["influxdb"])
+    denied(s)  # the checkpoint fails: the close still closes
+    s.close()
+    s.open(["influxdb"])
+    assert s.rows == 50
+    s.close()
+
+
+def test_the_budget_counts_every_slice_it_deletes(tmp_path, monkeypatch) -> None:
+    from gateway.outbox import store as store_module
+
+    monkeypatch.setattr(store_module, "DELETE_SLICE", 3)
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=128 * 1024)
+    s.open(["influxdb"])
+    for k in range(20):
+        s.append(rows(200, k * 200))
+    dropped = s.enforce_budget()
+    assert len(dropped) > 3 and s.dropped == len(dropped)
+    assert s.rows == 4000 - len(dropped) == len(s.read(0, 10_000, "line"))
+    s.close()
+
+
+def test_open_makes_the_folders_and_tells_a_full_disk_from_a_folder_it_cannot_make(
+        tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    s = SqliteOutbox(path=tmp_path / "a" / "b" / "o.sqlite", budget_bytes=1 << 30)
+    assert s.open(["influxdb"]) == {"influxdb": 0}  # both folders made
+    s.close()
+    (tmp_path / "file").write_text("")
+    s = SqliteOutbox(path=tmp_path / "file" / "o.sqlite", budget_bytes=1 << 30)
+    try:
+        s.open(["influxdb"])
+    except OutboxError as exc:
+        assert exc.detail.startswith("open failed: [Errno 17] File exists") and not exc.disk_full
+    else:
+        raise AssertionError("opened under a file")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "mkdir", full)  # a full disk said for a folder that exists
+    s = SqliteOutbox(path=tmp_path / "a" / "b" / "o.sqlite", budget_bytes=1 << 30)
+    assert s.open(["influxdb"]) == {"influxdb": 0}
+    s.close()
