@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import sqlite3
 import threading
@@ -439,12 +440,16 @@ def written(path, *, appended: int, cursor: int) -> SqliteOutbox:
 
 
 @pytest.mark.parametrize("at", ["_connect", "_register"])
-def test_a_file_that_cannot_be_opened_now_tells_its_cursors_and_opens_later(tmp_path, at) -> None:
+def test_a_file_that_cannot_be_opened_now_tells_its_cursors_and_opens_later(tmp_path, at,
+                                                                          caplog) -> None:
     path = tmp_path / "o.sqlite"
     written(path, appended=10, cursor=4).close()
     r = Refusing(path=path, budget_bytes=1 << 30)
     r.at = at
-    assert r.open(["influxdb", "mqtt", "new"]) == {"influxdb": 4, "mqtt": 0, "new": 10}
+    assert (r.head, r.rows, r.dropped) == (0, 0, 0)  # what the stats show before the open
+    with caplog.at_level(logging.ERROR, logger="gateway.outbox.store"):
+        assert r.open(["influxdb", "mqtt", "new"]) == {"influxdb": 4, "mqtt": 0, "new": 10}
+    assert "cannot be opened now (database or disk is full)" in caplog.text
     assert (r.head, r.rows, r.dropped) == (10, 10, 3)
     if at == "_connect":
         assert not os.path.exists(f"{path}-shm") and not os.path.exists(f"{path}-wal")  # no trace

@@ -94,8 +94,8 @@ class SqliteOutbox:
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._lock_file: int | None = None
-        self._page_size = 4096
-        self._sinks: list[str] = []
+        self._page_size: int  # set by _connect, before anything reads it
+        self._sinks: list[str]  # set by open, before anything reads it
         self._open_later = False  # the system refused the file at open: try at each use
         self.salvage: Salvage | None = None  # what the salvage of a damaged file found
 
