@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from gateway.config.models import GatewayConfig
@@ -128,7 +129,8 @@ def test_the_command_explains_itself_in_its_help() -> None:
     parser = argparse.ArgumentParser(prog="community-gateway")
     sub = parser.add_subparsers()
     add_outbox_parser(sub)
-    assert "show what waits in the site's outbox (read-only)" in parser.format_help()
+    assert re.search(r"^ +outbox +show what waits in the site's outbox \(read-only\)$",
+                     parser.format_help(), re.MULTILINE)
     text = " ".join(sub.choices["outbox"].format_help().split())
     assert ("Opens the site's outbox file read-only (also while the gateway runs) and prints "
             "its depth, the age of the oldest row, dropped and quarantined rows, and each "
