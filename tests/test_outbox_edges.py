@@ -4,11 +4,17 @@ cancellation, and the budget's deletions with events between the readings."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
+import sqlite3
 import threading
+
+import pytest
 
 from gateway.clock import FakeClock
 from gateway.errors import OutboxError
-from gateway.outbox import EVENT, READING, OutboxWriter, SqliteOutbox
+from gateway.outbox import EVENT, READING, OutboxWriter, SqliteOutbox, read_summary
 from harness import running_gateway, wait_until, write_site
 
 
@@ -218,4 +224,379 @@ def test_errors_say_what_was_being_done(tmp_path) -> None:
         assert exc.detail.startswith("cursor update failed")
     else:
         raise AssertionError("no error")
+    s.close()
+
+
+# -- the in-memory outbox (the fallback when the file cannot be opened) ----------------------
+
+
+def test_memory_rows_that_carry_their_ids_keep_them_and_the_head_follows() -> None:
+    from gateway.outbox import MemoryOutbox
+
+    m = MemoryOutbox(max_rows=100)
+    assert m.open(["influxdb"]) == {"influxdb": 0}
+    carried = [(*r, i) for r, i in zip(rows(3), (4, 5, 9))]
+    assert m.append_rows(carried, {"influxdb": 9}) == 9 and m.head == 9 and m.rows == 3
+    assert m.read(4, 1, "doc") == [(5, "d1", None)]
+    assert m.purge(9) == 3 and m.rows == 0
+    assert m.append_rows([(*rows(1, 3)[0], 7)], {}) == 9 and m.head == 9  # an older id: kept
+    assert m.append(rows(2, 10)) == 11  # new ids go on after the head
+    assert [r[0] for r in m.read(0, 10, "line")] == [7, 10, 11] and m.rows == 3
+    assert m.open(["influxdb", "mqtt"]) == {"influxdb": 11, "mqtt": 11}
+
+
+def test_memory_quarantine_keeps_the_refused_rows_per_sink_bounded(monkeypatch) -> None:
+    from gateway.outbox import MemoryOutbox, memory
+
+    monkeypatch.setattr(memory, "QUARANTINE_KEEP", 3)
+    m = MemoryOutbox(max_rows=100)
+    m.open(["influxdb", "mqtt"])
+    m.append(rows(6))
+    assert m.quarantine("influxdb", [2, 4], 400, "bad", 1.0) == 2
+    assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (2, 2, 0)
+    m.quarantine("mqtt", [5], None, "refused", 2.0)
+    assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (3, 2, 1)
+    m.quarantine("mqtt", [6], None, "refused", 3.0)  # past the bound: the oldest goes
+    assert (m.quarantined(), m.quarantined("influxdb"), m.quarantined("mqtt")) == (3, 1, 2)
+    assert [(q[0], q[1][0]) for q in m._quarantine] == [("influxdb", 4), ("mqtt", 5), ("mqtt", 6)]
+
+
+def test_memory_starts_empty_with_no_byte_budget_and_drops_only_past_its_rows() -> None:
+    from gateway.outbox import MemoryOutbox
+
+    m = MemoryOutbox(max_rows=10)
+    # what the writer's stats show for it: rows, not bytes
+    assert (m.path, m.rows, m.head, m.dropped, m.budget_bytes, m.used_bytes()) == (
+        "memory", 0, 0, 0, 0, 0)
+    m.open(["influxdb"])
+    m.append(rows(10))
+    assert m.enforce_budget() == [] and m.usage() == 1.0  # at the budget: nothing goes
+    m.append(rows(1, 10))
+    assert m.enforce_budget() == [1, 2] and m.rows == 9 and m.dropped == 2  # down to 90 %
+    m.append(rows(2, 11))
+    assert m.enforce_budget() == [3, 4] and m.dropped == 4  # a running count
+
+
+# -- the store: slices, budget edges, summary, deferred open, salvage (mutation testing) -----
+
+
+def deletes(s: SqliteOutbox) -> list[str]:
+    """Record the DELETE statements the store runs from now on (SQLite's own trace)."""
+    seen: list[str] = []
+    s._con.set_trace_callback(lambda sql: seen.append(sql) if sql.startswith("DELETE") else None)
+    return seen
+
+
+def test_purge_goes_in_slices_of_delete_slice_ids(tmp_path, monkeypatch) -> None:
+    from gateway.outbox import store as store_module
+
+    monkeypatch.setattr(store_module, "DELETE_SLICE", 3)
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    s.append(rows(12))
+    s.purge(1)
+    seen = deletes(s)
+    assert s.purge(7) == 6 and seen == ["DELETE FROM rows WHERE id <= 4",
+                                        "DELETE FROM rows WHERE id <= 7"]
+    seen.clear()
+    assert s.purge(7) == 0 and seen == []  # nothing at or below: no statement
+    assert s.purge(9) == 2 and seen == ["DELETE FROM rows WHERE id <= 9"]
+    s.close()
+
+
+def test_append_rows_counts_every_row_it_keeps(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    assert s.append_rows([(*r, i) for r, i in zip(rows(2), (1, 2))], {"influxdb": 2}) == 2
+    assert s.append_rows([(*r, i) for r, i in zip(rows(3, 2), (3, 4, 5))], {}) == 5
+    assert s.rows == 5 and s.head == 5
+    s.close()
+
+
+def test_the_budget_drops_nothing_at_or_under_it_and_one_row_at_a_time_when_rows_are_few(
+        tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    # five rows of a page each: dropping one frees a page
+    s.append([(READING, "d1", 1.0 + i, f"m v={i} " + "x" * 3000, None) for i in range(5)])
+    assert s.enforce_budget() == []  # far under
+    s.budget_bytes = s.used_bytes()
+    assert s.enforce_budget() == []  # exactly at it
+    s.budget_bytes = int(s.used_bytes() / 0.95)
+    assert s.enforce_budget() == []  # between the low water and the budget
+    s.budget_bytes = s.used_bytes() - 1
+    assert s.enforce_budget() == [1] and s.rows == 4  # 10 % of 5 rows: one
+    s.close()
+
+
+def denied(s: SqliteOutbox) -> None:
+    """Every statement from now on fails (SQLite's authorizer, a real refusal)."""
+    import sqlite3
+
+    s._con.set_authorizer(lambda *args: sqlite3.SQLITE_DENY)
+
+
+def test_every_operation_names_itself_in_its_error(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1)
+    s.open(["influxdb"])
+    s.append(rows(3))
+    denied(s)
+    for call, doing in ((lambda: s.append_rows([(*rows(1, 3)[0], 4)], {}), "commit failed"),
+                        (s.enforce_budget, "budget failed"),
+                        (s.quarantined, "read failed"),
+                        (s.used_bytes, "read failed")):
+        try:
+            call()
+        except OutboxError as exc:
+            assert exc.detail.startswith(doing) and exc.path == str(s.path), exc.detail
+        else:
+            raise AssertionError(f"{doing}: no error")
+    s._con.set_authorizer(None)
+    s.close()
+
+
+def test_a_full_disk_is_known_by_its_code_or_its_text() -> None:
+    import sqlite3
+
+    from gateway.outbox.store import _is_disk_full
+
+    coded = sqlite3.OperationalError("write failed")
+    coded.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert _is_disk_full(coded)
+
+
+def test_the_summary_of_a_file_in_use_and_of_a_closed_one(tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb", "mqtt"])
+    s.append(rows(300))
+    s.purge(200)  # free pages: the file is larger than what it uses
+    s.advance("influxdb", 250)
+    s.quarantine("influxdb", [260, 261], 400, "bad", 1.0)
+    s._con.execute("INSERT INTO meta(key, value) VALUES ('dropped', 7)")
+    first_ts = 1_700_000_000.0 + 200  # row 201's
+    summary = read_summary(path, now=first_ts + 50.5)
+    assert summary["path"] == str(path) and summary["head"] == 300 and summary["rows"] == 100
+    assert summary["oldest_age_seconds"] == 50.5 and summary["dropped"] == 7
+    assert summary["quarantined"] == 2 and summary["used_bytes"] == s.used_bytes()
+    wal = os.path.getsize(f"{path}-wal")
+    assert wal and summary["file_bytes"] == path.stat().st_size + wal
+    assert summary["sinks"] == {
+        "influxdb": {"cursor": 250, "lag_rows": 50, "oldest_unsent_age_seconds": 0.5,
+                     "quarantined": 2},
+        "mqtt": {"cursor": 0, "lag_rows": 100, "oldest_unsent_age_seconds": 50.5,
+                 "quarantined": 0}}
+    # a clock behind the rows' timestamps: ages are never negative
+    assert read_summary(path, now=first_ts - 10)["oldest_age_seconds"] == 0.0
+    s.close()
+    summary = read_summary(path, now=first_ts)
+    assert summary["file_bytes"] == path.stat().st_size and summary["rows"] == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.sqlite", "o.sqlite.lock"]  # no trace
+
+
+def test_the_summary_says_why_it_cannot_read(tmp_path) -> None:
+    import pytest
+
+    for path, detail in ((tmp_path / "missing.sqlite", "no such file"),
+                         (tmp_path, "cannot open: "),
+                         (tmp_path / "text.sqlite", "cannot read: file is not a database")):
+        if path.name == "text.sqlite":
+            path.write_bytes(b"not a database" * 400)
+        with pytest.raises(OutboxError) as caught:
+            read_summary(path)
+        assert caught.value.path == str(path) and caught.value.detail.startswith(detail)
+
+
+class Refusing(SqliteOutbox):
+    """A file the system will not let the store open now (SQLite's OperationalError, as
+    on a full disk), until ``refuse`` is cleared. tests/test_state_files.py fills a real
+    disk for this (root, a tmpfs mount); here the refusal alone is injected."""
+
+    refuse = True
+    at = "_connect"  # or "_register": the file opens, then the first write is refused
+
+    def _connect(self):
+        self._refused("_connect")
+        return super()._connect()
+
+    def _register(self, sinks):
+        self._refused("_register")
+        return super()._register(sinks)
+
+    def _refused(self, where: str) -> None:
+        import sqlite3
+
+        if self.refuse and self.at == where:
+            raise sqlite3.OperationalError("database or disk is full")
+
+
+def written(path, *, appended: int, cursor: int) -> SqliteOutbox:
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb", "mqtt"])
+    s.append(rows(appended))
+    s.advance("influxdb", cursor)
+    s._con.execute("INSERT INTO meta(key, value) VALUES ('dropped', 3)")
+    return s
+
+
+@pytest.mark.parametrize("at", ["_connect", "_register"])
+def test_a_file_that_cannot_be_opened_now_tells_its_cursors_and_opens_later(tmp_path, at,
+                                                                          caplog) -> None:
+    path = tmp_path / "o.sqlite"
+    written(path, appended=10, cursor=4).close()
+    r = Refusing(path=path, budget_bytes=1 << 30)
+    r.at = at
+    assert (r.head, r.rows, r.dropped) == (0, 0, 0)  # what the stats show before the open
+    with caplog.at_level(logging.ERROR, logger="gateway.outbox.store"):
+        assert r.open(["influxdb", "mqtt", "new"]) == {"influxdb": 4, "mqtt": 0, "new": 10}
+    assert "cannot be opened now (database or disk is full)" in caplog.text
+    assert (r.head, r.rows, r.dropped) == (10, 10, 3)
+    if at == "_connect":
+        assert not os.path.exists(f"{path}-shm") and not os.path.exists(f"{path}-wal")  # no trace
+    try:
+        r.append(rows(1, 10))
+    except OutboxError as exc:
+        assert exc.disk_full and exc.detail.startswith("commit failed"), exc.detail
+    else:
+        raise AssertionError("a refused file took a commit")
+    r.refuse = False  # room again: the next use opens the file
+    assert r.append(rows(1, 10)) == 11 and r.rows == 11
+    r.close()
+
+
+def test_rows_and_cursors_still_in_the_wal_are_read_too(tmp_path) -> None:
+    import shutil
+
+    path = tmp_path / "o.sqlite"
+    written(path, appended=10, cursor=4).close()  # checkpointed into the file
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb", "mqtt"])
+    s.append(rows(5, 10))
+    s.advance("influxdb", 12)  # both only in the WAL while s is open
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(path, copy / "o.sqlite")
+    shutil.copy(f"{path}-wal", copy / "o.sqlite-wal")
+    s.close()
+    r = Refusing(path=copy / "o.sqlite", budget_bytes=1 << 30)
+    assert r.open(["influxdb", "mqtt"]) == {"influxdb": 12, "mqtt": 0}
+    assert (r.head, r.rows) == (15, 15)
+    r.close()
+
+
+def test_a_file_that_cannot_be_opened_or_read_starts_every_sink_at_its_head(tmp_path) -> None:
+    r = Refusing(path=tmp_path / "none" / "o.sqlite", budget_bytes=1 << 30)
+    assert r.open(["influxdb"]) == {"influxdb": 0}  # no file yet: no error either
+    r.refuse = False
+    assert r.append(rows(2)) == 2
+    r.close()
+    text = tmp_path / "text.sqlite"
+    text.write_bytes(b"not a database" * 400)
+    r = Refusing(path=text, budget_bytes=1 << 30)
+    assert r.open(["influxdb"]) == {"influxdb": 0} and r.head == 0
+    r.close()
+
+
+def test_a_store_not_open_or_closed_refuses_to_work(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    for step in ("never opened", "closed"):
+        try:
+            s.read(0, 10, "line")
+        except OutboxError as exc:
+            assert exc.detail == "not open" and exc.path == str(tmp_path / "o.sqlite"), exc
+        else:
+            raise AssertionError(f"{step}: read without a file")
+        s.open(["influxdb"])
+        s.close()
+    assert not (tmp_path / "o.sqlite-wal").exists()  # closed means checkpointed and let go
+    r = Refusing(path=tmp_path / "r.sqlite", budget_bytes=1 << 30)
+    r.open(["influxdb"])  # refused: opened at the next use ...
+    r.close()  # ... unless closed first
+    r.refuse = False
+    try:
+        r.append(rows(1))
+    except OutboxError as exc:
+        assert exc.detail.endswith("not open"), exc.detail
+    else:
+        raise AssertionError("a closed store opened its file again")
+
+
+def test_the_second_gateway_is_told_which_outbox_is_taken(tmp_path) -> None:
+    import stat
+
+    path = tmp_path / "o.sqlite"
+    a = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    old = os.umask(0o022)
+    try:
+        a.open(["influxdb"])
+    finally:
+        os.umask(old)
+    # readable by all: `community-gateway outbox` may run as another user to find the holder
+    assert stat.S_IMODE(os.stat(f"{path}.lock").st_mode) == 0o644
+    b = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    try:
+        b.open(["influxdb"])
+    except OutboxError as exc:
+        assert (exc.path, exc.detail) == (str(path), "in use by another gateway process")
+    else:
+        raise AssertionError("two stores on one file")
+    a.close()
+    b.open(["influxdb"])  # released at the close
+    b.close()
+
+
+def test_close_checkpoints_the_wal_even_with_a_reader_and_never_raises(tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    s.append(rows(50))
+    reader = sqlite3.connect(path)  # another connection: the close is not the last one
+    reader.execute("SELECT count(*) FROM rows").fetchone()
+    s.close()
+    assert os.path.getsize(f"{path}-wal") == 0  # cut back by the store's own checkpoint
+    reader.close()
+    s.open(["influxdb"])
+    denied(s)  # the checkpoint fails: the close still closes
+    s.close()
+    s.open(["influxdb"])
+    assert s.rows == 50
+    s.close()
+
+
+def test_the_budget_counts_every_slice_it_deletes(tmp_path, monkeypatch) -> None:
+    from gateway.outbox import store as store_module
+
+    monkeypatch.setattr(store_module, "DELETE_SLICE", 3)
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=128 * 1024)
+    s.open(["influxdb"])
+    for k in range(20):
+        s.append(rows(200, k * 200))
+    dropped = s.enforce_budget()
+    assert len(dropped) > 3 and s.dropped == len(dropped)
+    assert s.rows == 4000 - len(dropped) == len(s.read(0, 10_000, "line"))
+    s.close()
+
+
+def test_open_makes_the_folders_and_tells_a_full_disk_from_a_folder_it_cannot_make(
+        tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    s = SqliteOutbox(path=tmp_path / "a" / "b" / "o.sqlite", budget_bytes=1 << 30)
+    assert s.open(["influxdb"]) == {"influxdb": 0}  # both folders made
+    s.close()
+    (tmp_path / "file").write_text("")
+    s = SqliteOutbox(path=tmp_path / "file" / "o.sqlite", budget_bytes=1 << 30)
+    try:
+        s.open(["influxdb"])
+    except OutboxError as exc:
+        assert exc.detail.startswith("open failed: [Errno 17] File exists") and not exc.disk_full
+    else:
+        raise AssertionError("opened under a file")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "mkdir", full)  # a full disk said for a folder that exists
+    s = SqliteOutbox(path=tmp_path / "a" / "b" / "o.sqlite", budget_bytes=1 << 30)
+    assert s.open(["influxdb"]) == {"influxdb": 0}
     s.close()

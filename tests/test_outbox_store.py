@@ -389,13 +389,9 @@ def test_the_cli_shows_depth_lag_and_quarantine_of_a_running_outbox(tmp_path) ->
     assert "sink mqtt-telemetry: cursor 500, up to date" in out.stdout
     # the process holding the outbox (here: this one) and what it writes to disk
     assert f"gateway pid {os.getpid()}:" in out.stdout and "written to disk per hour" in out.stdout
-    summary = json.loads(cli("--json").stdout)
-    assert summary["gateway_process"]["pid"] == os.getpid()
-    assert summary["gateway_process"]["write_bytes_per_hour"] > 0  # the 500 rows at least
-    assert summary["sinks"]["influxdb"]["lag_rows"] == 500 and summary["budget_bytes"] == 10 << 20
     s.close()
-    assert cli().returncode == 0
+    summary = json.loads(cli("--json").stdout)
+    assert summary["rows"] == 500 and summary["budget_bytes"] == 10 << 20
     assert not (tmp_path / "state" / "outbox.sqlite-shm").exists()  # read without a trace
-    site.write_text(site.read_text().replace("max_mb: 10", "store: memory"))
-    out = cli()
-    assert out.returncode == 1 and "in memory" in out.stderr
+    # (JSON with a running gateway, the text and the exit codes: test_outbox_report.py,
+    # in-process; each run here costs a Python start-up)

@@ -14,4 +14,4 @@ def outbox_path(config: GatewayConfig, config_file: Path) -> Path:
     """``outbox.path``, else ``STATE_DIR/outbox.sqlite``; relative paths are taken from
     the config file's folder."""
     path = config.outbox.path or Path(config.state_dir) / OUTBOX_FILE
-    return path if path.is_absolute() else Path(config_file).parent / path
+    return Path(config_file).parent / path  # an absolute path stays as it is

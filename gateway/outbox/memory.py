@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-from gateway.outbox.store import BUDGET_LOW_WATER, READING, Row
+from gateway.outbox.store import BUDGET_LOW_WATER, QUARANTINE_KEEP, READING, Row
 
 _ID = 0
 _KIND = 1
@@ -30,13 +30,11 @@ class MemoryOutbox:
         self.head = 0
         self.dropped = 0
         self._rows: list[tuple] = []  # (id, kind, device, ts, line, doc)
-        self._cursors: dict[str, int] = {}
         self._quarantine: list[tuple] = []
 
     def open(self, sinks: Iterable[str]) -> dict[str, int]:
         """Start every sink at the head (there is nothing before)."""
-        self._cursors = {sink: self.head for sink in sinks}
-        return dict(self._cursors)
+        return {sink: self.head for sink in sinks}
 
     def close(self) -> None:
         """Nothing to release."""
@@ -50,9 +48,9 @@ class MemoryOutbox:
         return self.head
 
     def append_rows(self, rows: list[tuple], cursors: dict[str, int]) -> int:
-        """Keep rows that carry their ids, ``(kind, device, ts, line, doc, id)``."""
-        self._rows.extend((r[5], *r[:5]) for r in rows)
-        self._cursors.update(cursors)
+        """Keep rows that carry their ids, ``(kind, device, ts, line, doc, id)``; the
+        cursors need no keeping (nothing is opened again from memory)."""
+        self._rows.extend((i, kind, device, ts, line, doc) for kind, device, ts, line, doc, i in rows)
         self.head = max(self.head, rows[-1][5])
         self.rows = len(self._rows)
         return self.head
@@ -66,8 +64,8 @@ class MemoryOutbox:
         return [(r[0], r[2], r[5]) for r in chunk]
 
     def advance(self, sink: str, last_id: int) -> None:
-        """Record a sink's progress."""
-        self._cursors[sink] = last_id
+        """Nothing to record: a sink's progress matters only to a store that is opened
+        again after a restart, and nothing in memory survives one."""
 
     def purge(self, upto: int) -> int:
         """Forget rows up to ``upto``."""
@@ -86,7 +84,7 @@ class MemoryOutbox:
         """Keep refused rows aside (bounded like the SQLite store's)."""
         wanted = set(ids)
         self._quarantine.extend((sink, r, status, error, at) for r in self._rows if r[0] in wanted)
-        del self._quarantine[:-100_000]
+        del self._quarantine[:-QUARANTINE_KEEP]
         return len(ids)
 
     def quarantined(self, sink: str | None = None) -> int:

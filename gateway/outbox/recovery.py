@@ -84,14 +84,17 @@ def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[s
     head = _first_int(src, ["SELECT seq FROM sqlite_sequence WHERE name = 'rows'",
                             "SELECT max(id) FROM rows"])
     first_id = None
-    for chunk in _readable_rows(src, "rows", "id, kind, device, ts, line, doc", head, report,
-                                quarantine=False):
+    holes: list[tuple[int, int | None]] = []
+    for chunk in _readable_rows(src, "rows", "id, kind, device, ts, line, doc", head, holes):
         copied = _insert(dst, "INSERT INTO rows(id, kind, device, ts, line, doc) "
                               "VALUES (?, ?, ?, ?, ?, ?)", chunk)
         report.copied += copied
         report.unreadable += len(chunk) - copied
-        if first_id is None and chunk:
+        if first_id is None:  # chunks are never empty
             first_id = chunk[0][0]
+    report.holes.extend(h for h in holes if h[1] is not None)
+    report.unreadable += _count(holes)
+    report.tail_lost = report.tail_lost or any(h[1] is None for h in holes)
     # ids are never reused: the new file goes on after the old one's highest
     high = max(head or 0, dst.execute("SELECT coalesce(max(id), 0) FROM rows").fetchone()[0])
     dst.execute("DELETE FROM sqlite_sequence WHERE name = 'rows'")
@@ -110,13 +113,13 @@ def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[s
                         src.execute("SELECT key, value FROM meta").fetchall())
     q_head = _first_int(src, ["SELECT seq FROM sqlite_sequence WHERE name = 'quarantine'",
                               "SELECT max(id) FROM quarantine"])
-    q_report = Salvage(report.moved_to, report.damage)
+    q_holes: list[tuple[int, int | None]] = []
     for chunk in _readable_rows(src, "quarantine", "id, sink, row_id, kind, device, ts, line, doc, "
-                                "status, error, at", q_head, q_report, quarantine=True):
+                                "status, error, at", q_head, q_holes):
         report.quarantine_copied += _insert(
             dst, "INSERT INTO quarantine(id, sink, row_id, kind, device, ts, line, doc, status, "
                  "error, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk)
-    report.quarantine_unreadable = q_report.unreadable
+    report.quarantine_unreadable = _count(q_holes)
 
 
 def move_aside(path: Path, aside: Path) -> None:
@@ -127,11 +130,11 @@ def move_aside(path: Path, aside: Path) -> None:
 
 
 def _readable_rows(src: sqlite3.Connection, table: str, columns: str, head: int | None,
-                   report: Salvage, *, quarantine: bool):
-    """Chunks of readable rows in id order; holes are recorded in ``report``."""
+                   holes: list[tuple[int, int | None]]):
+    """Chunks of readable rows in id order (never empty). The ids that could not be read
+    go into ``holes`` as (first, last); last is None for an end of unknown length."""
     bound = head if head is not None else _NO_BOUND
     last = 0
-    resumed_at = None  # where the last hole ended: no progress from there means skip one id
     while True:
         chunk: list[tuple] = []
         try:
@@ -152,20 +155,21 @@ def _readable_rows(src: sqlite3.Connection, table: str, columns: str, head: int 
             if chunk:
                 yield chunk
             nxt = _next_readable(src, table, last, bound)
-            if nxt is not None and resumed_at == last:  # seeks reach it, a scan does not
+            if nxt == last + 1:
+                # the scan failed on the very row a seek reads (its key is readable, the
+                # rest of it is not): that row is the hole
                 nxt = _next_readable(src, table, nxt, bound)
-            resumed_at = None if nxt is None else nxt - 1
             if nxt is None:  # nothing readable after the hole
-                if head is not None and head > last:
-                    report.holes.append((last + 1, head))
-                    report.unreadable += head - last
-                else:
-                    report.tail_lost = True
+                holes.append((last + 1, head if head is not None and head > last else None))
                 log.debug("%s: unreadable after id %d (%s)", table, last, exc)
                 return
-            report.holes.append((last + 1, nxt - 1))
-            report.unreadable += nxt - 1 - last
+            holes.append((last + 1, nxt - 1))
             last = nxt - 1
+
+
+def _count(holes: list[tuple[int, int | None]]) -> int:
+    """Ids in the holes of known length."""
+    return sum(end - first + 1 for first, end in holes if end is not None)
 
 
 def _next_readable(src: sqlite3.Connection, table: str, after: int, bound: int) -> int | None:
@@ -198,7 +202,7 @@ def _next_readable(src: sqlite3.Connection, table: str, after: int, bound: int) 
             bad = mid
         else:
             good, found = mid, r
-    return found if isinstance(found, int) else None
+    return None if found is None else int(found)  # a seek that read found it: an id
 
 
 def _first_int(con: sqlite3.Connection, queries: list[str]) -> int | None:

@@ -94,9 +94,9 @@ class SqliteOutbox:
         self._con: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._lock_file: int | None = None
-        self._page_size = 4096
-        self._sinks: list[str] = []
-        self._deferred: str | None = None  # why the file could not be opened yet
+        self._page_size: int  # set by _connect, before anything reads it
+        self._sinks: list[str]  # set by open, before anything reads it
+        self._open_later = False  # the system refused the file at open: try at each use
         self.salvage: Salvage | None = None  # what the salvage of a damaged file found
 
     # -- opening and closing ----------------------------------------------------------
@@ -143,7 +143,6 @@ class SqliteOutbox:
             self.head = _head(con)
             self.dropped = _meta(con, "dropped")
             self._con = con
-            self._deferred = None
             return self._register(self._sinks)
         except BaseException:
             self._con = None
@@ -169,8 +168,7 @@ class SqliteOutbox:
                 salvage_into(src, con, self._sinks, report)
                 con.execute("COMMIT")
         except sqlite3.DatabaseError as again:  # the damaged file cannot be read at all
-            if con.in_transaction:
-                con.execute("ROLLBACK")
+            # (a transaction left open is rolled back by the close below)
             report.tail_lost = True
             log.error("outbox %s: nothing could be read from %s (%s)", self.path, aside, again)
         finally:
@@ -181,7 +179,7 @@ class SqliteOutbox:
 
     def _defer_open(self, exc: sqlite3.OperationalError) -> dict[str, int]:
         """The system refuses the file now: say where each sink is, open it later."""
-        self._deferred = str(exc)
+        self._open_later = True
         cursors: dict[str, int] = {}
         if self.path.exists() and self.path.stat().st_size:
             wal = f"{self.path}-wal"
@@ -251,7 +249,7 @@ class SqliteOutbox:
         """Checkpoint, close the file and release it."""
         with self._lock:
             con, self._con = self._con, None
-            self._deferred = None
+            self._open_later = False
             if con is not None:
                 with contextlib.suppress(sqlite3.Error):
                     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -320,10 +318,10 @@ class SqliteOutbox:
             con = self._connection()
             first = con.execute("SELECT min(id) FROM rows").fetchone()[0]
             deleted = 0
-            while first is not None and first <= upto:
-                end = min(upto, first + DELETE_SLICE - 1)
-                deleted += con.execute("DELETE FROM rows WHERE id <= ?", (end,)).rowcount
-                first = end + 1
+            if first is not None:
+                for start in range(first, upto + 1, DELETE_SLICE):
+                    end = min(upto, start + DELETE_SLICE - 1)
+                    deleted += con.execute("DELETE FROM rows WHERE id <= ?", (end,)).rowcount
             self.rows -= deleted
             return deleted
 
@@ -405,7 +403,7 @@ class SqliteOutbox:
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
-            if self._deferred is None:
+            if not self._open_later:
                 raise OutboxError(str(self.path), "not open")
             self._open_now()  # raises (a disk still full) as the operation's own error
             log.info("outbox %s: open again", self.path)
