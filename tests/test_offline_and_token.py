@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.clock import FakeClock
-from gateway.errors import DriverError
+from gateway.errors import DriverError, DriverTimeout
 from gateway.operations.http_api import TOKEN, bearer_token
 from gateway.readings import Reading
 from gateway.runtime import device_runner
@@ -240,8 +240,10 @@ def poll_times(driver: TimedDriver, *, interval: float, offline_after: int = 3,
 
     async def main() -> None:
         task = asyncio.create_task(runner.run())
-        await asyncio.wait([task, asyncio.create_task(driver.done.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
+        waiter = asyncio.create_task(driver.done.wait())
+        # An hour of virtual time (no real wait): a runner that stops polling fails here.
+        await asyncio.wait([task, waiter], timeout=3600, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -251,6 +253,7 @@ def poll_times(driver: TimedDriver, *, interval: float, offline_after: int = 3,
         loop.run_until_complete(main())
     finally:
         loop.close()
+    assert driver.done.is_set(), f"only {len(driver.started)} polls"
     return [t - driver.started[0] for t in driver.started], runner
 
 
@@ -299,3 +302,27 @@ def test_an_offline_device_is_retried_with_doubling_delays_from_one_interval_to_
     times, runner = poll_times(TimedDriver(polls=len(gaps) + 1, fail=True), interval=interval)
     assert [b - a for a, b in zip(times, times[1:])] == pytest.approx(gaps)
     assert runner.health.online is False
+
+
+def test_a_hung_poll_gives_up_after_the_poll_limit_with_a_timeout_naming_the_device() -> None:
+    class HungDriver(TimedDriver):
+        async def poll(self):
+            await asyncio.Event().wait()
+
+    runner = DeviceRunner(device_id="m1", driver=HungDriver(polls=1), interval=1.0, offline_after=1,
+                          emit=None, on_offline=None, on_online=None,  # type: ignore[arg-type]
+                          clock=FakeClock())
+
+    async def poll() -> tuple[DriverTimeout, float]:
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(DriverTimeout) as caught:
+            await runner._poll_once()
+        return caught.value, asyncio.get_running_loop().time() - start
+
+    loop = VirtualTimeLoop()
+    try:
+        exc, waited = loop.run_until_complete(poll())
+    finally:
+        loop.close()
+    assert waited == pytest.approx(10.0)  # the default limit, in virtual time
+    assert exc.device == "m1" and str(exc) == "m1: poll took over 10s"
