@@ -39,7 +39,8 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, key = stored.split("$")
         if scheme != SCHEME:
             return False
-        if not 1 <= int(n) <= MAX_N:  # the file is trusted, but a typo must not eat the RAM
+        # The file is trusted, but a typo must not eat the RAM (scrypt itself refuses N < 2).
+        if int(n) > MAX_N:
             return False
         expected = _unb64(key)
         actual = _scrypt(password, _unb64(salt), int(n), int(r), int(p), len(expected))
