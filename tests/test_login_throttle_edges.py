@@ -86,6 +86,7 @@ def test_while_the_last_free_tries_are_checked_the_wait_is_the_whole_delay() -> 
     clock.advance(3)
     assert throttle.wait_for(**who) == 4  # not 4 - 3: the delay starts when the checks end
     throttle.failed(**who)
+    clock.advance(1)
     assert throttle.wait_for(**who) == 4  # one still under way
     throttle.failed(**who)
     clock.advance(1)
@@ -109,6 +110,17 @@ def test_a_withdrawn_attempt_gives_back_its_count_to_the_account_and_the_address
     entry = throttle.addresses.counts["10.0.0.1"]
     assert (entry.failures, entry.checking) == (1, 0)  # and this try is not held against the address
     assert throttle.wait_for(account="li", address="10.0.0.1") == 0
+
+
+def test_two_attempts_under_way_end_one_at_a_time() -> None:
+    throttle = LoginThrottle(clock=FakeClock(), account_free=5, address_free=5)
+    who = {"account": "wang", "address": "10.0.0.1"}
+    assert throttle.begin(**who) == 0 and throttle.begin(**who) == 0
+    throttle.not_checked(**who)
+    entry = throttle.accounts.counts["wang"]
+    assert (entry.failures, entry.checking) == (1, 1)
+    throttle.not_checked(**who)
+    assert (entry.failures, entry.checking) == (0, 0)
 
 
 def test_ending_an_attempt_the_throttle_no_longer_tracks_is_harmless() -> None:
@@ -236,6 +248,9 @@ async def test_close_returns_at_once_drops_waiting_checks_and_later_ones_are_ref
     gated.gate.set()
     assert await running is True
     await wait_until(lambda: checker.pending == 0, 10, "the checks")
+    with pytest.raises(ChecksBusy):
+        await checker.verify("pw", "pw")
+    assert checker.pending == 0  # a refused check holds no slot
 
 
 def test_a_check_that_ends_after_its_event_loop_closed_frees_nothing_and_logs_nothing(
@@ -245,8 +260,9 @@ def test_a_check_that_ends_after_its_event_loop_closed_frees_nothing_and_logs_no
     checker = PasswordChecker(threads=1)
     loop = asyncio.new_event_loop()
     task = loop.create_task(checker.verify("pw", "pw"))
-    while gated.running == 0:
+    while gated.running == 0 and not task.done():
         loop.run_until_complete(asyncio.sleep(0.001))
+    assert gated.running == 1
     task.cancel()
     loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
     loop.close()
@@ -275,3 +291,13 @@ def test_the_default_cost_needs_the_memory_it_is_allowed() -> None:
     stored = stored_hash("correct horse", 2**15)
     assert passwords.verify_password("correct horse", stored)
     assert not passwords.verify_password("correct hors", stored)
+
+
+def test_hashes_are_unpadded_base64_and_anything_else_in_them_never_matches() -> None:
+    stored = passwords.hash_password("correct horse")
+    assert "=" not in stored and passwords.is_hash(stored)
+    scheme, n, r, p, salt, key = stored.split("$")
+    assert passwords.verify_password("correct horse", "$".join((scheme, n, r, p, salt, key[:5] + "*" + key[5:]))) is False
+    assert not passwords.is_hash("bcrypt$16384$8$1$AAAA$BBBB")
+    assert not passwords.is_hash("scrypt$x$8$1$AAAA$BBBB")
+    assert not passwords.is_hash("scrypt$16384$8$1$AAAA")

@@ -108,12 +108,12 @@ def is_hash(value: str) -> bool:
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p,
                           maxmem=2 * 128 * r * n + 2**20, dklen=dklen)
 
 
 def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii").rstrip("=")
+    return base64.b64encode(raw).decode().rstrip("=")
 
 
 def _unb64(text: str) -> bytes:
