@@ -552,11 +552,11 @@ async def test_a_session_idle_for_exactly_its_lifetime_is_gone_and_logging_out_t
     second, _ = await store.create(User("li", "viewer", "h"))
     assert len(store) == 1  # the first expired as the second logged in
     await store.drop(second)
-    await store.drop(second)  # a second logout (another tab): nothing left to end
-    await store.drop("never-issued")
     restarted = SessionStore(minutes=10, clock=clock, path=path)
     restarted.load()
     assert len(restarted) == 0 and restarted.get(second) is None  # the logout reached the file
+    await store.drop(second)  # a second logout (another tab): nothing left to end
+    await store.drop("never-issued")
 
 
 def test_a_token_that_is_not_valid_unicode_is_simply_unknown() -> None:

@@ -54,6 +54,7 @@ def test_an_address_has_twenty_free_tries_and_the_exponent_stops_at_32() -> None
         assert throttle.begin(account=f"guard-{i}", address="10.0.0.9") == 0
         throttle.failed(account=f"guard-{i}", address="10.0.0.9")
     assert throttle.wait_for(account="someone-else", address="10.0.0.9") == 1.0
+    assert throttle.begin(account="someone-else", address="10.0.0.9") == 1.0
     unbounded = LoginThrottle(clock=clock, account_free=0, max_delay=float("inf")).accounts
     assert unbounded.delay(40) == 2.0 ** 32 and unbounded.delay(5000) == 2.0 ** 32  # no overflow
 
@@ -296,8 +297,9 @@ def test_the_default_cost_needs_the_memory_it_is_allowed() -> None:
 def test_hashes_are_unpadded_base64_and_anything_else_in_them_never_matches() -> None:
     stored = passwords.hash_password("correct horse")
     assert "=" not in stored and passwords.is_hash(stored)
+    assert len(passwords._unb64(stored.split("$")[4])) == passwords.SALT_BYTES == 16
     scheme, n, r, p, salt, key = stored.split("$")
-    assert passwords.verify_password("correct horse", "$".join((scheme, n, r, p, salt, key[:5] + "*" + key[5:]))) is False
+    assert passwords.verify_password("correct horse", "$".join((scheme, n, r, p, salt, key[:5] + "****" + key[5:]))) is False
     assert not passwords.is_hash("bcrypt$16384$8$1$AAAA$BBBB")
     assert not passwords.is_hash("scrypt$x$8$1$AAAA$BBBB")
     assert not passwords.is_hash("scrypt$16384$8$1$AAAA")

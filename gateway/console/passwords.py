@@ -113,7 +113,7 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
 
 
 def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode().rstrip("=")
+    return base64.b64encode(raw).decode().replace("=", "")  # "=" is only ever padding
 
 
 def _unb64(text: str) -> bytes:

@@ -70,7 +70,8 @@ class _Table:
         if entry is None:
             if len(self.counts) >= self.max_tracked:
                 self._make_room(now)
-            entry = self.counts[key] = _Count(0, now)
+            self.counts[key] = _Count(failures=1, last=now, checking=1)
+            return
         entry.failures += 1
         entry.checking += 1
         entry.last = now
