@@ -449,3 +449,116 @@ def test_demo_console_gets_a_fresh_operator_each_run(tmp_path: Path) -> None:
     assert verify_password(login.password, users["guard"].password_hash)
     again = enable_console(raw, tmp_path, http_port=18080)
     assert again.password != login.password
+
+
+# -- the sessions file and its edges (found by mutation testing) ----------------------------
+
+
+async def test_sessions_are_written_beside_their_file_in_new_directories_whatever_the_temp_dir(
+        tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-temp-dir-here"))
+    path = tmp_path / "state" / "console" / "sessions.json"
+    store = SessionStore(minutes=10, clock=FakeClock(), path=path)
+    token, session = await store.create(User("王", "operator", "h"))
+    assert os.listdir(path.parent) == ["sessions.json"]  # no temporary file left behind
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert json.loads(path.read_bytes().decode("utf-8"))  # UTF-8 whatever the locale
+    restarted = SessionStore(minutes=10, clock=FakeClock(), path=path)
+    restarted.load()
+    assert restarted.get(token).user == "王"
+    assert len(token) == len(session.csrf) == 43  # 32 random bytes each
+
+
+async def test_a_failed_write_reports_its_own_error_and_leaves_no_temporary_file(
+        tmp_path: Path, monkeypatch, caplog) -> None:
+    import gateway.console.sessions as sessions
+
+    def replace_fails(src, dst):  # a disk that fills as the file is renamed into place
+        raise OSError(28, "No space left on device")
+
+    store = SessionStore(minutes=10, clock=FakeClock(), path=tmp_path / "sessions.json")
+    monkeypatch.setattr(sessions.os, "replace", replace_fails)
+    token, _ = await store.create(User("wang", "operator", "h"))
+    assert store.get(token) is not None  # the session works; it just will not survive a restart
+    assert os.listdir(tmp_path) == []
+    assert "No space left on device" in caplog.text
+
+    def replace_and_lose_the_temporary(src, dst):  # the cleanup's own failure must not hide it
+        os.unlink(src)
+        raise OSError(28, "No space left on device")
+
+    caplog.clear()
+    monkeypatch.setattr(sessions.os, "replace", replace_and_lose_the_temporary)
+    await store.persist()
+    assert "No space left on device" in caplog.text and "No such file" not in caplog.text
+
+
+async def test_loading_keeps_only_live_sessions_of_known_roles_and_a_bad_file_is_logged(
+        tmp_path: Path, caplog) -> None:
+    clock = FakeClock()
+    ttl = 10 * 60
+    assert SessionStore(minutes=10, clock=clock).load() is None  # no file configured
+    missing = SessionStore(minutes=10, clock=clock, path=tmp_path / "first-start.json")
+    missing.load()  # a first start: nothing to load, nothing to complain about
+    assert len(missing) == 0 and not caplog.records
+
+    path = tmp_path / "sessions.json"
+
+    def session(role: str, age: float) -> dict:
+        return {"user": "wang", "role": role, "csrf": "c", "created": clock.time() - age,
+                "last_seen": clock.time() - age}
+
+    path.write_text(json.dumps({"live": session("operator", ttl - 1), "expired": session("operator", ttl),
+                                "unknown-role": session("superuser", 0)}))
+    store = SessionStore(minutes=10, clock=clock, path=path)
+    store.load()
+    assert set(store._sessions) == {"live"}
+    assert not caplog.records
+
+    for bad in ("{not json", "[]", '{"k": {"user": "wang"}}', '{"k": 3}'):
+        path.write_text(bad)
+        broken = SessionStore(minutes=10, clock=clock, path=path)
+        broken.load()
+        assert len(broken) == 0
+    assert len([r for r in caplog.records if "unusable" in r.getMessage()]) == 4
+
+
+async def test_the_file_is_rewritten_only_when_its_expiry_times_are_over_five_minutes_stale(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    assert SessionStore(minutes=10, clock=clock).persist_soon() is False  # no file to write
+    path = tmp_path / "sessions.json"
+    fresh = SessionStore(minutes=10, clock=clock, path=path)
+    assert fresh.persist_soon() is True  # never written
+    await fresh.create(User("wang", "operator", "h"))
+    for store in (fresh, SessionStore(minutes=10, clock=clock, path=path)):
+        store.load()  # as written, or as loaded: up to date
+        assert store.persist_soon() is False
+        clock.advance(300)
+        assert store.persist_soon() is False
+        clock.advance(0.001)
+        assert store.persist_soon() is True
+
+
+async def test_a_session_idle_for_exactly_its_lifetime_is_gone_and_logging_out_twice_is_harmless(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "sessions.json"
+    store = SessionStore(minutes=10, clock=clock, path=path)
+    first, session = await store.create(User("wang", "operator", "h"))
+    assert session.created == session.last_seen == clock.time()
+    clock.advance(10 * 60)
+    second, _ = await store.create(User("li", "viewer", "h"))
+    assert len(store) == 1  # the first expired as the second logged in
+    await store.drop(second)
+    restarted = SessionStore(minutes=10, clock=clock, path=path)
+    restarted.load()
+    assert len(restarted) == 0 and restarted.get(second) is None  # the logout reached the file
+    await store.drop(second)  # a second logout (another tab): nothing left to end
+    await store.drop("never-issued")
+
+
+def test_a_token_that_is_not_valid_unicode_is_simply_unknown() -> None:
+    store = SessionStore(minutes=10, clock=FakeClock())
+    assert store.get("\udcff\udc80") is None  # lone surrogates: hashed, not an error

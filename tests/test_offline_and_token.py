@@ -10,9 +10,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.clock import FakeClock
-from gateway.errors import DriverError
+from gateway.errors import DriverError, DriverTimeout
 from gateway.operations.http_api import TOKEN, bearer_token
 from gateway.readings import Reading
+from gateway.runtime import device_runner
 from gateway.runtime.device_runner import DeviceRunner
 from harness import wait_until
 
@@ -167,3 +168,162 @@ def test_the_poll_limit_is_five_intervals_but_at_least_ten_seconds() -> None:
                             clock=FakeClock())._poll_limit
 
     assert limit(1.0) == 10.0 and limit(4.0) == 20.0
+
+
+# -- the device runner's schedule and retry delays, in virtual time (found by mutation testing)
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to its next timer instead of waiting for it.
+
+    The runner schedules with ``loop.time()`` and ``asyncio.sleep``; on this loop a test
+    reads the exact instant of every poll without sleeping or timing anything.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+        real, loop = self._selector, self
+
+        class JumpingSelector:
+            def select(self, timeout=None):
+                ready = real.select(None if timeout is None else 0)
+                if not ready and timeout:
+                    loop._now += timeout
+                return ready
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+        self._selector = JumpingSelector()
+
+    def time(self) -> float:
+        return self._now
+
+
+class TimedDriver:
+    """Records when each poll starts; each poll takes ``durations[k]`` seconds (0 after
+    the list) and fails when ``fail`` is set."""
+
+    def __init__(self, polls: int, durations: list[float] = (), fail: bool = False):
+        self.wanted, self.durations, self.fail = polls, list(durations), fail
+        self.started: list[float] = []
+        self.done = asyncio.Event()
+
+    async def poll(self):
+        self.started.append(asyncio.get_running_loop().time())
+        if len(self.started) >= self.wanted:
+            self.done.set()
+        if self.durations:
+            await asyncio.sleep(self.durations.pop(0))
+        if self.fail:
+            raise DriverError("m1", "no response")
+        return []
+
+    async def write(self, channel, field, value) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def poll_times(driver: TimedDriver, *, interval: float, offline_after: int = 3,
+               device_id: str = "m1") -> tuple[list[float], DeviceRunner]:
+    """Run a runner on virtual time until the driver has polled enough: the instants of
+    its polls, from the first."""
+    async def emit(readings) -> None:
+        pass
+
+    runner = DeviceRunner(device_id=device_id, driver=driver, interval=interval,
+                          offline_after=offline_after, emit=emit, on_offline=lambda dev, why: None,
+                          on_online=lambda dev: None, clock=FakeClock())
+
+    async def main() -> None:
+        task = asyncio.create_task(runner.run())
+        waiter = asyncio.create_task(driver.done.wait())
+        # An hour of virtual time (no real wait): a runner that stops polling fails here.
+        await asyncio.wait([task, waiter], timeout=3600, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    loop = VirtualTimeLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert driver.done.is_set(), f"only {len(driver.started)} polls"
+    return [t - driver.started[0] for t in driver.started], runner
+
+
+# crc32(b"m1") % 1000 + 1 == 336: the device's phase is 0.336 s.
+@pytest.mark.parametrize(("interval", "phase"), [(0.5, 0.0), (1.0, 0.336), (1.5, 0.336), (4.0, 0.336)])
+def test_polls_keep_their_interval_and_a_device_of_a_second_or_more_its_own_phase(
+        interval, phase) -> None:
+    times, runner = poll_times(TimedDriver(polls=5), interval=interval)
+    expected = [0.0] + [phase + k * interval for k in range(1, 5)]
+    assert times == pytest.approx(expected, abs=1e-9)
+    assert runner.health.missed_slots == 0
+
+
+def test_a_poll_that_overruns_skips_to_the_next_slot_and_counts_the_slots_missed() -> None:
+    # Interval 0.5 s (no phase). Poll 1 takes 1.25 s: the slots at 1.0 and 1.5 are missed,
+    # the next poll is at 2.0. Poll 2 takes exactly one interval: it is on time, no slot
+    # missed. Poll 3 takes 0.75 s: the slot at 3.0 is missed, the next poll is at 3.5.
+    driver = TimedDriver(polls=5, durations=[0.0, 1.25, 0.5, 0.75])
+    times, runner = poll_times(driver, interval=0.5)
+    assert times == [0.0, 0.5, 2.0, 2.5, 3.5]
+    assert runner.health.missed_slots == 3
+
+
+class TopOfWindowBackoff(device_runner.Backoff):
+    """The runner's backoff with its jitter always at the top of the window, so the
+    delays it asks for are known."""
+
+    class _Top:
+        def uniform(self, low: float, high: float) -> float:
+            return high
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs, rng=self._Top())
+
+
+@pytest.mark.parametrize(("interval", "gaps"), [
+    # The first retries of an offline device come after min(1 s, interval), doubling up
+    # to max(5 s, 10 intervals).
+    (2.0, [2.0, 2.0, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]),
+    (0.1, [0.1, 0.1, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]),
+])
+def test_an_offline_device_is_retried_with_doubling_delays_from_one_interval_to_a_cap(
+        monkeypatch, interval, gaps) -> None:
+    monkeypatch.setattr(device_runner, "Backoff", TopOfWindowBackoff)
+    # Two failures before offline wait one interval each; then the backoff's delays.
+    times, runner = poll_times(TimedDriver(polls=len(gaps) + 1, fail=True), interval=interval)
+    assert [b - a for a, b in zip(times, times[1:])] == pytest.approx(gaps)
+    assert runner.health.online is False
+
+
+def test_a_hung_poll_gives_up_after_the_poll_limit_with_a_timeout_naming_the_device() -> None:
+    class HungDriver(TimedDriver):
+        async def poll(self):
+            await asyncio.Event().wait()
+
+    runner = DeviceRunner(device_id="m1", driver=HungDriver(polls=1), interval=1.0, offline_after=1,
+                          emit=None, on_offline=None, on_online=None,  # type: ignore[arg-type]
+                          clock=FakeClock())
+
+    async def poll() -> tuple[DriverTimeout, float]:
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(DriverTimeout) as caught:
+            async with asyncio.timeout(3600):  # virtual: a poll without a limit fails here
+                await runner._poll_once()
+        return caught.value, asyncio.get_running_loop().time() - start
+
+    loop = VirtualTimeLoop()
+    try:
+        exc, waited = loop.run_until_complete(poll())
+    finally:
+        loop.close()
+    assert waited == pytest.approx(10.0)  # the default limit, in virtual time
+    assert exc.device == "m1" and str(exc) == "m1: poll took over 10s"

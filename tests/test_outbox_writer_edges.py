@@ -543,14 +543,33 @@ async def test_each_sink_s_oldest_unsent_row_is_found_in_memory_or_in_the_file()
 # -- committing: what is written, skipped, and which cursors move ------------------------------
 
 
+class CursorRecordingOutbox(MemoryOutbox):
+    """The memory store, keeping the cursors a file would hold (MemoryOutbox needs none)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.cursors: dict[str, int] = {}
+
+    def open(self, sinks):
+        self.cursors = {sink: 0 for sink in sinks}
+        return super().open(sinks)
+
+    def append_rows(self, rows, cursors):
+        self.cursors.update(cursors)
+        return super().append_rows(rows, cursors)
+
+    def advance(self, sink, last_id):
+        self.cursors[sink] = last_id
+
+
 async def test_a_commit_writes_what_some_sink_still_needs_and_moves_cursors_with_it() -> None:
-    store = MemoryOutbox(max_rows=10**6)
+    store = CursorRecordingOutbox(max_rows=10**6)
     w, (a, b) = make(store, sinks=("a", "b"))
     await w.open()
     w.add(rows(10))
     a.cursor = 8  # a sent rows 1..8; b nothing yet
     assert await w.commit(upto=4) == 4 and w.staged == 6  # only up to the row noted
-    assert store._cursors == {"a": 4, "b": 0}  # a cursor on disk never passes the rows there
+    assert store.cursors == {"a": 4, "b": 0}  # a cursor on disk never passes the rows there
     a.cursor = b.cursor = 10
     assert await w.commit() == 0  # every sink has rows 5..10: none is written
     assert (w.skipped, w.written_rows, w.accepted, store.rows) == (6, 4, 10, 4)

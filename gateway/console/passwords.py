@@ -39,7 +39,8 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt, key = stored.split("$")
         if scheme != SCHEME:
             return False
-        if not 1 <= int(n) <= MAX_N:  # the file is trusted, but a typo must not eat the RAM
+        # The file is trusted, but a typo must not eat the RAM (scrypt itself refuses N < 2).
+        if int(n) > MAX_N:
             return False
         expected = _unb64(key)
         actual = _scrypt(password, _unb64(salt), int(n), int(r), int(p), len(expected))
@@ -107,12 +108,12 @@ def is_hash(value: str) -> bool:
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p,
                           maxmem=2 * 128 * r * n + 2**20, dklen=dklen)
 
 
 def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii").rstrip("=")
+    return base64.b64encode(raw).decode().replace("=", "")  # "=" is only ever padding
 
 
 def _unb64(text: str) -> bytes:

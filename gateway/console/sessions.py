@@ -69,7 +69,7 @@ class SessionStore:
             return
         now = self._clock.time()
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = json.loads(self.path.read_bytes())  # UTF-8, as written
             sessions = {key: Session(**value) for key, value in raw.items()}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.error("console sessions file %s unusable, starting without sessions: %s", self.path, exc)
@@ -85,8 +85,9 @@ class SessionStore:
         while len(self._sessions) >= MAX_SESSIONS:  # login spam must not grow memory
             oldest = min(self._sessions, key=lambda k: self._sessions[k].last_seen)
             del self._sessions[oldest]
-        token = secrets.token_urlsafe(32)
-        session = Session(user=user.name, role=user.role, csrf=secrets.token_urlsafe(32),
+        # token_urlsafe's default: 32 random bytes (256 bits) each.
+        token = secrets.token_urlsafe()
+        session = Session(user=user.name, role=user.role, csrf=secrets.token_urlsafe(),
                           created=now, last_seen=now, credential=user.credential)
         self._sessions[_key(token)] = session
         await self._persist()
@@ -137,15 +138,16 @@ class SessionStore:
 
 
 def _key(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    # A cookie may carry lone surrogates (undecodable bytes): hashed, never an error.
+    return hashlib.sha256(token.encode(errors="surrogatepass")).hexdigest()
 
 
 def _write_private(path: Path, body: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
+        with os.fdopen(fd, "wb") as f:
+            f.write(body.encode())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:

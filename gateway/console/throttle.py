@@ -70,25 +70,33 @@ class _Table:
         if entry is None:
             if len(self.counts) >= self.max_tracked:
                 self._make_room(now)
-            entry = self.counts[key] = _Count(0, now)
+            self.counts[key] = _Count(failures=1, last=now, checking=1)
+            return
         entry.failures += 1
         entry.checking += 1
         entry.last = now
 
-    def end(self, key: str, now: float, *, failed: bool) -> None:
+    def failed(self, key: str, now: float) -> None:
+        """The attempt's password was wrong: it stays counted, the delay runs from now."""
         entry = self.counts.get(key)
         if entry is None:
             return
         entry.checking = max(entry.checking - 1, 0)
-        if failed:
-            entry.last = now
-        else:
-            entry.failures = max(entry.failures - 1, 0)
+        entry.last = now
+
+    def withdraw(self, key: str) -> None:
+        """The attempt does not count after all (right password, or never checked)."""
+        entry = self.counts.get(key)
+        if entry is None:
+            return
+        entry.checking = max(entry.checking - 1, 0)
+        entry.failures = max(entry.failures - 1, 0)
 
     def _make_room(self, now: float) -> None:
-        # Entries that have nothing left to wait for first; then the least failed tenth.
-        idle = [k for k, c in self.counts.items() if not c.checking and c.failures < self.free
-                and now - c.last >= max(self.delay(c.failures), 1.0)]
+        # Entries that have nothing left to wait for first (under ``free`` failures there
+        # is no delay; a second's grace spares a burst in progress); then the least failed tenth.
+        idle = [k for k, c in self.counts.items()
+                if not c.checking and c.failures < self.free and now - c.last >= 1.0]
         for key in idle:
             del self.counts[key]
         if len(self.counts) >= self.max_tracked:
@@ -129,17 +137,16 @@ class LoginThrottle:
     def failed(self, *, account: str, address: str) -> None:
         """The password was wrong: the attempt stays counted; the delay runs from now."""
         now = self._clock.monotonic()
-        self.accounts.end(account, now, failed=True)
-        self.addresses.end(address, now, failed=True)
+        self.accounts.failed(account, now)
+        self.addresses.failed(address, now)
 
     def succeeded(self, *, account: str, address: str) -> None:
         """The password was right: the account starts afresh; this attempt is not held
         against the address."""
         self.accounts.counts.pop(account, None)
-        self.addresses.end(address, self._clock.monotonic(), failed=False)
+        self.addresses.withdraw(address)
 
     def not_checked(self, *, account: str, address: str) -> None:
         """The attempt was counted but its password never checked (the server was busy)."""
-        now = self._clock.monotonic()
-        self.accounts.end(account, now, failed=False)
-        self.addresses.end(address, now, failed=False)
+        self.accounts.withdraw(account)
+        self.addresses.withdraw(address)

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError
@@ -91,7 +91,7 @@ def build_app(views: Views, *, token: str | None, health: HealthCheck,
 async def bearer_token(request: web.Request) -> str | None:
     """The built-in write authorizer: ``Authorization: Bearer <http.token>``."""
     token = request.app[TOKEN]
-    given = request.headers.get("Authorization", "")
+    given = request.headers.get(hdrs.AUTHORIZATION, "")
     scheme, _, value = given.partition(" ")
     if not token or scheme.lower() != "bearer":
         return None
