@@ -257,23 +257,25 @@ def poll_times(driver: TimedDriver, *, interval: float, offline_after: int = 3,
     return [t - driver.started[0] for t in driver.started], runner
 
 
-# crc32(b"m1") % 1000 + 1 == 336: the device's phase is 0.336 s.
-@pytest.mark.parametrize(("interval", "phase"), [(0.5, 0.0), (1.0, 0.336), (1.5, 0.336), (4.0, 0.336)])
-def test_polls_keep_their_interval_and_a_device_of_a_second_or_more_its_own_phase(
-        interval, phase) -> None:
+# crc32(b"m1") % 1000 + 1 == 336: the device's phase is 0.336 of a second, or of an interval
+# under a second (the second poll comes sooner there: no gap longer than the interval).
+@pytest.mark.parametrize(("interval", "first_gap"),
+                         [(0.5, 0.168), (1.0, 1.336), (1.5, 1.836), (4.0, 4.336)])
+def test_polls_keep_their_interval_and_each_device_its_own_phase(interval, first_gap) -> None:
     times, runner = poll_times(TimedDriver(polls=5), interval=interval)
-    expected = [0.0] + [phase + k * interval for k in range(1, 5)]
+    expected = [0.0] + [first_gap + k * interval for k in range(4)]
     assert times == pytest.approx(expected, abs=1e-9)
     assert runner.health.missed_slots == 0
 
 
 def test_a_poll_that_overruns_skips_to_the_next_slot_and_counts_the_slots_missed() -> None:
-    # Interval 0.5 s (no phase). Poll 1 takes 1.25 s: the slots at 1.0 and 1.5 are missed,
-    # the next poll is at 2.0. Poll 2 takes exactly one interval: it is on time, no slot
-    # missed. Poll 3 takes 0.75 s: the slot at 3.0 is missed, the next poll is at 3.5.
+    # Interval 0.5 s, the second poll at 0.168 (the phase). Poll 1 takes 1.25 s: the slots
+    # at 0.668 and 1.168 are missed, the next poll is at 1.668. Poll 2 takes exactly one
+    # interval: it is on time, no slot missed. Poll 3 takes 0.75 s: the slot at 2.668 is
+    # missed, the next poll is at 3.168.
     driver = TimedDriver(polls=5, durations=[0.0, 1.25, 0.5, 0.75])
     times, runner = poll_times(driver, interval=0.5)
-    assert times == [0.0, 0.5, 2.0, 2.5, 3.5]
+    assert times == pytest.approx([0.0, 0.168, 1.668, 2.168, 3.168], abs=1e-9)
     assert runner.health.missed_slots == 3
 
 
