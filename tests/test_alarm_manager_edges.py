@@ -462,8 +462,12 @@ def test_the_id_sequence_wraps_at_4096_and_skips_ids_still_open() -> None:
     for i in range(1, 4096):
         occur(mgr, T0, rule=f"r{i}", momentary=True)
     assert mgr.find("r4095", "pump", 2).id == f"{prefix}-fff"
+    # every number of this millisecond is taken: after one round, a longer one
+    # (numbers 4096 to 8191 tried, then 8192), never a loop without end
+    assert occur(mgr, T0, rule="full", momentary=True).id == f"{prefix}-2000"
     mgr.ack(first.id, by="x")  # 000 is free again
     assert occur(mgr, T0, rule="next", momentary=True).id == f"{prefix}-000"  # wrapped
     mgr.ack(mgr.find("r5", "pump", 2).id, by="x")
     # 001 to 004 are still open: the next free number is taken
     assert occur(mgr, T0, rule="again", momentary=True).id == f"{prefix}-005"
+    assert len({a.id for a in mgr.open_alarms()}) == len(mgr.open_alarms()) == 4097

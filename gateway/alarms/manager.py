@@ -340,7 +340,10 @@ class AlarmManager:
         while ms:
             ms, r = divmod(ms, 36)
             out = digits[r] + out
-        while True:
+        for _ in range(4096):
             alarm_id = f"{out}-{next(self._seq) % 4096:03x}"
             if alarm_id not in self._by_id:
                 return alarm_id
+        # 4096 alarms open from one millisecond (one reading raising that many): a longer
+        # number, unique since the sequence never repeats, rather than looping forever
+        return f"{out}-{next(self._seq):x}"
