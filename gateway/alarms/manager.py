@@ -269,7 +269,7 @@ class AlarmManager:
             if due is not None and now >= due and not alarm.acked and alarm.shelved_until is None:
                 alarm.escalations += 1
                 alarm.severity = max(0, alarm.severity - 1)
-                alarm.next_escalation = now + (alarm.escalate_after or 0)
+                self._arm_escalation(alarm, now)  # the next one a full period from now
                 self._emit("escalated", alarm, now, None,
                            f"not acknowledged within {alarm.escalate_after:g} s")
 
@@ -324,8 +324,7 @@ class AlarmManager:
         short = note if note is None or len(note) <= HISTORY_NOTE_CHARS \
             else note[:HISTORY_NOTE_CHARS - 1] + "\u2026"
         alarm.history.append({"event": event, "ts": iso(ts), "by": by, "note": short})
-        if len(alarm.history) > HISTORY_IN_MEMORY:
-            del alarm.history[:-HISTORY_IN_MEMORY]
+        del alarm.history[:-HISTORY_IN_MEMORY]  # the newest entries (nothing while fewer)
         transition = Transition(event, alarm.to_json(), ts, by, note, alarm.to_record())
         for listener in self._listeners:
             try:
@@ -341,7 +340,10 @@ class AlarmManager:
         while ms:
             ms, r = divmod(ms, 36)
             out = digits[r] + out
-        while True:
+        for _ in range(4096):
             alarm_id = f"{out}-{next(self._seq) % 4096:03x}"
             if alarm_id not in self._by_id:
                 return alarm_id
+        # 4096 alarms open from one millisecond (one reading raising that many): a longer
+        # number, unique since the sequence never repeats, rather than looping forever
+        return f"{out}-{next(self._seq):x}"
