@@ -192,11 +192,18 @@ async def test_hundreds_of_idle_stream_clients_are_capped_and_healthz_still_answ
             async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
                 assert r.status == 200
             # refused streams do not linger as connections
-            await wait_until(lambda: gw.http.site.open_connections <= limit + 1, 10,
+            await wait_until(lambda: open_connections(gw) <= limit + 1, 10,
                              "refused connections closed")
         finally:
             for _, _, writer in clients:
                 writer.close()
+
+
+def open_connections(gw) -> int | None:
+    """The API's open connections; None until its server is loaded (at the first
+    connection, in a thread: gateway.operations.http_on_demand)."""
+    site = gw.http.site
+    return None if site is None else site.open_connections
 
 
 async def test_connections_beyond_the_cap_are_closed_at_once(tmp_path, free_port) -> None:
@@ -205,14 +212,14 @@ async def test_connections_beyond_the_cap_are_closed_at_once(tmp_path, free_port
     async with running_gateway(write_site(tmp_path, raw)) as gw:
         await wait_until(lambda: gw.http.listening, 5, "API up")
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
-        await wait_until(lambda: gw.http.site.open_connections == 8, 5, "8 open")
+        await wait_until(lambda: open_connections(gw) == 8, 5, "8 open")
         status, reader, writer = await raw_request(port, "/healthz")
         assert status.startswith(b"HTTP/1.1 503") or status in (b"reset", b"")
         writer.close()
         assert gw.http.site.refused >= 1
         for _, w in idle:
             w.close()
-        await wait_until(lambda: gw.http.site.open_connections == 0, 5, "all closed")
+        await wait_until(lambda: open_connections(gw) == 0, 5, "all closed")
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/healthz") as r:
             assert r.status == 200
 
