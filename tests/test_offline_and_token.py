@@ -182,7 +182,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__()
-        self._now = 0.0
+        # Not 0: a loop's clock is time since boot, and a schedule that sets an instant
+        # where it should add to one (due = gap, not due += gap) is only wrong away from 0.
+        self._now = 1000.0
         real, loop = self._selector, self
 
         class JumpingSelector:

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from gateway.alarms import webhook as webhook_module
-from gateway.alarms.manager import AlarmManager
+from gateway.alarms.manager import AlarmManager, Transition
 from gateway.alarms.webhook import WebhookSender
 from gateway.backoff import Backoff
 from gateway.clock import FakeClock
@@ -515,3 +515,117 @@ async def test_the_overflow_error_is_said_again_only_once_the_queue_fell_below_h
             assert caplog.text.count(said) == 2 and sender.dropped == 3
             receiver.tickets.put_nowait(None)
             receiver.tickets = None
+
+
+# -- the hub's replicas: keys, holding, forgetting (mutation testing after the merge) ----------
+
+
+def keyed(t: Transition) -> tuple[str, bool]:
+    """A delivery key per alarm, event and occurrence; the operator's steps are not shared."""
+    return f"{t.alarm['id']}-{t.event}-{t.alarm['count']}", t.by is None
+
+
+def transition(event: str, alarm_id: str = "a1", count: int = 1, by: str | None = None) -> Transition:
+    return Transition(event, {"id": alarm_id, "severity": 2, "count": count}, 1.0, by=by)
+
+
+def test_keyed_entries_carry_their_key_and_share_and_are_never_coalesced() -> None:
+    sender = WebhookSender(config=WebhookConfig(url="http://127.0.0.1:9/hook"), delivery_key=keyed)
+    sender.on_transition(transition("raised"))
+    sender.on_transition(transition("repeated", count=2))
+    sender.on_transition(transition("repeated", count=3))  # its own key: the sender delivers both
+    sender.on_transition(transition("acked", count=3, by="wang"))
+    assert [(e.event, e.key, e.shared) for e in sender._queue] == [
+        ("raised", "a1-raised-1", True), ("repeated", "a1-repeated-2", True),
+        ("repeated", "a1-repeated-3", True), ("acked", "a1-acked-3", False)]
+    assert sender.coalesced == 0
+    plain = WebhookSender(config=WebhookConfig(url="http://127.0.0.1:9/hook"))  # the gateway's
+    plain.on_transition(transition("raised"))
+    assert (plain._queue[0].key, plain._queue[0].shared) == (None, False)
+    assert plain.holding is False
+
+
+def test_forget_drops_the_queued_entry_with_that_key_unless_it_is_being_sent() -> None:
+    journal = Journal()
+    sender = WebhookSender(config=WebhookConfig(url="http://127.0.0.1:9/hook"), journal=journal,
+                           key="k", delivery_key=keyed)
+    sender.on_transition(transition("raised"))
+    sender.on_transition(transition("cleared"))
+    sender.on_transition(transition("raised", alarm_id="a2"))
+    raised, cleared, other = sender._queue
+    journal.calls.clear()
+    assert not sender.forget("a1-repeated-1") and sender.pending == 3  # no such key
+    sender._sending = raised
+    assert not sender.forget("a1-raised-1") and sender.pending == 3  # being sent: it stays
+    sender._sending = None
+    assert sender.forget("a1-raised-1") is True  # not a1's latest: its latest stays known
+    assert sender._last == {"a1": cleared, "a2": other}
+    assert sender.forget("a1-cleared-1") is True  # a1's latest: a1 has none queued now
+    assert sender._last == {"a2": other} and list(sender._queue) == [other]
+    assert journal.calls == [("done", "k", 1), ("done", "k", 2)]
+    assert sender.forgotten == 2 and sender.sent == 0 and sender.dropped == 0
+
+
+async def test_a_held_sender_sends_its_own_entries_past_the_shared_ones_until_released(
+        free_port) -> None:
+    done: list[str] = []
+    async with Receiver(free_port()) as receiver:
+        sender = WebhookSender(config=WebhookConfig(url=receiver.url), delivery_key=keyed,
+                               on_done=done.append)
+        sender.hold(True)
+        assert sender.holding is True
+        sender.on_transition(transition("raised"))
+        sender.on_transition(transition("cleared"))
+        sender.on_transition(transition("acked", by="wang"))  # this replica's own step
+        async with delivering(sender) as task:
+            await wait_until(lambda: sender.sent == 1, 10, "the operator's ack")
+            assert [b["event"] for b in receiver.got] == ["acked"]
+            assert receiver.headers[0]["Idempotency-Key"] == "a1-acked-1"
+            assert [e.event for e in sender._queue] == ["raised", "cleared"]  # held, in order
+            assert done == ["a1-acked-1"]
+            assert sender.forget("a1-cleared-1")  # the sender delivered that one
+            # the loop, with only held entries queued, waits for a change (it does not end)
+            assert not task.done() and sender.sent == 1
+            sender.hold(True)  # no change
+            sender.hold(False)  # this replica takes over: what is left goes
+            assert sender.holding is False
+            await wait_until(lambda: sender.sent == 2, 10, "the held raise")
+            assert not task.done()
+    assert [b["event"] for b in receiver.got] == ["acked", "raised"]
+    assert receiver.headers[1]["Idempotency-Key"] == "a1-raised-1"
+    assert done == ["a1-acked-1", "a1-raised-1"] and sender.pending == 0
+
+
+async def test_on_done_is_told_refused_keyed_entries_too_and_only_keyed_ones(free_port) -> None:
+    done: list[str] = []
+    async with Receiver(free_port(), statuses=[400]) as receiver:
+        sender = WebhookSender(config=WebhookConfig(url=receiver.url), delivery_key=keyed,
+                               on_done=done.append)
+        sender.on_transition(transition("raised"))  # refused for good: done all the same
+        sender.on_document("device_digest", {"offline": []})  # no key: no header, not told
+        sender.on_transition(transition("cleared"))
+        async with delivering(sender):
+            await wait_until(lambda: sender.sent == 2, 10, "the digest and the clear")
+    assert sender.rejected == 1 and done == ["a1-raised-1", "a1-cleared-1"]
+    assert [h.get("Idempotency-Key") for h in receiver.headers] == [
+        "a1-raised-1", None, "a1-cleared-1"]
+
+
+async def test_keyed_entries_go_without_an_on_done(free_port) -> None:
+    async with Receiver(free_port()) as receiver:
+        sender = WebhookSender(config=WebhookConfig(url=receiver.url), delivery_key=keyed)
+        sender.on_transition(transition("raised"))
+        sender.on_transition(transition("cleared"))
+        async with delivering(sender):
+            await wait_until(lambda: sender.sent == 2, 10, "both delivered")
+    assert [h.get("Idempotency-Key") for h in receiver.headers] == ["a1-raised-1", "a1-cleared-1"]
+
+
+async def test_a_sender_without_delivery_keys_is_never_held_back(free_port) -> None:
+    async with Receiver(free_port()) as receiver:
+        sender = WebhookSender(config=WebhookConfig(url=receiver.url))
+        sender.hold(True)  # nothing of its own is shared
+        sender.on_transition(transition("raised"))
+        async with delivering(sender):
+            await wait_until(lambda: sender.sent == 1, 10, "delivered while holding")
+    assert "Idempotency-Key" not in receiver.headers[0]
