@@ -295,6 +295,11 @@ async def running_hub(path: Path):
         yield hub
     finally:
         task.cancel()
+        done, _ = await asyncio.wait([task], timeout=15)
+        if not done:  # a hub that does not stop: say where each task waits (seen once in CI)
+            for other in asyncio.all_tasks():
+                other.print_stack(limit=6)
+            raise AssertionError("the hub did not stop within 15 s of its cancellation")
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
