@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry
 
 from gateway.alarms.commands import apply_command
 from gateway.alarms.alarm import iso
@@ -19,6 +18,7 @@ from gateway.clock import FakeClock
 from gateway.config.models import SiteInfo
 from gateway.device_health import DeviceHealth
 from gateway.operations.http_api import build_app
+from gateway.operations.metrics import CollectorRegistry
 from gateway.readings import Reading
 from gateway.runtime.views import SiteDevices
 from gateway.views import Views
@@ -63,7 +63,7 @@ async def test_the_api_serves_views_without_a_gateway(tmp_path) -> None:
                                       latest=lambda: {("cab-1", None): reading}),
                   clock=clock)
     app = build_app(views, token="t0ken", health=lambda: (True, {"status": "ok"}),
-                    metrics=CollectorRegistry(auto_describe=False))
+                    metrics=CollectorRegistry())
     async with TestClient(TestServer(app)) as client:
         body = await (await client.get("/api/alarms")).json()
         assert [a["id"] for a in body["alarms"]] == [alarm.id]

@@ -39,7 +39,7 @@ from gateway.operations.live_events import event, live_parts, serve_events
 from gateway.operations.metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from gateway.operations.metrics import CollectorRegistry
 
     from gateway.views import Views
 

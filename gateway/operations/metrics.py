@@ -34,16 +34,20 @@ from collections.abc import Iterator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
+# The exposition format is ours (prometheus_text), not prometheus_client's: issue 16.
+from gateway.operations.prometheus_text import (
+    CONTENT_TYPE,
+    CollectorRegistry,
+    MetricFamily,
+    render,
+)
 
 if TYPE_CHECKING:
     from gateway.views import RunningParts
 
+__all__ = ["CONTENT_TYPE", "CollectorRegistry", "metrics_registry", "render"]
+
 PREFIX = "community_gateway_"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # What each sink and outbox number means (the HELP text); a key not listed gets a generic one.
 HELP = {
     "written_total": "Rows the upstream accepted",
@@ -75,22 +79,22 @@ def _version() -> str:
         return "unknown"
 
 
-def _counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
-    return CounterMetricFamily(PREFIX + name, doc, labels=labels)
+def _counter(name: str, doc: str, labels: list[str] | None = None) -> MetricFamily:
+    return MetricFamily(PREFIX + name, doc, "counter", labels)
 
 
-def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
-    return GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> MetricFamily:
+    return MetricFamily(PREFIX + name, doc, "gauge", labels)
 
 
-class GatewayCollector(Collector):
+class GatewayCollector:
     """Every metric of one gateway, computed when scraped."""
 
     def __init__(self, gateway: RunningParts):
         self._gateway = gateway
         self._version = _version()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[MetricFamily]:
         g = self._gateway
         info = _gauge("info", "The gateway's site and version", ["site", "version"])
         info.add_metric([g.site.config.site.id, self._version], 1)
@@ -105,7 +109,7 @@ class GatewayCollector(Collector):
         yield from fire_centre_metrics(getattr(g, "fire_centre", None))
         yield from process_metrics(getattr(g, "process_probe", None))
 
-    def _devices(self, g: RunningParts) -> Iterator[Metric]:
+    def _devices(self, g: RunningParts) -> Iterator[MetricFamily]:
         labels = ["device", "kind"]
         polls = _counter("device_polls", "Polls (or stream deliveries) per device", labels)
         errors = _counter("device_errors", "Failed polls (or broken streams) per device", labels)
@@ -131,7 +135,7 @@ class GatewayCollector(Collector):
             requests.add_metric([bus_id], getattr(bus, "requests", 0))
         yield requests
 
-    def _pipeline(self, g: RunningParts) -> Iterator[Metric]:
+    def _pipeline(self, g: RunningParts) -> Iterator[MetricFamily]:
         p = g.pipeline
         depth = _gauge("pipeline_queue_batches", "Polls waiting for the rule engine")
         depth.add_metric([], p.queue.qsize())
@@ -155,11 +159,11 @@ class GatewayCollector(Collector):
         actions.add_metric(["failed"], g.actions.failed)
         yield from (depth, capacity, full, readings, events, failed, altered, actions)
 
-    def _upstream(self, g: RunningParts) -> Iterator[Metric]:
+    def _upstream(self, g: RunningParts) -> Iterator[MetricFamily]:
         yield from sink_metrics(g.sinks)
         yield from outbox_metrics(g.outbox)
 
-    def _mqtt(self, g: RunningParts) -> Iterator[Metric]:
+    def _mqtt(self, g: RunningParts) -> Iterator[MetricFamily]:
         if g.mqtt is None:
             return
         m = g.mqtt
@@ -176,7 +180,7 @@ class GatewayCollector(Collector):
         dropped.add_metric([], m.events_dropped)
         yield from (connected, pending, published, rejected, dropped)
 
-    def _alarms(self, g: RunningParts) -> Iterator[Metric]:
+    def _alarms(self, g: RunningParts) -> Iterator[MetricFamily]:
         by_state: Counter[tuple[str, str]] = Counter(
             (str(a.state), "true" if a.acked else "false") for a in g.alarms.open_alarms())
         alarms = _gauge("alarms", "Open alarms by state and acknowledgement", ["state", "acked"])
@@ -192,20 +196,34 @@ class GatewayCollector(Collector):
         pending = _gauge("webhook_pending", "Transitions waiting for the webhook", ["webhook"])
         dropped = _counter("webhook_dropped", "Transitions dropped from a full webhook queue",
                            ["webhook"])
-        for webhook in g.webhooks:
-            pending.add_metric([webhook.shown_url], webhook.pending)
-            dropped.add_metric([webhook.shown_url], webhook.dropped)
+        for webhook, label in zip(g.webhooks, webhook_labels(g.webhooks)):
+            pending.add_metric([label], webhook.pending)
+            dropped.add_metric([label], webhook.dropped)
         yield from (pending, dropped)
         yield from _numbers_as_metrics("alarm_store_", g.alarm_store.stats(), [], [])
 
-    def _reloads(self, g: RunningParts) -> Iterator[Metric]:
+    def _reloads(self, g: RunningParts) -> Iterator[MetricFamily]:
         reloads = _counter("config_reloads", "Config reloads (SIGHUP) by result", ["result"])
         for result in ("applied", "refused", "failed"):
             reloads.add_metric([result], g.reloads.get(result, 0))
         yield reloads
 
 
-def driver_metrics(drivers: dict[str, Any]) -> Iterator[Metric]:
+def webhook_labels(webhooks: list[Any]) -> list[str]:
+    """Each webhook's ``webhook`` label: its shown URL, and ``#2``, ``#3`` ... after the
+    second and later of one shown URL. The shown URL hides the query and user info, so
+    two webhooks differing only there (``?token=a``, ``?token=b``) would else be one
+    series twice, and a scraper refuses such a scrape."""
+    seen: Counter[str] = Counter()
+    labels = []
+    for webhook in webhooks:
+        seen[webhook.shown_url] += 1
+        n = seen[webhook.shown_url]
+        labels.append(webhook.shown_url if n == 1 else f"{webhook.shown_url} #{n}")
+    return labels
+
+
+def driver_metrics(drivers: dict[str, Any]) -> Iterator[MetricFamily]:
     """The drivers' own protocol counters: every number a driver's ``counters()`` returns.
 
     One family, ``driver_events_total{device, counter}``, so a driver that starts
@@ -231,9 +249,9 @@ def driver_metrics(drivers: dict[str, Any]) -> Iterator[Metric]:
     yield failing
 
 
-def sink_metrics(sinks: list[Any]) -> Iterator[Metric]:
+def sink_metrics(sinks: list[Any]) -> Iterator[MetricFamily]:
     """Every number in each sink runner's ``stats()`` as ``sink_<key>{sink}``."""
-    families: dict[str, Metric] = {}
+    families: dict[str, MetricFamily] = {}
     for sink in sinks:
         for metric in _numbers_as_metrics("sink_", sink.stats(), ["sink"], [sink.name]):
             family = families.setdefault(metric.name, metric)
@@ -242,7 +260,7 @@ def sink_metrics(sinks: list[Any]) -> Iterator[Metric]:
     yield from families.values()
 
 
-def outbox_metrics(outbox: Any) -> Iterator[Metric]:
+def outbox_metrics(outbox: Any) -> Iterator[MetricFamily]:
     """Every number in the durable outbox's ``stats()`` as ``outbox_<key>`` (none without
     sinks, when there is no outbox)."""
     if outbox is not None:
@@ -250,7 +268,7 @@ def outbox_metrics(outbox: Any) -> Iterator[Metric]:
 
 
 def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
-                        values: list[str]) -> Iterator[Metric]:
+                        values: list[str]) -> Iterator[MetricFamily]:
     """``_total`` keys as counters, other numbers as gauges (the scheme at the top)."""
     for key, value in sorted(stats.items()):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -258,14 +276,14 @@ def _numbers_as_metrics(prefix: str, stats: dict[str, Any], labels: list[str],
         name = prefix + key.removesuffix("_total")
         doc = HELP.get(key, f"{prefix.rstrip('_')} {key}")
         if key.endswith("_total"):
-            family: Metric = _counter(name, doc, labels)
+            family: MetricFamily = _counter(name, doc, labels)
         else:
             family = _gauge(name, doc, labels)
         family.add_metric(values, value)
         yield family
 
 
-def process_metrics(probe: Any) -> Iterator[Metric]:
+def process_metrics(probe: Any) -> Iterator[MetricFamily]:
     """Adapter for the process probe (gateway.operations.process_probe): event-loop lag
     over the last minute and the bytes the process wrote to disk."""
     stats = probe.stats() if callable(getattr(probe, "stats", None)) else None
@@ -273,7 +291,7 @@ def process_metrics(probe: Any) -> Iterator[Metric]:
         yield from _numbers_as_metrics("process_", stats, [], [])
 
 
-def fire_centre_metrics(service: Any) -> Iterator[Metric]:
+def fire_centre_metrics(service: Any) -> Iterator[MetricFamily]:
     """The fire remote-monitoring centre link: every number of its ``stats()``
     (``fire_centre_connected``, ``fire_centre_queued``, ``fire_centre_denied_total``, ...)."""
     stats = service.stats() if service is not None else None
@@ -283,11 +301,6 @@ def fire_centre_metrics(service: Any) -> Iterator[Metric]:
 
 def metrics_registry(gateway: RunningParts) -> CollectorRegistry:
     """A registry holding this gateway's collector (and nothing global)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(gateway).collect)
     return registry
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    """The Prometheus text exposition of ``registry``."""
-    return generate_latest(registry)
