@@ -159,7 +159,9 @@ def exposition(families: Iterable[MetricFamily],
         out.append(f"# HELP {name} {escape_help(family.documentation)}\n"
                    f"# TYPE {name} {family.type}\n")
         out.extend(lines)
-    return "".join(out).encode("utf-8")
+    # A lone surrogate (YAML's "\ud800" in a device's kind) cannot be UTF-8: it becomes
+    # "?" rather than failing the whole scrape.
+    return "".join(out).encode("utf-8", errors="replace")
 
 
 def sample_line(sample: Sample) -> str:
