@@ -210,10 +210,11 @@ class GatewayCollector:
 
 
 def webhook_labels(webhooks: list[Any]) -> list[str]:
-    """Each webhook's ``webhook`` label: its shown URL, and ``#2``, ``#3`` ... after the
-    second and later of one shown URL. The shown URL hides the query and user info, so
-    two webhooks differing only there (``?token=a``, ``?token=b``) would else be one
-    series twice, and a scraper refuses such a scrape."""
+    """Each webhook's ``webhook`` label: its shown URL, with `` #2``, `` #3`` ... added for
+    the second and later webhooks of one shown URL. The shown URL hides the query and
+    user info, so two webhooks differing only there (``?token=a``, ``?token=b``) would
+    else be one series twice, and a scraper refuses such a scrape. (A shown URL never
+    holds ``#``: it would start the fragment, which is not shown.)"""
     seen: Counter[str] = Counter()
     labels = []
     for webhook in webhooks:

@@ -106,7 +106,8 @@ class CollectorRegistry:
             yield from collector()
 
     def skipped(self, what: str) -> None:
-        """Count a series left out; log each distinct one once (it repeats every scrape)."""
+        """Count what was left out (a series given twice, or a family whose name another
+        type holds); log each distinct one once, as it repeats at every scrape."""
         self.skipped_series += 1
         if what not in self._skips_logged and len(self._skips_logged) < 1000:
             self._skips_logged.add(what)
