@@ -251,6 +251,24 @@ class AlarmManager:
         self._emit("shelved", alarm, ts, by, note)
         return alarm
 
+    def shelve_until(self, alarm_id: str, *, until: float, by: str,
+                     note: str | None = None) -> Alarm:
+        """Shelve up to a given time: another hub replica's shelve of the same alarm
+        (gateway.hub.alarm_sync), whose end is the operator's, not this clock's. The same
+        ``shelved`` transition as ``shelve``; an end already past, or further than
+        ``max_shelve`` from now, is refused."""
+        alarm = self.get(alarm_id)
+        ts = self._clock.time()
+        if not until > ts:
+            raise AlarmCommandRefused(alarm_id, "shelve", "the shelving's end is past")
+        if until - ts > self.max_shelve:
+            raise AlarmCommandRefused(alarm_id, "shelve", f"at most {self.max_shelve / 60:g} "
+                                                          f"minutes")
+        alarm.shelved_until = until
+        alarm.next_escalation = None
+        self._emit("shelved", alarm, ts, by, note)
+        return alarm
+
     def unshelve(self, alarm_id: str, *, by: str, note: str | None = None) -> Alarm:
         """An operator shows a shelved alarm again (nothing happens if it is not shelved)."""
         alarm = self.get(alarm_id)

@@ -104,14 +104,15 @@ class HubLink:
                 self._client_now = None
             await asyncio.sleep(backoff.next_delay())
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 on the current connection; ConnectionError when there is none
-        (an operator's command is then not delivered, never queued for later)."""
+        (an operator's command is then not delivered, never queued for later).
+        ``retain``: the replicas' shared alarm states (gateway.hub.alarm_sync)."""
         client = self._client_now
         if client is None or not self.connected:
             raise ConnectionError(f"broker {self.config.host}:{self.config.port} not connected")
         try:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=1, retain=retain)
         except aiomqtt.MqttError as exc:
             raise ConnectionError(str(exc)) from None
 

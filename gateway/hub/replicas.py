@@ -43,7 +43,8 @@ from gateway.alarms.webhook import WebhookSender
 log = logging.getLogger(__name__)
 
 # Transitions every replica derives alike from the broker (gateways' state, timers).
-SHARED_EVENTS = frozenset({"raised", "repeated", "cleared", "condition_cleared", "escalated"})
+SHARED_EVENTS = frozenset({"raised", "repeated", "cleared", "condition_cleared", "escalated",
+                           "closed"})
 MAX_ANNOUNCEMENTS = 10_000  # deliveries waiting for the broker, at most (then counted, dropped)
 STALE_AFTER = 3  # heartbeats missed before a peer is taken as gone (its will lost)
 REMEMBERED = 10_000  # keys another replica delivered, kept for a transition this one makes later

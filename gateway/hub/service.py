@@ -24,6 +24,7 @@ from gateway.console.routes import add_console_routes
 from gateway.hub.commands import MqttCommandSender
 from gateway.hub.console_views import HubConsoleAlarms, HubConsoleDevices, HubConsoleSeam
 from gateway.hub.config import HubConfig
+from gateway.hub.alarm_sync import HubAlarmSync
 from gateway.hub.history import HubHistory
 from gateway.hub.link import HubLink
 from gateway.hub.live import LivePicture
@@ -63,6 +64,10 @@ class Hub:
         self.replicas = Replicas(prefix=config.broker.prefix, hub_id=config.hub.id,
                                  client_id=config.client_id,
                                  heartbeat=config.broker.keepalive)
+        # Operators' actions on the hub's own alarms, shared with the other replicas.
+        self.alarm_sync = HubAlarmSync(prefix=config.broker.prefix, hub_id=config.hub.id,
+                                       client_id=config.client_id, alarms=self.alarms,
+                                       clock=self.clock)
         self.webhooks = []
         for i, w in enumerate(config.webhooks):
             webhook = WebhookSender(
@@ -71,8 +76,10 @@ class Hub:
                 on_done=self.replicas.done(endpoint_key(w.url)))
             self.replicas.attach(webhook)  # held until this replica knows it is the sender
             self.webhooks.append(webhook)
-            self.alarms.add_listener(webhook.on_transition)
+            # what another replica's operator did is that replica's to send
+            self.alarms.add_listener(self.alarm_sync.local_only(webhook.on_transition))
         self.alarms.add_listener(self.replicas.on_transition)
+        self.alarms.add_listener(self.alarm_sync.on_transition)  # after the webhooks'
         self.watch = GatewayWatch(live=self.live, alarms=self.alarms, config=config.alarms)
         self.view = HubAlarmsView(hub_id=config.hub.id, live=self.live, alarms=self.alarms,
                                   history=self.history,
@@ -82,7 +89,7 @@ class Hub:
                             password=_reveal(config.broker.password, "broker.password"),
                             on_message=self.on_message, begin_sync=self.live.begin_sync,
                             end_sync=self.live.end_sync, commands=config.commands is not None,
-                            will=self.replicas.will(), on_connect=self.replicas.on_connect)
+                            will=self.replicas.will(), on_connect=self._on_connect)
         self.commands = None
         if config.commands is not None:
             self.commands = MqttCommandSender(
@@ -116,10 +123,18 @@ class Hub:
                       hub=HubConsoleSeam(self.view, name=config.hub.name))
         add_console_routes(app, views)
 
+    async def _on_connect(self, client) -> None:
+        """Before the sync marker: the replicas' presence, the shared hub alarm states."""
+        await self.replicas.on_connect(client)
+        await self.alarm_sync.on_connect(client)
+
     def on_message(self, topic: str, payload: bytes) -> None:
         """One message from the broker: the live picture, then the history."""
         if self.replicas.handles(topic):
             self.replicas.on_message(topic, payload)
+            return
+        if self.alarm_sync.handles(topic):
+            self.alarm_sync.on_message(topic, payload)
             return
         for event in self.live.handle(topic, payload):
             self.history.add(site=event.site, place=event.place, body=event.body, raw=event.raw,
@@ -138,7 +153,8 @@ class Hub:
                                   "history_written": self.history.written,
                                   "history_duplicates": self.history.duplicates,
                                   "webhook_sender": self.replicas.is_sender,
-                                  "replicas_online": 1 + len(self.replicas.peers)})
+                                  "replicas_online": 1 + len(self.replicas.peers),
+                                  "shared_alarm_states": self.alarm_sync.counts()})
 
     async def run(self) -> None:
         """Run until cancelled, then stop cleanly."""
@@ -160,6 +176,8 @@ class Hub:
                 tg.create_task(self.link.run(), name="hub-mqtt")
                 tg.create_task(self._timers(), name="hub-timers")
                 tg.create_task(self.replicas.run(self.link.publish), name="hub-replicas")
+                tg.create_task(self.alarm_sync.run(self.link.publish, self.link.synced.wait),
+                               name="hub-alarm-sync")
                 for i, webhook in enumerate(self.webhooks):
                     tg.create_task(webhook.run(), name=f"webhook[{i}]")
                 if self.http is not None:
