@@ -21,6 +21,8 @@ from aiohttp import web
 
 from gateway.alarms.alarm import iso
 from gateway.alarms.manager import AlarmCommandRefused, AlarmManager, Transition
+from gateway.console.passwords import hash_password
+from gateway.console.users import UsersFile
 from gateway.hub.alarm_sync import HubAlarmSync, alarm_key
 from gateway.hub.config import load_hub_config
 from gateway.hub.service import Hub
@@ -235,13 +237,21 @@ async def test_an_ack_and_a_shelve_on_one_replica_show_on_the_other(tmp_path, mo
 
 
 @pytest.mark.integration
-async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitto) -> None:
+async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitto,
+                                                              free_port) -> None:
     """The state is retained: hub-c, started (with no state of its own) after hub-a's
     operator acked and shelved, raises the alarm acked and shelved. An operator's unshelve
-    on hub-c shows on hub-a."""
+    on hub-c shows on hub-a, in its console's live feed too."""
     port = mosquitto.port
     async with Receiver() as receiver:
-        a = Hub(load_hub_config(replica_file(tmp_path, port, "hub-a", receiver.url)))
+        path = replica_file(tmp_path, port, "hub-a", receiver.url, free_port())
+        UsersFile(path=tmp_path / "hub-users.yaml").add("chen", "admin", hash_password("a long password"))
+        raw = yaml.safe_load(path.read_text())
+        path.write_text(yaml.safe_dump({**raw, "console": {"users_file": "hub-users.yaml"}}))
+        a = Hub(load_hub_config(path))
+        assert a.console_alarms is not None
+        feed: list = []
+        a.console_alarms.add_listener(lambda t: feed.append(t.to_json()))
         async with running(a):
             await wait_until(lambda: a.link.synced.is_set(), 20, "hub-a on the broker")
             await gateway_goes_offline(port)
@@ -253,7 +263,10 @@ async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitt
                                        by="wang")
             await a.view.apply_command(site="n-b1", alarm_id=alarm.id, command="shelve",
                                        body={"minutes": 10}, by="wang")
-            await wait_until(lambda: a.alarm_sync.published == 2, 10, "the state on the broker")
+            deadline = time.monotonic() + 10
+            while b'"shelved"' not in b"".join((await retained_states(port)).values()):
+                assert time.monotonic() < deadline, "the state on the broker"
+                await asyncio.sleep(0.05)
 
             c = Hub(load_hub_config(replica_file(tmp_path, port, "hub-c", receiver.url)))
             async with running(c):
@@ -270,6 +283,8 @@ async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitt
                                            body={}, by="zhou")
                 await wait_until(lambda: own_alarm(a).shelved_until is None, 5,
                                  "the unshelve at hub-a")
+                [shown] = [t for t in feed if t["event"] == "unshelved"]
+                assert shown["by"] == "zhou" and shown["alarm"]["id"] == f"n-b1:{alarm.id}"
                 assert own_alarm(a).acked
                 assert c.alarm_sync.applied == 2 and a.alarm_sync.applied == 1
             # hub-c's operator's unshelve was sent by hub-c; hub-c's own copies of hub-a's
@@ -297,22 +312,24 @@ async def test_garbage_and_forged_states_are_skipped_and_counted(tmp_path, mosqu
             genuine = {"v": 1, "hub": HUB, "site": "n-b1", "rule": RULE, "channel": None,
                        "last_seen": alarm.details["last_seen"], "replica": "hub-a",
                        "acked": {"by": "wang", "at": iso(time.time())}}
+            forged = {**genuine, "acked": {"by": "mallory", "at": iso(time.time())}}
             await publish(port, [
                 (TOPICS + key, b"{not json"),
-                (TOPICS + key, json.dumps({**genuine, "admin": True}).encode()),  # unknown field
-                (TOPICS + key, json.dumps({**genuine, "site": "n-b2"}).encode()),  # key mismatch
-                (TOPICS + key, json.dumps({**genuine, "hub": "south-room"}).encode()),
-                (TOPICS + key, json.dumps({**genuine, "acked": {"by": "x", "at": "soon"}}).encode()),
-                (TOPICS + "not-a-key", json.dumps(genuine).encode()),
+                (TOPICS + key, json.dumps({**forged, "admin": True}).encode()),  # unknown field
+                (TOPICS + key, json.dumps({**forged, "site": "n-b2"}).encode()),  # key mismatch
+                (TOPICS + key, json.dumps({**forged, "hub": "south-room"}).encode()),
+                (TOPICS + key, json.dumps({**forged, "acked": {"by": "x", "at": "soon"}}).encode()),
+                (TOPICS + "not-a-key", json.dumps(forged).encode()),
             ], retain=False)
-            await wait_until(lambda: b.alarm_sync.skipped.total() == 6, 10, "six skips")
-            assert b.alarm_sync.skipped == {"not_json": 1, "fields": 2, "key": 2, "topic": 1}
-            assert not own_alarm(b).acked
-            ok, body = b.health()
-            assert body["shared_alarm_states"]["skipped"] == 6
-            # a genuine state from another replica applies, and is not sent again from here
+            # then a genuine state from another replica: it applies, and is not sent from here
             await publish(port, [(TOPICS + key, json.dumps(genuine).encode())], retain=False)
             await wait_until(lambda: own_alarm(b).acked, 10, "the genuine ack")
+            # the broker keeps order: every bad one came (and was skipped) before it
+            assert b.alarm_sync.skipped == {"not_json": 1, "fields": 2, "key": 2, "topic": 1}
+            assert [t["transition"]["by"] for t in await b.view.search_history(
+                {"event": "acked"})] == ["wang"]
+            ok, body = b.health()
+            assert body["shared_alarm_states"]["skipped"] == 6
             assert b.alarm_sync.applied == 1 and b.alarm_sync.published == 0
             assert "acked" not in [t.event for t in b.webhooks[0]._queue]  # noqa: SLF001
 
