@@ -190,6 +190,19 @@ async def test_hub_replicas_sync_and_see_each_other_under_the_acl(tmp_path, brok
                          15, "each replica seeing the other")
         await wait_until(lambda: a.link.synced.is_set() and b.link.synced.is_set(), 15, "synced")
         assert not [r for r in caplog.records if "sync marker" in r.getMessage()]
+        # an operator's ack of a hub alarm (community/_hub/compound/alarms/...) reaches the other
+        info = {"site": "b3", "name": "b3", "health_interval": 30,
+                "ts": "2026-12-01T08:00:00.000Z", "hierarchy": {}}
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="b3",
+                                  password=PASSWORDS["b3"]) as gateway:
+            await gateway.publish("community/b3/info", json.dumps(info), qos=1, retain=True)
+            await gateway.publish("community/b3/status", "offline", qos=1, retain=True)
+        raised = await wait_until(lambda: a.alarms.find("gateway_offline", "b3", None)
+                                  and b.alarms.find("gateway_offline", "b3", None), 15,
+                                  "the hub alarm on both replicas")
+        a.alarms.ack(a.alarms.find("gateway_offline", "b3", None).id, by="wang")
+        await wait_until(lambda: raised.acked, 15, "the ack at hub-b")
+        assert b.alarm_sync.skipped.total() == 0
     finally:
         for task in tasks:
             task.cancel()

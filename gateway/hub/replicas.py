@@ -19,9 +19,10 @@ what it still holds: what the old one had not confirmed. Every POST carries an
 ``Idempotency-Key`` computed the same way on every replica (``delivery_key``), so
 the receiver discards the few that the old sender had in fact delivered.
 
-Transitions only one replica knows (an operator's ack, reset or shelve of a hub
-alarm through that replica's console or API, and what follows from them) are not
-shared: that replica sends them whether or not it is the sender.
+An operator's ack, reset or shelve of a hub alarm reaches one replica (its console);
+the others apply it from the broker (gateway.hub.alarm_sync) without sending it. The
+replica that received it sends its webhooks whether or not it is the sender. The
+``closed`` that follows a gateway's return is shared: every replica closes the acked alarm.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from gateway.alarms.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
-# Transitions every replica derives alike from the broker (gateways' state, timers).
+# Transitions every replica derives alike from the broker (gateways' state, timers, and
+# operators' actions shared through gateway.hub.alarm_sync).
 SHARED_EVENTS = frozenset({"raised", "repeated", "cleared", "condition_cleared", "escalated",
                            "closed"})
 MAX_ANNOUNCEMENTS = 10_000  # deliveries waiting for the broker, at most (then counted, dropped)
