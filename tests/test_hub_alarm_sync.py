@@ -383,3 +383,34 @@ def test_a_state_for_an_alarm_not_raised_yet_is_applied_when_it_is() -> None:
     assert sync.applied == 1 and not sync._outgoing  # noqa: SLF001  nothing published back
     sync.on_message(TOPICS + key, json.dumps(state).encode())  # again: nothing changes
     assert len(got) == 2 and sync.applied == 1
+
+
+def test_a_new_occurrence_empties_the_old_state_and_needs_a_new_ack() -> None:
+    """Without a last_seen every occurrence has the same key: the state of the first
+    (an ack) is forgotten and emptied at the repeat, not applied to the second."""
+    clock = Clock(1_800_000_000.0)
+    alarms = AlarmManager(clock=clock)
+    sync = HubAlarmSync(prefix="community", hub_id=HUB, client_id="hub-b", alarms=alarms,
+                        clock=clock)
+    alarms.add_listener(sync.on_transition)
+    key = alarm_key(HUB, {"rule": RULE, "device": "n-b1", "channel": None, "details": {}})
+    raise_it = dict(rule=RULE, severity=2, device="n-b1", kind="gateway", channel=None,
+                    location={}, message="offline", value=None,
+                    details={"gateway": "offline", "last_seen": None})
+    alarm = alarms.activate(ts=clock.now, **raise_it)
+    alarms.deactivate(rule=RULE, device="n-b1", channel=None, value=None, ts=clock.now + 1)
+    assert alarm is not None and alarm.state == "cleared" and not alarm.acked
+    state = {"v": 1, "hub": HUB, "site": "n-b1", "rule": RULE, "channel": None,
+             "last_seen": None, "replica": "hub-a",
+             "shelved": {"by": "li", "at": iso(clock.now + 2), "until": iso(clock.now + 600)}}
+    clock.now += 2
+    sync.on_message(TOPICS + key, json.dumps(state).encode())
+    assert alarm.shelved_until is not None and sync.applied == 1
+    clock.now += 1
+    alarms.activate(ts=clock.now, **raise_it)  # the gateway is offline again
+    assert alarm.count == 2 and not alarm.acked
+    assert list(sync._outgoing) == [(TOPICS + key, b"")]  # noqa: SLF001
+    # an ack of the new occurrence from hub-a applies
+    sync.on_message(TOPICS + key, json.dumps(
+        {**state, "acked": {"by": "wang", "at": iso(clock.now)}}).encode())
+    assert alarm.acked and sync.applied == 2

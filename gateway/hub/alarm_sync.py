@@ -230,7 +230,9 @@ class HubAlarmSync:
         if t.event in ("raised", "repeated"):
             old = self._key_of.get(alarm_id)
             self._key_of[alarm_id] = key
-            if old is not None and old != key:  # a new occurrence: the old one's state is over
+            if t.event == "repeated" and old is not None:
+                # a new occurrence: the old one's state is over (the same key only without a
+                # last_seen: its old ack must not count for the new occurrence either)
                 self._forget(old)
                 self._queue(old, b"")
             if key in self._states:
