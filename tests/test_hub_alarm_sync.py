@@ -245,7 +245,8 @@ async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitt
     port = mosquitto.port
     async with Receiver() as receiver:
         path = replica_file(tmp_path, port, "hub-a", receiver.url, free_port())
-        UsersFile(path=tmp_path / "hub-users.yaml").add("chen", "admin", hash_password("a long password"))
+        users = UsersFile(path=tmp_path / "hub-users.yaml")
+        users.add("chen", "admin", hash_password("a long password"))
         raw = yaml.safe_load(path.read_text())
         path.write_text(yaml.safe_dump({**raw, "console": {"users_file": "hub-users.yaml"}}))
         a = Hub(load_hub_config(path))

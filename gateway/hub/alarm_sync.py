@@ -167,9 +167,10 @@ class HubAlarmSync:
         try:
             state = SharedState.model_validate(body)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: "
-                                 f"{'unknown field' if e['type'] == 'extra_forbidden' else e['msg']}"
-                                 for e in exc.errors()[:5])
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'payload'}: "
+                f"{'unknown field' if e['type'] == 'extra_forbidden' else e['msg']}"
+                for e in exc.errors()[:5])
             self._skip("fields", f"{topic}: {problems}")
             return
         if state.hub != self.hub_id or state.rule != RULE or state.key() != key:
@@ -215,7 +216,8 @@ class HubAlarmSync:
         def filtered(t: Transition) -> None:
             if self._applying:
                 return
-            if t.event == "unshelved" and t.by is None and t.alarm.get("id") in self._remote_shelves:
+            if (t.event == "unshelved" and t.by is None
+                    and t.alarm.get("id") in self._remote_shelves):
                 return  # the end of another replica's shelving: that replica announces it
             listener(t)
         return filtered
