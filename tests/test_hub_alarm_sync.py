@@ -160,6 +160,12 @@ async def until_api(session, http_port: int, predicate, timeout: float, what: st
         await asyncio.sleep(0.05)
 
 
+async def acked_by(hub: Hub) -> list[str]:
+    """Who acked, from the hub's history (what is queued for it written first)."""
+    await hub.history.flush()
+    return [t["transition"]["by"] for t in await hub.view.search_history({"event": "acked"})]
+
+
 # -- two replicas, one broker, one receiver ------------------------------------------------
 
 
@@ -277,8 +283,7 @@ async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitt
                 assert iso(late.shelved_until) == iso(alarm.shelved_until)  # to the ms
                 [row] = [r for r in c.view.open_alarms() if r["origin"] == "hub"]
                 assert row["acked"] is True and row["shelved_until"] == iso(alarm.shelved_until)
-                history = await c.view.search_history({"event": "acked"})
-                assert [t["transition"]["by"] for t in history] == ["wang"]
+                assert await acked_by(c) == ["wang"]
 
                 await c.view.apply_command(site="n-b1", alarm_id=late.id, command="unshelve",
                                            body={}, by="zhou")
@@ -293,6 +298,49 @@ async def test_a_replica_started_after_the_ack_shows_it_acked(tmp_path, mosquitt
             events = receiver.events()
             assert events.count("acked") == 1 and events.count("shelved") == 1
             assert events.count("unshelved") == 1
+
+
+@pytest.mark.integration
+async def test_a_restart_comes_back_with_the_ack_and_the_shelve(tmp_path, mosquitto) -> None:
+    """With its state: the same alarm, nothing applied twice (no new transition). Without
+    it (a new machine): raised again, then acked and shelved from the retained state."""
+    port = mosquitto.port
+    async with Receiver() as receiver:
+        path = replica_file(tmp_path, port, "hub-a", receiver.url)
+        a = Hub(load_hub_config(path))
+        async with running(a):
+            await wait_until(lambda: a.link.synced.is_set(), 20, "hub-a on the broker")
+            await gateway_goes_offline(port)
+            await wait_until(lambda: "n-b1" in a.live.sites and a.live.sites["n-b1"].health,
+                             10, "the gateway at hub-a")
+            await publish(port, [("community/n-b1/status", b"offline")])
+            alarm = await wait_until(lambda: own_alarm(a), 10, "the alarm")
+            await a.view.apply_command(site="n-b1", alarm_id=alarm.id, command="ack", body={},
+                                       by="wang")
+            await a.view.apply_command(site="n-b1", alarm_id=alarm.id, command="shelve",
+                                       body={"minutes": 10}, by="li")
+            await wait_until(lambda: a.alarm_sync.published == 2, 10, "the state published")
+            until = alarm.shelved_until
+
+        again = Hub(load_hub_config(path))
+        async with running(again):
+            await wait_until(lambda: again.link.synced.is_set() and again.alarm_sync.received,
+                             20, "hub-a back, the retained state in")
+            restored = own_alarm(again)
+            assert restored.id == alarm.id and restored.acked and restored.shelved_until == until
+            assert again.alarm_sync.applied == 0 and again.alarms.transitions == 0
+
+        for file in (tmp_path / "hub-a-state").iterdir():
+            file.unlink()
+        fresh = Hub(load_hub_config(path))
+        async with running(fresh):
+            raised = await wait_until(lambda: own_alarm(fresh), 20, "the alarm raised again")
+            await wait_until(lambda: raised.acked and raised.shelved_until, 5,
+                             "acked and shelved from the retained state")
+            assert iso(raised.shelved_until) == iso(until)
+            assert fresh.alarm_sync.applied == 2
+        assert receiver.events().count("acked") == 1  # the restarts sent nothing again
+        assert receiver.events().count("shelved") == 1
 
 
 @pytest.mark.integration
@@ -327,8 +375,7 @@ async def test_garbage_and_forged_states_are_skipped_and_counted(tmp_path, mosqu
             await wait_until(lambda: own_alarm(b).acked, 10, "the genuine ack")
             # the broker keeps order: every bad one came (and was skipped) before it
             assert b.alarm_sync.skipped == {"not_json": 1, "fields": 2, "key": 2, "topic": 1}
-            assert [t["transition"]["by"] for t in await b.view.search_history(
-                {"event": "acked"})] == ["wang"]
+            assert await acked_by(b) == ["wang"]
             ok, body = b.health()
             assert body["shared_alarm_states"]["skipped"] == 6
             assert b.alarm_sync.applied == 1 and b.alarm_sync.published == 0

@@ -302,8 +302,9 @@ class HubAlarmSync:
             self._shelve_time[key] = at
             if state.shelved is not None:
                 until = parse_ts(state.shelved.until)
-                if until is None or until == alarm.shelved_until:
-                    return
+                if until is None or (alarm.shelved_until is not None
+                                     and abs(until - alarm.shelved_until) < 0.001):
+                    return  # already so (the payload's times are to the millisecond)
                 try:
                     self.alarms.shelve_until(alarm_id, until=until, by=state.shelved.by,
                                              note=state.shelved.note)
