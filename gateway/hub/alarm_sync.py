@@ -243,7 +243,9 @@ class HubAlarmSync:
         elif t.event == "closed":
             self._key_of.pop(alarm_id, None)
             self._forget(key)
-            if not self._applying:  # the replica that received a closing command empties it
+            # every replica whose alarm ends empties it (the same payload, whoever is
+            # first); one closed by another replica's command: that replica empties it
+            if not self._applying:
                 self._queue(key, b"")
         elif t.event in OPERATOR_EVENTS and t.by is not None and not self._applying:
             if t.event in ("shelved", "unshelved"):
