@@ -17,9 +17,10 @@ from gateway.operations.http_app import App
 class AppServer:
     """Serves ``app`` on a free loopback port until ``close()`` (``async with`` works)."""
 
-    def __init__(self, app: App, config: HttpConfig | None = None):
+    def __init__(self, app: App, config: HttpConfig | None = None, **limits: Any):
         self.app = app
         self.config = config or HttpConfig()
+        self.limits = limits  # serve_app's: write_timeout
         self.listening = False
         self.site = None
         self._task: asyncio.Task[None] | None = None
@@ -30,7 +31,8 @@ class AppServer:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         self._task = asyncio.create_task(serve_app(self, self.app, self.config, sock=sock,
-                                                   what="test HTTP", routes="all"),
+                                                   what="test HTTP", routes="all",
+                                                   **self.limits),
                                          name="test-http-server")
         # (the socket listens already: a request now waits in its backlog)
 

@@ -88,13 +88,16 @@ class _Writer:
         self._timeout = timeout
 
     async def awrite(self, data: bytes) -> None:
-        self._writer.write(data)
+        # Any failure as errno 104 (reset): microdot then closes a streamed body and stops
+        # quietly (an OSError without an errno would escape it).
         try:
+            self._writer.write(data)
             async with asyncio.timeout(self._timeout):
                 await self._writer.drain()
         except TimeoutError:
-            # errno 104 (reset): microdot then closes a streamed body and stops quietly
             raise ConnectionResetError(errno.ECONNRESET, "client not reading") from None
+        except OSError as exc:
+            raise ConnectionResetError(errno.ECONNRESET, str(exc) or "connection lost") from None
 
     async def aclose(self) -> None:
         self._writer.close()
@@ -218,17 +221,18 @@ class LimitedServer:
 
 
 async def serve_app(server: Any, app: App, config: HttpConfig, *, sock: socket.socket | None,
-                what: str, routes: str) -> None:
+                    what: str, routes: str, write_timeout: float = WRITE_TIMEOUT) -> None:
     """Serve ``app`` until cancelled, with ``config``'s limits; ``server.site`` is the
     ``LimitedServer`` and ``server.listening`` says whether it listens (the gateway's
     API and the hub's share this)."""
-    started = await app.startup()
     files_filter = OutOfFilesLogFilter()
     logging.getLogger("asyncio").addFilter(files_filter)  # accept() failing every second
     site = LimitedServer(app, max_connections=effective_limit(config.max_connections),
-                         head_timeout=config.idle_timeout)
+                         head_timeout=config.idle_timeout, write_timeout=write_timeout)
     server.site = site
+    started: list[Any] = []
     try:
+        started = await app.startup()
         backoff = Backoff(initial=1.0, cap=30.0)
         failing = False
         while True:
