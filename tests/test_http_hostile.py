@@ -247,3 +247,45 @@ async def test_a_login_with_the_operator_still_works_after_all_that(gateway: Gat
                 assert r.status == 200
     finally:
         await server.close()
+
+
+async def test_a_broken_event_source_ends_its_stream_logged_and_its_slot_given_back(
+        gateway: Gateway, caplog) -> None:
+    from gateway.operations.http_app import get
+    from gateway.operations.live_events import live_parts, serve_events
+
+    class Broken:
+        async def opening(self):
+            return []
+
+        def alarm(self, item):
+            return None
+
+        async def lagged(self):
+            return [], True
+
+        def tick(self):
+            raise RuntimeError("a bug in an event source")
+
+        async def still_allowed(self):
+            return None
+
+    app = gateway.http.app
+
+    async def broken(request):
+        fanout, slots = live_parts(app, gateway.views)
+        return await serve_events(request, Broken(), fanout=fanout, slots=slots)
+
+    app.add_routes([get("/broken", broken)])
+    server = await serve(gateway)
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url("/broken")) as r:
+            assert r.status == 200
+            async with asyncio.timeout(10):
+                assert (await r.read()).startswith(b"retry:")  # then the end
+        await wait_until(lambda: app[SLOTS].open == 0, 5, "the slot given back")
+        assert any("a bug in an event source" in str(rec.exc_info[1]) for rec in caplog.records
+                   if rec.exc_info), [r.getMessage() for r in caplog.records]
+        await still_healthy(server)
+    finally:
+        await server.close()

@@ -208,6 +208,10 @@ class LimitedServer:
             for task in (writing, gone):
                 task.cancel()
             await asyncio.gather(writing, gone, return_exceptions=True)
+        failed = None if writing.cancelled() else writing.exception()
+        if failed is not None and not isinstance(failed, ConnectionError):
+            # a bug in an event source: the stream ends, the reason goes to the log
+            log.error("HTTP: a streamed answer failed", exc_info=failed)
 
     def _refused(self) -> None:
         self.refused += 1
