@@ -86,8 +86,16 @@ class _Writer:
     def __init__(self, writer: asyncio.StreamWriter, timeout: float):
         self._writer = writer
         self._timeout = timeout
+        self._head: list[bytes] | None = []
 
     async def awrite(self, data: bytes) -> None:
+        if self._head is not None:
+            # microdot writes the status line and each header on its own, then b"\r\n":
+            # sent as one write (not a dozen small segments), the body after it as it comes
+            self._head.append(data)
+            if data != b"\r\n":
+                return
+            data, self._head = b"".join(self._head), None
         # Any failure as errno 104 (reset): microdot then closes a streamed body and stops
         # quietly (an OSError without an errno would escape it).
         try:
