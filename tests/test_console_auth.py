@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from http_support import AppClient
 
 from console_support import OPERATOR, VIEWER, write_users
 from gateway.runtime.app import Gateway
@@ -23,6 +22,7 @@ from gateway.console.passwords import hash_password, verify_password
 from gateway.console.sessions import MAX_SESSIONS, SessionStore
 from gateway.console.throttle import LoginThrottle
 from gateway.console.users import User, UsersFile
+from gateway.operations.http_app import App
 from gateway.errors import ConfigError
 from harness import write_site
 
@@ -208,13 +208,13 @@ def gateway(tmp_path: Path) -> Gateway:
 
 @pytest.fixture
 async def client(gateway: Gateway):
-    app = web.Application()
+    app = App()
     add_console_routes(app, gateway.views)
-    async with TestClient(TestServer(app)) as c:
+    async with AppClient(app) as c:
         yield c
 
 
-async def login(client: TestClient, user: tuple[str, str]) -> str:
+async def login(client: AppClient, user: tuple[str, str]) -> str:
     """Log in; the CSRF token of the new session."""
     r = await client.post("/console/api/login", json={"user": user[0], "password": user[1]})
     assert r.status == 200, await r.text()
@@ -228,7 +228,7 @@ def raise_alarm(gateway: Gateway, severity: int = 1):
                                    value=1.0, ts=time.time(), latch=True)
 
 
-async def test_wrong_password_is_refused_without_a_session(client: TestClient, gateway) -> None:
+async def test_wrong_password_is_refused_without_a_session(client: AppClient, gateway) -> None:
     r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": "nope-nope"})
     assert r.status == 401 and "cg_session" not in r.cookies
     r = await client.post("/console/api/login", json={"user": "nobody", "password": OPERATOR[1]})
@@ -246,7 +246,7 @@ async def test_wrong_password_is_refused_without_a_session(client: TestClient, g
         ("'x\\nforged log line'", "login", False)]
 
 
-async def test_session_cookie_is_httponly_and_samesite_strict(client: TestClient) -> None:
+async def test_session_cookie_is_httponly_and_samesite_strict(client: AppClient) -> None:
     r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]})
     morsel = r.cookies["cg_session"]
     assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/console"
@@ -254,7 +254,7 @@ async def test_session_cookie_is_httponly_and_samesite_strict(client: TestClient
     assert page.status == 200 and "default-src 'self'" in page.headers["Content-Security-Policy"]
 
 
-async def test_actions_need_the_csrf_token_and_the_same_origin(client: TestClient, gateway) -> None:
+async def test_actions_need_the_csrf_token_and_the_same_origin(client: AppClient, gateway) -> None:
     csrf = await login(client, OPERATOR)
     alarm = raise_alarm(gateway)
     url = f"/console/api/alarms/{alarm.id}/ack"
@@ -270,7 +270,7 @@ async def test_actions_need_the_csrf_token_and_the_same_origin(client: TestClien
 
 
 async def test_operator_can_reset_and_shelve_with_a_note_and_errors_say_why(
-        client: TestClient, gateway) -> None:
+        client: AppClient, gateway) -> None:
     csrf = await login(client, OPERATOR)
     headers = {"X-CSRF-Token": csrf}
     alarm = raise_alarm(gateway)
@@ -294,7 +294,7 @@ async def test_operator_can_reset_and_shelve_with_a_note_and_errors_say_why(
     assert [(e["by"], e["note"]) for e in entries] == [(OPERATOR[0], "detector being cleaned")]
 
 
-async def test_viewer_sees_everything_and_changes_nothing(client: TestClient, gateway) -> None:
+async def test_viewer_sees_everything_and_changes_nothing(client: AppClient, gateway) -> None:
     csrf = await login(client, VIEWER)
     alarm = raise_alarm(gateway)
     me = await (await client.get("/console/api/me")).json()
@@ -332,9 +332,9 @@ async def next_event(response) -> tuple[str, dict]:
 
 @pytest.mark.parametrize("change", ["password", "role", "remove"])
 async def test_a_password_or_role_change_through_the_cli_ends_that_users_sessions(
-        client: TestClient, tmp_path, monkeypatch, change: str) -> None:
+        client: AppClient, tmp_path, monkeypatch, change: str) -> None:
     await login(client, OPERATOR)
-    other = TestClient(client.server)  # the viewer, in a browser of their own
+    other = AppClient(client.server)  # the viewer, in a browser of their own
     await other.start_server()
     try:
         await login(other, VIEWER)
@@ -365,14 +365,14 @@ async def test_a_password_or_role_change_through_the_cli_ends_that_users_session
         await other.close()
 
 
-async def test_logging_out_ends_the_session(client: TestClient, tmp_path) -> None:
+async def test_logging_out_ends_the_session(client: AppClient, tmp_path) -> None:
     csrf = await login(client, OPERATOR)
     r = await client.post("/console/api/logout", json={}, headers={"X-CSRF-Token": csrf})
     assert r.status == 200
     assert (await client.get("/console/api/me")).status == 401
 
 
-async def test_repeated_wrong_passwords_lock_the_name_for_a_while(client: TestClient) -> None:
+async def test_repeated_wrong_passwords_lock_the_name_for_a_while(client: AppClient) -> None:
     for _ in range(5):
         r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": "guess-guess"})
         assert r.status == 401
@@ -380,7 +380,7 @@ async def test_repeated_wrong_passwords_lock_the_name_for_a_while(client: TestCl
     assert r.status == 429 and int(r.headers["Retry-After"]) > 0
 
 
-async def test_event_stream_sends_snapshot_then_each_transition(client: TestClient, gateway) -> None:
+async def test_event_stream_sends_snapshot_then_each_transition(client: AppClient, gateway) -> None:
     await login(client, OPERATOR)
     before = raise_alarm(gateway, severity=2)
     r = await client.get("/console/events")
@@ -426,7 +426,7 @@ def test_check_warns_about_a_console_that_cannot_work(tmp_path: Path) -> None:
 
 
 async def test_behind_a_tls_proxy_the_cookie_is_secure_and_the_proxy_origin_is_accepted(
-        client: TestClient, gateway) -> None:
+        client: AppClient, gateway) -> None:
     proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "console.example",
              "Origin": "https://console.example"}
     r = await client.post("/console/api/login", json={"user": OPERATOR[0], "password": OPERATOR[1]},

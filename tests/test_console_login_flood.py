@@ -15,8 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from http_support import AppClient
 
 import gateway.console.passwords as passwords
 from console_support import OPERATOR, write_users
@@ -24,6 +23,7 @@ from gateway.runtime.site import load_site
 from gateway.console import add_console_routes
 from gateway.console.state import CONSOLE
 from gateway.console.throttle import ACCOUNT_FREE, ADDRESS_FREE
+from gateway.operations.http_app import App
 from gateway.runtime.app import Gateway
 from harness import wait_until, write_site
 
@@ -60,11 +60,11 @@ def console_site(tmp_path: Path, *, trusted_proxies: list[str] | None = None) ->
     return Gateway(load_site(write_site(tmp_path, raw)))
 
 
-async def console_client(gateway: Gateway) -> TestClient:
-    app = web.Application()
+async def console_client(gateway: Gateway) -> AppClient:
+    app = App()
     add_console_routes(app, gateway.views)
     # no client-side cap on connections: every request reaches the server at once
-    client = TestClient(TestServer(app), connector=aiohttp.TCPConnector(limit=0))
+    client = AppClient(app, connector=aiohttp.TCPConnector(limit=0))
     await client.start_server()
     return client
 
@@ -76,7 +76,7 @@ def gated(monkeypatch):
     gate.open()  # never leave a thread waiting
 
 
-def login(client: TestClient, user: str, password: str, **headers: str):
+def login(client: AppClient, user: str, password: str, **headers: str):
     async def go() -> int:
         async with client.post("/console/api/login", json={"user": user, "password": password},
                                headers=headers) as r:

@@ -202,8 +202,9 @@ async def test_the_zone_routes_say_why_they_refuse(tmp_path: Path) -> None:
     from dataclasses import replace
     from datetime import datetime, timedelta, timezone
 
-    from aiohttp import web
-    from aiohttp.test_utils import TestClient, TestServer
+    from http_support import AppClient
+
+    from gateway.operations.http_app import App
 
     from gateway.console.routes import add_console_routes
     from gateway.runtime.app import Gateway
@@ -211,10 +212,10 @@ async def test_the_zone_routes_say_why_they_refuse(tmp_path: Path) -> None:
     from test_console_auth import login
 
     gw = Gateway(load_site(write_site(tmp_path, zone_site(tmp_path))))
-    app = web.Application()
+    app = App()
     add_console_routes(app, gw.views)
     soon = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
-    async with TestClient(TestServer(app)) as client:
+    async with AppClient(app) as client:
         headers = {"X-CSRF-Token": await login(client, OPERATOR)}
 
         async def post(action: str, body: dict) -> tuple[int, dict]:
@@ -240,9 +241,9 @@ async def test_the_zone_routes_say_why_they_refuse(tmp_path: Path) -> None:
         assert status == 200 and body["groups"][0]["armed"] and body["groups"][0]["by"] == OPERATOR[0]
         assert [d["id"] for d in body["devices"]] == ["di"]
         # a console without zones (a hub's, say) says so
-        bare = web.Application()
+        bare = App()
         add_console_routes(bare, replace(gw.views, zones=None, digest=None))
-    async with TestClient(TestServer(bare)) as client:
+    async with AppClient(bare) as client:
         headers = {"X-CSRF-Token": await login(client, OPERATOR)}
         assert (await client.get("/console/api/zones")).status == 404
         assert (await client.get("/console/api/digest")).status == 404

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from http_support import AppClient
 
 from console_support import OPERATOR, write_users
 from gateway.clock import FakeClock
@@ -75,7 +75,7 @@ async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path, 
     # The config says a LAN address; the test serves the same app on loopback.
     gateway = Gateway(load_site(write_site(tmp_path, site(tmp_path, "192.0.2.10:8080"))))
     caplog.set_level(logging.WARNING, logger="gateway.operations.http_api")
-    async with TestClient(TestServer(gateway.http.app)) as c:
+    async with AppClient(gateway.http.app) as c:
         for path in ("/api/devices", "/api/alarms", "/api/alarms/x/history", "/api/stream"):
             r = await c.get(path)
             assert r.status == 401, path
@@ -100,13 +100,13 @@ async def test_reads_need_the_token_when_the_listener_is_not_loopback(tmp_path, 
 
     raw = site(tmp_path, "0.0.0.0:8080", token=False)
     gateway = Gateway(load_site(write_site(tmp_path, raw)))
-    async with TestClient(TestServer(gateway.http.app)) as c:
+    async with AppClient(gateway.http.app) as c:
         r = await c.get("/api/devices", headers=AUTH)
         assert r.status == 403 and "no http.token" in (await r.json())["error"]
 
     for listen in ("127.0.0.2:8080", "localhost:8080"):  # loopback: reads stay open
         gateway = Gateway(load_site(write_site(tmp_path, site(tmp_path, listen, token=False))))
-        async with TestClient(TestServer(gateway.http.app)) as c:
+        async with AppClient(gateway.http.app) as c:
             assert (await c.get("/api/devices")).status == 200, listen
 
 
@@ -130,7 +130,7 @@ async def test_devices_stream_and_console_never_send_bare_nan(tmp_path) -> None:
     alarm = gateway.alarms.activate(rule="r", severity=1, device="meter", kind="meter",
                                     channel=None, location={}, message="odd", value=math.nan,
                                     ts=time.time(), latch=True)
-    async with TestClient(TestServer(gateway.http.app)) as c:
+    async with AppClient(gateway.http.app) as c:
         api = strict_json(await (await c.get("/api/devices")).text())
         [meter] = api["devices"]
         assert meter["readings"][0]["values"] == {"power": None, "peak": None, "ok": 1.0}
@@ -214,7 +214,7 @@ async def test_connections_beyond_the_cap_are_closed_at_once(tmp_path, free_port
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
         await wait_until(lambda: open_connections(gw) == 8, 5, "8 open")
         status, reader, writer = await raw_request(port, "/healthz")
-        assert status.startswith(b"HTTP/1.1 503") or status in (b"reset", b"")
+        assert status.split(b" ")[1:2] == [b"503"] or status in (b"reset", b"")
         writer.close()
         assert gw.http.site.refused >= 1
         for _, w in idle:
@@ -231,7 +231,7 @@ async def test_idle_connections_time_out(tmp_path, free_port) -> None:
         await wait_until(lambda: gw.http.listening, 5, "API up")
         silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)  # says nothing
         status, after_one, kept = await raw_request(port, "/healthz")  # one request, then idle
-        assert status.startswith(b"HTTP/1.1 200")
+        assert status.split(b" ")[1:2] == [b"200"]
         async with asyncio.timeout(10):
             assert await silent_reader.read() == b""  # closed by the server
             await after_one.read()  # the rest of the answer, then the close

@@ -3,9 +3,12 @@
 The charging site (configs/charging-site.yaml: a Modbus cabinet, InfluxDB and MQTT
 telemetry upstreams, the local HTTP API) runs in a fresh interpreter; once it listens
 and has polled, none of the modules below may be loaded. Each is megabytes of a Pi's
-memory: the HTTP API's server (aiohttp) loads at the API's first connection, other
-device types' drivers only for sites that have such devices, pydantic's URL/email
-types not at all, and prometheus_client never: /metrics writes its text itself.
+memory: the HTTP API's server (microdot, the metrics, the console) loads at the API's
+first connection, other device types' drivers only for sites that have such devices,
+pydantic's URL/email types not at all. aiohttp (~16 MiB with its server half) and
+prometheus_client (~12 MiB; /metrics writes its text itself) are never loaded, not even
+once the API has answered /healthz, /metrics, /api/devices and the console's login page
+(issue 16).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from console_support import write_users
+
 ROOT = Path(__file__).resolve().parents[1]
 
 NOT_AT_START = ("aiohttp", "prometheus_client", "gateway.operations.http_api",
@@ -24,10 +29,13 @@ NOT_AT_START = ("aiohttp", "prometheus_client", "gateway.operations.http_api",
                 "drivers.serial_frames", "drivers.sia_dc09", "drivers.synthetic",
                 "pydantic.networks", "simulators", "influxdb_client", "pymodbus.server")
 
+# Never, not even after the requests below.
+NEVER = ("aiohttp", "aiohttp.web", "multidict", "yarl", "prometheus_client")
+PATHS = ("/healthz", "/metrics", "/api/devices", "/console/login")
+
 # Runs the site as `run` does, reports the modules loaded once the API listens and the
-# cabinet was polled (a failed poll counts: no cabinet runs here), then asks /healthz
-# and /metrics and reports again: the first connection loads the API's server and is
-# answered.
+# cabinet was polled (a failed poll counts: no cabinet runs here), then asks each of
+# PATHS and reports again: the first connection loads the API's server and is answered.
 SCRIPT = """
 import asyncio, json, sys, urllib.request
 from gateway.runtime.app import Gateway
@@ -52,10 +60,8 @@ async def main():
             return opener.open("http://{listen}" + path, timeout=30).status
         except urllib.error.HTTPError as exc:  # 503: the cabinet is offline
             return exc.code
-    status = await asyncio.to_thread(ask, "/healthz")
-    metrics = await asyncio.to_thread(ask, "/metrics")
-    print(json.dumps({{"before": before, "status": status, "metrics": metrics,
-                      "after": loaded()}}))
+    status = {{path: await asyncio.to_thread(ask, path) for path in {paths!r}}}
+    print(json.dumps({{"before": before, "status": status, "after": loaded()}}))
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -71,17 +77,20 @@ def test_charging_site_loads_only_what_it_uses(tmp_path, free_port) -> None:
     raw["influxdb"]["url"] = f"http://127.0.0.1:{free_port()}"
     raw["buses"][0]["port"] = free_port()
     raw["state_dir"] = str(tmp_path / "state")
+    raw["console"] = {"users_file": str(write_users(tmp_path / "users.yaml"))}
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw))
-    code = SCRIPT.format(watch=NOT_AT_START, path=str(path), listen=listen)
+    code = SCRIPT.format(watch=NOT_AT_START + NEVER, path=str(path), listen=listen,
+                         paths=PATHS)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["before"] == [], report
     # The API still answers its first request, with its server loaded for it.
-    assert report["status"] in (200, 503) and report["metrics"] == 200, report
-    assert {"aiohttp", "gateway.operations.http_api"} <= set(report["after"]), report
+    assert report["status"]["/healthz"] in (200, 503), report  # 503: no cabinet here
+    assert [report["status"][p] for p in PATHS[1:]] == [200, 200, 200], report
+    assert {"gateway.operations.http_api", "gateway.console.routes"} <= set(report["after"]), report
+    assert not set(NEVER) & set(report["after"]), report
     # /metrics was answered without prometheus_client (~12 MiB): the gateway writes it
     assert "gateway.operations.metrics" in report["after"], report
-    assert "prometheus_client" not in report["after"], report

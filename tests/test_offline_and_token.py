@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
+from http_support import mocked_request
 
 from gateway.clock import FakeClock
 from gateway.errors import DriverError, DriverTimeout
 from gateway.operations.http_api import TOKEN, bearer_token
+from gateway.operations.http_app import App
 from gateway.readings import Reading
 from gateway.runtime import device_runner
 from gateway.runtime.device_runner import DeviceRunner
@@ -55,10 +55,10 @@ API_TOKEN = "api-token-7f3a-long-enough"
 
 
 async def authorized(token: str | None, header: str | None) -> str | None:
-    app = web.Application()
+    app = App()
     app[TOKEN] = token
     headers = {"Authorization": header} if header is not None else {}
-    return await bearer_token(make_mocked_request("POST", "/api/alarms/x/ack", headers=headers, app=app))
+    return await bearer_token(mocked_request("POST", "/api/alarms/x/ack", headers=headers, app=app))
 
 
 @pytest.mark.parametrize("header", [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from aiohttp.test_utils import TestClient, TestServer
+from http_support import AppClient
 
 from gateway.alarms.commands import apply_command
 from gateway.alarms.alarm import iso
@@ -64,7 +64,7 @@ async def test_the_api_serves_views_without_a_gateway(tmp_path) -> None:
                   clock=clock)
     app = build_app(views, token="t0ken", health=lambda: (True, {"status": "ok"}),
                     metrics=CollectorRegistry())
-    async with TestClient(TestServer(app)) as client:
+    async with AppClient(app) as client:
         body = await (await client.get("/api/alarms")).json()
         assert [a["id"] for a in body["alarms"]] == [alarm.id]
         assert body["history"] == [{"alarm_id": "earlier", "event": "raised"}]

@@ -14,8 +14,7 @@ import contextlib
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-
-from aiohttp import web
+from typing import Any
 
 from gateway.readings import Reading
 
@@ -70,8 +69,9 @@ class RecentReadings:
             self.sample()
             await asyncio.sleep(self.interval)
 
-    async def context(self, _app: web.Application) -> AsyncIterator[None]:
-        """aiohttp cleanup context: sample while the HTTP server runs."""
+    async def context(self, _app: Any) -> AsyncIterator[None]:
+        """The HTTP app's cleanup context (gateway.operations.http_app): sample while
+        the HTTP server runs."""
         task = asyncio.create_task(self.run(), name="console-recent-readings")
         yield
         task.cancel()

@@ -1,4 +1,4 @@
-"""The console's HTTP routes, added to the gateway's aiohttp application.
+"""The console's HTTP routes, added to the gateway's (or the hub's) HTTP app.
 
 Pages: ``/console/`` (the console), ``/console/login``; static files under
 ``/console/static/``. JSON under ``/console/api/``: ``me``, ``alarms``,
@@ -24,10 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError
 from gateway.config.models import ConsoleConfig
 from gateway.console.chart_svg import render_chart
@@ -38,6 +36,9 @@ from gateway.console.state import CONSOLE, COOKIE, STATIC, Console
 from gateway.console.recent import RecentReadings
 from gateway.console.stream import events
 from gateway.console.zones import add_zone_routes
+from gateway.operations.http_app import (App, Request, Response, delete_cookie,
+                                         get, json_response, post, redirect, set_cookie,
+                                         text_response)
 from gateway.operations.live_events import live_parts
 from gateway.views import CommandOutcome, Views
 
@@ -59,15 +60,15 @@ PLAIN_NAME = re.compile(r"[\w.@-]{1,64}")
 SHELVE_MINUTES = (15, 30, 60, 120, 240, 480)
 
 
-RECENT = web.AppKey("console-recent", RecentReadings)
+RECENT = "console-recent"  # the app's RecentReadings (app[RECENT])
 # Channel names on the charts' legends, in the page's language.
 CHANNEL_LABELS = {"en": {"port": "Port {}", "door": "Door {}"}, "zh": {"port": "{}号端口", "door": "{}号门"}}
 
 
-Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
-def add_console_routes(app: web.Application, views: Views,
+def add_console_routes(app: App, views: Views,
                        config: ConsoleConfig | None = None) -> Console:
     """Serve the security-room console under /console on ``app``; the Console it runs.
 
@@ -90,32 +91,33 @@ def add_console_routes(app: web.Application, views: Views,
     app[RECENT] = RecentReadings(latest=views.devices.latest)  # the device charts' last hour
     app.cleanup_ctx.append(app[RECENT].context)
 
-    r = app.router
-    r.add_get(PREFIX, _to_index)
-    r.add_get(PREFIX + "/", _index)
-    r.add_get(PREFIX + "/login", _login_page)
-    r.add_post(PREFIX + "/api/login", _login)
-    r.add_post(PREFIX + "/api/logout", guarded(_logout))
-    r.add_get(PREFIX + "/api/me", guarded(_me))
-    r.add_get(PREFIX + "/api/alarms", guarded(_alarms))
-    r.add_get(PREFIX + "/api/devices", guarded(_devices))
-    r.add_get(PREFIX + "/api/history", guarded(_history))
-    r.add_get(PREFIX + "/api/devices/{device_id}/chart.svg", guarded(_chart))
-    r.add_post(PREFIX + "/api/alarms/{alarm_id}/{action:%s}" % "|".join(COMMANDS),
-               guarded(_action, act=True))
-    r.add_get(PREFIX + "/events", guarded(events))
+    app.add_routes([
+        get(PREFIX, _to_index),
+        get(PREFIX + "/", _index),
+        get(PREFIX + "/login", _login_page),
+        post(PREFIX + "/api/login", _login),
+        post(PREFIX + "/api/logout", guarded(_logout)),
+        get(PREFIX + "/api/me", guarded(_me)),
+        get(PREFIX + "/api/alarms", guarded(_alarms)),
+        get(PREFIX + "/api/devices", guarded(_devices)),
+        get(PREFIX + "/api/history", guarded(_history)),
+        get(PREFIX + "/api/devices/{device_id}/chart.svg", guarded(_chart)),
+        post(PREFIX + "/api/alarms/{alarm_id}/{action:%s}" % "|".join(COMMANDS),
+             guarded(_action, act=True)),
+        get(PREFIX + "/events", guarded(events)),
+    ])
     add_zone_routes(app, guarded, _json_body, _json, _error)  # Zones and Digest (zones.py)
     if views.hub is not None:  # a console of many sites (the hub): the fleet by level
-        r.add_get(PREFIX + "/api/fleet", guarded(_fleet))
-    r.add_static(PREFIX + "/static/", STATIC, append_version=False)
+        app.add_routes([get(PREFIX + "/api/fleet", guarded(_fleet))])
+    app.add_static(PREFIX + "/static/", STATIC)  # only the files in it, by exact name
     log.info("console: /console/ (%d users in %s)", len(users), console.users.path)
     return console
 
 
-def guarded(handler: Handler, *, act: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def guarded(handler: Handler, *, act: bool = False) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler: a session is required, POSTs need CSRF and same origin, ``act`` the operator role."""
 
-    async def wrapper(request: web.Request) -> web.StreamResponse:
+    async def wrapper(request: Request) -> Response:
         console = request.app[CONSOLE]
         session = await console.session_of(request)
         if session is None:
@@ -140,27 +142,27 @@ def guarded(handler: Handler, *, act: bool = False) -> Callable[[web.Request], A
 # -- pages ------------------------------------------------------------------------
 
 
-async def _to_index(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound(PREFIX + "/")
+async def _to_index(request: Request) -> Response:
+    return redirect(PREFIX + "/")
 
 
-async def _index(request: web.Request) -> web.StreamResponse:
+async def _index(request: Request) -> Response:
     console = request.app[CONSOLE]
     if await console.session_of(request) is None:
-        raise web.HTTPFound(PREFIX + "/login")
+        return redirect(PREFIX + "/login")
     return _page("index.html", console.version)
 
 
-async def _login_page(request: web.Request) -> web.StreamResponse:
+async def _login_page(request: Request) -> Response:
     console = request.app[CONSOLE]
     if await console.session_of(request) is not None:
-        raise web.HTTPFound(PREFIX + "/")
+        return redirect(PREFIX + "/")
     return _page("login.html", console.version)
 
 
-def _page(name: str, version: str) -> web.Response:
+def _page(name: str, version: str) -> Response:
     html = (STATIC / name).read_text(encoding="utf-8").replace("__VERSION__", version)
-    return web.Response(text=html, content_type="text/html", headers=SECURITY_HEADERS)
+    return text_response(html, content_type="text/html", headers=SECURITY_HEADERS)
 
 
 # -- login / logout ------------------------------------------------------------------
@@ -172,12 +174,12 @@ class LoginBody(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
-async def _login(request: web.Request) -> web.StreamResponse:
+async def _login(request: Request) -> Response:
     console = request.app[CONSOLE]
     if not _same_origin(request):
         return _error(403, "cross-origin request refused")
     body = await _json_body(request, LoginBody)
-    if isinstance(body, web.Response):
+    if isinstance(body, Response):
         return body
     # Counted before the password is checked: parallel guesses cannot slip past.
     who = {"account": body.user, "address": console.remote(request)}
@@ -202,24 +204,24 @@ async def _login(request: web.Request) -> web.StreamResponse:
     token, session = await console.sessions.create(user)
     await console.audit.record(operator=user.name, action="login", remote=console.remote(request))
     response = _json({"user": user.name, "role": user.role})
-    response.set_cookie(COOKIE, token, path=PREFIX, httponly=True, samesite="Strict",
-                        secure=_secure(request))
+    set_cookie(response, COOKIE, token, path=PREFIX, http_only=True, same_site="Strict",
+               secure=_secure(request))
     return response
 
 
-async def _logout(request: web.Request, session: Session) -> web.StreamResponse:
+async def _logout(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     await console.sessions.drop(request.cookies.get(COOKIE))
     await console.audit.record(operator=session.user, action="logout", remote=console.remote(request))
     response = _json({"ok": True})
-    response.del_cookie(COOKIE, path=PREFIX)
+    delete_cookie(response, COOKIE, path=PREFIX)
     return response
 
 
 # -- data ----------------------------------------------------------------------------
 
 
-async def _me(request: web.Request, session: Session) -> web.StreamResponse:
+async def _me(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     site = console.site
     return _json({
@@ -244,7 +246,7 @@ def _hub_me(console: Console, session: Session) -> dict[str, object]:
     return {**console.views.hub.me(), "user_scope": scope}
 
 
-async def _fleet(request: web.Request, session: Session) -> web.StreamResponse:
+async def _fleet(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     return _json(console.views.hub.fleet(console.covers(session)))
 
@@ -254,17 +256,17 @@ def _visible(console: Console, session: Session, rows: list[dict]) -> list[dict]
     return rows if covers is None else [r for r in rows if covers(r)]
 
 
-async def _alarms(request: web.Request, session: Session) -> web.StreamResponse:
+async def _alarms(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     return _json({"alarms": _visible(console, session, console.feed.alarms())})
 
 
-async def _devices(request: web.Request, session: Session) -> web.StreamResponse:
+async def _devices(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     return _json({"devices": _visible(console, session, console.feed.devices())})
 
 
-async def _chart(request: web.Request, session: Session) -> web.StreamResponse:
+async def _chart(request: Request, session: Session) -> Response:
     """``chart.svg?field=power[&lang=zh]``: the field's last hour, a line per channel."""
     console = request.app[CONSOLE]
     recent = request.app[RECENT]
@@ -291,10 +293,10 @@ async def _chart(request: web.Request, session: Session) -> web.StreamResponse:
                        unit=console.display.units(spec).get(field) if console.display else None,
                        title=f"{device} {field}",
                        empty_text="暂无读数" if lang == "zh" else "No readings kept yet.")
-    return web.Response(text=svg, content_type="image/svg+xml", headers=SECURITY_HEADERS)
+    return text_response(svg, content_type="image/svg+xml", headers=SECURITY_HEADERS)
 
 
-async def _history(request: web.Request, session: Session) -> web.StreamResponse:
+async def _history(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     try:
         transitions = await console.transitions()
@@ -313,11 +315,11 @@ class ActionBody(BaseModel):
     minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
 
 
-async def _action(request: web.Request, session: Session) -> web.StreamResponse:
+async def _action(request: Request, session: Session) -> Response:
     console = request.app[CONSOLE]
     alarm_id, action = request.match_info["alarm_id"], request.match_info["action"]
     body = await _json_body(request, ActionBody)
-    if isinstance(body, web.Response):
+    if isinstance(body, Response):
         return body
     note = (body.note or "").strip() or None
     command: dict[str, object] = {"by": session.user, "note": note}
@@ -351,7 +353,7 @@ async def _action(request: web.Request, session: Session) -> web.StreamResponse:
 # -- helpers -------------------------------------------------------------------------
 
 
-def _same_origin(request: web.Request) -> bool:
+def _same_origin(request: Request) -> bool:
     # Browsers send Origin on every cross-site POST; a mismatch is a forged request.
     # Behind a TLS reverse proxy the browser's origin is the proxy's (X-Forwarded-*);
     # a cross-site page cannot set those headers without a preflight nobody answers.
@@ -364,17 +366,17 @@ def _same_origin(request: web.Request) -> bool:
     return parts.netloc in hosts and parts.scheme in schemes
 
 
-def _forwarded(request: web.Request, header: str) -> str | None:
+def _forwarded(request: Request, header: str) -> str | None:
     value = request.headers.get(header)
     return value.split(",")[0].strip() if value else None
 
 
-def _secure(request: web.Request) -> bool:
+def _secure(request: Request) -> bool:
     """Whether the browser reached us over HTTPS (directly or through a TLS proxy)."""
     return request.secure or _forwarded(request, "X-Forwarded-Proto") == "https"
 
 
-async def _json_body(request: web.Request, model: type[BaseModel]):
+async def _json_body(request: Request, model: type[BaseModel]):
     if request.content_type != "application/json":
         return _error(415, "expected application/json")
     try:
@@ -387,14 +389,13 @@ async def _json_body(request: web.Request, model: type[BaseModel]):
         return _error(400, "body is not valid JSON")
 
 
-def _json(body: dict[str, object], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, headers=SECURITY_HEADERS, dumps=json_safe.dumps)
+def _json(body: dict[str, object], status: int = 200) -> Response:
+    return json_response(body, status=status, headers=SECURITY_HEADERS)
 
 
-def _error(status: int, message: str, **extra: object) -> web.Response:
+def _error(status: int, message: str, **extra: object) -> Response:
     headers = dict(SECURITY_HEADERS)
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
-    return web.json_response({"error": message, **extra}, status=status, headers=headers,
-                             dumps=json_safe.dumps)
+    return json_response({"error": message, **extra}, status=status, headers=headers)
 

@@ -7,8 +7,7 @@ import hmac
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from gateway.alarms.alarm import iso
 from gateway.config.models import ConsoleConfig
@@ -20,6 +19,9 @@ from gateway.console.throttle import LoginThrottle
 from gateway.console.users import UsersFile
 from gateway.operations.http_trust import client_address
 from gateway.views import Views
+
+if TYPE_CHECKING:
+    from gateway.operations.http_app import App, Request
 
 COOKIE = "cg_session"
 # How many stored transitions the history looks through (newest first) when filtering.
@@ -55,7 +57,7 @@ class Console:
         # Checked against when a name is unknown, so a wrong name costs as long as a wrong password.
         self.decoy_hash = hash_password("not-a-real-password-" + self.feed.instance)
 
-    async def session_of(self, request: web.Request) -> Session | None:
+    async def session_of(self, request: Request) -> Session | None:
         """The request's live session; None (and the session ended) if its user was
         removed from the users file or their password or role changed since login."""
         return await self.session_for(request.cookies.get(COOKIE))
@@ -92,7 +94,7 @@ class Console:
             return None
         return user.scope.model_dump_json()
 
-    def remote(self, request: web.Request) -> str:
+    def remote(self, request: Request) -> str:
         """The client's address (from X-Forwarded-For only behind a trusted proxy)."""
         return client_address(request, self.trusted_proxies)
 
@@ -110,13 +112,13 @@ class Console:
                 older.append(item)
         return older + [item for _, item in recent]
 
-    async def on_shutdown(self, _app: web.Application) -> None:
+    async def on_shutdown(self, _app: App) -> None:
         """Stop the password checks and keep the sessions (the streams end with the fan-out)."""
         self.checker.close()
         await self.sessions.persist()
 
 
-CONSOLE = web.AppKey("console", Console)
+CONSOLE = "console"  # the app's Console (app[CONSOLE])
 
 
 def _static_version() -> str:

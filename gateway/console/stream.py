@@ -18,17 +18,16 @@ The loop itself is the HTTP server's one (``gateway.operations.live_events``).
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from gateway.console.sessions import Session
 from gateway.console.state import CONSOLE, COOKIE, Console
+from gateway.operations.http_app import Request, Response
 from gateway.operations.live_events import event, event_text, live_parts, serve_events
 
 TICK_SECONDS = 1.0
 PING_SECONDS = 10.0
 
 
-async def events(request: web.Request, session: Session) -> web.StreamResponse:
+async def events(request: Request, session: Session) -> Response:
     """Stream alarm transitions and device health to one page until it goes or the server stops."""
     console = request.app[CONSOLE]
     fanout, slots = live_parts(request.app, console.views)

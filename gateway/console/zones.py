@@ -23,8 +23,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.operations.http_app import App, Request, Response, get, post
 
 if TYPE_CHECKING:
     from gateway.console.sessions import Session
@@ -53,23 +54,23 @@ class Refused(Exception):
         self.status, self.detail = status, detail
 
 
-def add_zone_routes(app: web.Application, guarded, json_body, to_json, error) -> None:
+def add_zone_routes(app: App, guarded, json_body, to_json, error) -> None:
     """Add the routes (when the process has zones / a digest); the helpers are routes.py's."""
     from gateway.console.state import CONSOLE
 
-    async def zones(request: web.Request, session: Session) -> web.StreamResponse:
+    async def zones(request: Request, session: Session) -> Response:
         console = request.app[CONSOLE]
         if console.views.zones is None:
             return error(404, "no arming groups or bypasses on this server")
         return to_json(_snapshot(console))
 
-    async def change(request: web.Request, session: Session) -> web.StreamResponse:
+    async def change(request: Request, session: Session) -> Response:
         console = request.app[CONSOLE]
         action = request.match_info["action"]
         if console.views.zones is None:
             return error(404, "no arming groups or bypasses on this server")
         body = await json_body(request, ZoneBody)
-        if isinstance(body, web.Response):
+        if isinstance(body, Response):
             return body
         target = body.group or ":".join(str(x) for x in (body.device, body.channel) if x)
         try:
@@ -83,16 +84,15 @@ def add_zone_routes(app: web.Application, guarded, json_body, to_json, error) ->
                                    note=body.note, remote=console.remote(request))
         return to_json(_snapshot(console))
 
-    async def digest(request: web.Request, session: Session) -> web.StreamResponse:
+    async def digest(request: Request, session: Session) -> Response:
         console = request.app[CONSOLE]
         if console.views.digest is None:
             return error(404, "no device digest on this server")
         return to_json(console.views.digest.report())
 
-    r = app.router
-    r.add_get(PREFIX + "/zones", guarded(zones))
-    r.add_post(PREFIX + "/zones/{action:%s}" % "|".join(ACTIONS), guarded(change, act=True))
-    r.add_get(PREFIX + "/digest", guarded(digest))
+    app.add_routes([get(PREFIX + "/zones", guarded(zones)),
+                    post(PREFIX + "/zones/{action:%s}" % "|".join(ACTIONS), guarded(change, act=True)),
+                    get(PREFIX + "/digest", guarded(digest))])
 
 
 def _snapshot(console) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The hub's read-only HTTP API (aiohttp).
+"""The hub's read-only HTTP API (gateway.operations.http_app, microdot underneath).
 
 - ``GET /healthz``: 200 while the broker is connected and the live picture rebuilt,
   else 503 naming what is not.
@@ -16,68 +16,69 @@ Reads only: commands and users with a scope are the console's (``/console/``, se
 the same server from the gateway's console package, see gateway.hub.console_views).
 With a console, or on a listener that is not loopback, ``/api/*`` needs
 ``Authorization: Bearer <http.token>``: it has no user and so no scope.
+The server's limits are the gateway's (``http.max_connections``, ``http.max_streams``,
+``http.idle_timeout``; gateway.operations.connection_limit).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from typing import Any
 
-from aiohttp import web
-
-from gateway.backoff import Backoff
 from gateway.config.models import HttpConfig
 from gateway.hub.history import HistoryError
 from gateway.hub.view import HubAlarmsView
+from gateway.operations.connection_limit import serve_app
+from gateway.operations.http_app import (App, HttpError, Request, Response, get, json_response,
+                                         text_response)
 
 log = logging.getLogger(__name__)
 
-VIEW = web.AppKey("view", HubAlarmsView)
+VIEW = "view"  # the app's HubAlarmsView (app[VIEW])
 
 
 def build_app(view: HubAlarmsView, *, health, reads_need_token: bool = False,
-              token: str | None = None) -> web.Application:
+              token: str | None = None) -> App:
     """The API app; ``health()`` -> (ok, body) for /healthz.
 
     ``reads_need_token``: ``/api/*`` answers only with ``Authorization: Bearer <token>``
     (set when the listener is not loopback, or when the console's users have scopes:
     an open read API would show every site to anyone who can reach it)."""
-    middlewares = [_errors_as_json]
+    middlewares = [_history_errors_as_json]
     if reads_need_token:
         middlewares.append(_token_for_api(token))
-    app = web.Application(middlewares=middlewares)
+    app = App(middlewares=middlewares)
     app[VIEW] = view
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(request: Request) -> Response:
         ok, body = health()
-        return web.json_response(body, status=200 if ok else 503)
+        return json_response(body, status=200 if ok else 503)
 
-    async def sites(request: web.Request) -> web.Response:
-        return web.json_response(view.fleet())
+    async def sites(request: Request) -> Response:
+        return json_response(view.fleet())
 
-    async def alarms(request: web.Request) -> web.Response:
+    async def alarms(request: Request) -> Response:
         params = dict(request.query)
         if "level" in params or "severity" in params:
             _whole_number(params.get("level", params.get("severity")), "level")
         rows = view.open_alarms(params)
-        return web.json_response({"count": len(rows), "alarms": rows})
+        return json_response({"count": len(rows), "alarms": rows})
 
-    async def history(request: web.Request) -> web.Response:
+    async def history(request: Request) -> Response:
         params = dict(request.query)
         wanted = params.pop("format", "json")
         if wanted == "csv":
             text = await view.history_csv(params)
-            return web.Response(text=text, content_type="text/csv", charset="utf-8", headers={
+            return text_response(text, content_type="text/csv", headers={
                 "Content-Disposition": 'attachment; filename="alarm-history.csv"'})
         if wanted != "json":
-            raise web.HTTPBadRequest(text="format: json or csv")
+            raise HttpError(400, "format: json or csv")
         rows = await view.search_history(params)
-        return web.json_response({"count": len(rows), "transitions": rows})
+        return json_response({"count": len(rows), "transitions": rows})
 
-    app.add_routes([web.get("/healthz", healthz), web.get("/api/sites", sites),
-                    web.get("/api/alarms", alarms), web.get("/api/history", history)])
+    app.add_routes([get("/healthz", healthz), get("/api/sites", sites),
+                    get("/api/alarms", alarms), get("/api/history", history)])
     return app
 
 
@@ -89,69 +90,45 @@ def _whole_number(value: str | None, key: str) -> int:
 
 
 def _token_for_api(token: str | None):
-    @web.middleware
-    async def check(request: web.Request, handler):
+    async def check(request: Request, handler) -> Response:
         if request.path.startswith("/api/"):
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
             if not token:
-                return web.json_response({"error": "reads through /api/ need http.token on this "
-                                                   "hub (it has console users with scopes)"},
-                                         status=403)
+                return json_response({"error": "reads through /api/ need http.token on this "
+                                               "hub (it has console users with scopes)"},
+                                     status=403)
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                     value.strip().encode(), token.encode()):
-                return web.json_response({"error": "a read here needs 'Authorization: Bearer "
-                                                   "<token>'"}, status=401)
+                return json_response({"error": "a read here needs 'Authorization: Bearer "
+                                               "<token>'"}, status=401)
         return await handler(request)
 
     return check
 
 
-@web.middleware
-async def _errors_as_json(request: web.Request, handler):
+async def _history_errors_as_json(request: Request, handler) -> Response:
     try:
         return await handler(request)
     except HistoryError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    except web.HTTPException as exc:
-        if exc.status >= 400:
-            return web.json_response({"error": exc.text or exc.reason}, status=exc.status)
-        raise
+        return json_response({"error": str(exc)}, status=400)
 
 
 class HubHttpServer:
     """Serves the API on ``http.listen``; a port that is taken is retried, never fatal."""
 
-    def __init__(self, *, config: HttpConfig, app: web.Application):
+    def __init__(self, *, config: HttpConfig, app: App):
         self.config = config
         self.app = app
         self.listening = False
-        self.port: int | None = None
+        self.site = None  # the LimitedServer, once serving
+
+    @property
+    def port(self) -> int | None:
+        return self.site.port if self.site is not None else None
 
     async def run(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            backoff = Backoff(initial=1.0, cap=30.0)
-            failing = False
-            while True:
-                site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
-                try:
-                    await site.start()
-                    break
-                except OSError as exc:
-                    if not failing:
-                        log.error("hub HTTP API cannot listen on %s: %s; retrying",
-                                  self.config.listen, exc.strerror or exc)
-                    failing = True
-                await asyncio.sleep(backoff.next_delay())
-            self.listening = True
-            log.info("hub HTTP API on http://%s/ (healthz, api/sites, api/alarms, api/history)",
-                     self.config.listen)
-            await asyncio.Future()
-        finally:
-            self.listening = False
-            await asyncio.shield(runner.cleanup())
+        await serve_app(self, self.app, self.config, sock=None, what="hub HTTP API",
+                    routes="healthz, api/sites, api/alarms, api/history")
 
 
 def health_body(*, hub: str, connected: bool, synced: bool, history_pending: int,

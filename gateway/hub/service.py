@@ -2,8 +2,9 @@
 (gateways offline or silent, sent by webhook) and the read-only HTTP API.
 
 ``community-gateway hub HUB.yaml`` runs ``Hub(config).run()`` until a signal.
-It imports no gateway runtime and no driver: aiomqtt, aiohttp, pydantic, sqlite3,
-gateway.alarms and the small shared modules.
+It imports no gateway runtime and no driver: aiomqtt, microdot (the HTTP server),
+aiohttp (the webhooks' client, when configured), pydantic, sqlite3, gateway.alarms
+and the small shared modules.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The local HTTP API: health, metrics, devices, alarms, and a live stream.
 
-One ``aiohttp.web.Application`` per gateway, built by ``build_app`` from one
+One ``gateway.operations.http_app.App`` (microdot underneath) per gateway, built
+by ``build_app`` from one
 routes function per area (``health_routes``, ``device_routes``, ...); a new area
 (the web console) adds its own. It listens on loopback unless the config says
 otherwise (``http.listen``).
@@ -14,7 +15,8 @@ stay open. Other areas (the console with its sessions) guard their own routes.
 
 Limits: at most ``http.max_connections`` connections (more are closed as they
 arrive), ``http.max_streams`` live streams, and a connection with no request for
-``http.idle_timeout`` seconds is closed.
+``http.idle_timeout`` seconds is closed (gateway.operations.connection_limit);
+request bodies of at most 64 KiB (``MAX_BODY``, else 413).
 """
 
 from __future__ import annotations
@@ -26,14 +28,12 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import hdrs, web
-
-from gateway import json_safe
 from gateway.alarms.commands import COMMANDS, CommandError
-from gateway.backoff import Backoff
 from gateway.config.advice import is_loopback
 from gateway.config.models import HttpConfig
-from gateway.operations.connection_limit import LimitedTCPSite, OutOfFilesLogFilter, effective_limit
+from gateway.operations.connection_limit import LimitedServer, serve_app
+from gateway.operations.http_app import (MAX_BODY, App, Request, Response, Route, get,
+                                         json_response, post, response)
 from gateway.operations.device_view import devices_view, reading_view
 from gateway.operations.live_events import event, live_parts, serve_events
 from gateway.operations.metrics import CONTENT_TYPE, render
@@ -46,30 +46,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Who may write: returns a name for the log and the alarm history, or None.
-WriteAuthorizer = Callable[[web.Request], Awaitable[str | None]]
+WriteAuthorizer = Callable[[Request], Awaitable[str | None]]
 
-VIEWS = web.AppKey("views", object)
-TOKEN = web.AppKey("token", object)
-WRITE_AUTHORIZERS = web.AppKey("write_authorizers", list)
-READS_NEED_AUTH = web.AppKey("reads_need_auth", bool)
-REFUSALS = web.AppKey("refusals", object)
-ACTOR = web.RequestKey("actor", str)
+# app-wide state (app[KEY]) and per-request state (request[ACTOR])
+VIEWS = "views"
+TOKEN = "token"
+WRITE_AUTHORIZERS = "write_authorizers"
+READS_NEED_AUTH = "reads_need_auth"
+REFUSALS = "refusals"
+ACTOR = "actor"
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_BODY = 64 * 1024
 # The live stream looks at the latest readings this often (a person is watching).
 STREAM_PERIOD = 0.25
 STREAM_KEEPALIVE = 15.0
 
 
 def build_app(views: Views, *, token: str | None, health: HealthCheck,
-              metrics: CollectorRegistry, extend: Extension | None = None) -> web.Application:
+              metrics: CollectorRegistry, extend: Extension | None = None) -> App:
     """The application with every area's routes; no socket is opened here.
 
     ``extend(app, actor_of)`` adds the rest a process serves (the console, a site's
     zone arming and device digest), given how to name the credential a write came
     with; the API itself knows nothing of them."""
-    app = web.Application(middlewares=[_errors_as_json, _guard_api], client_max_size=MAX_BODY)
+    app = App(middlewares=[_guard_api])  # a handler's exception: 500 JSON (http_app)
     app[VIEWS] = views
     app[TOKEN] = token
     app[WRITE_AUTHORIZERS] = [bearer_token]
@@ -88,10 +88,10 @@ def build_app(views: Views, *, token: str | None, health: HealthCheck,
 # -- guards ------------------------------------------------------------------------
 
 
-async def bearer_token(request: web.Request) -> str | None:
+async def bearer_token(request: Request) -> str | None:
     """The built-in write authorizer: ``Authorization: Bearer <http.token>``."""
     token = request.app[TOKEN]
-    given = request.headers.get(hdrs.AUTHORIZATION, "")
+    given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")
     if not token or scheme.lower() != "bearer":
         return None
@@ -100,8 +100,7 @@ async def bearer_token(request: web.Request) -> str | None:
     return None
 
 
-@web.middleware
-async def _guard_api(request: web.Request, handler):
+async def _guard_api(request: Request, handler) -> Response:
     if not request.path.startswith("/api/"):
         return await handler(request)
     write = request.method not in SAFE_METHODS
@@ -130,7 +129,7 @@ class _RefusalLog:
         self._last = -self.EVERY
         self._count = 0
 
-    def note(self, request: web.Request) -> None:
+    def note(self, request: Request) -> None:
         self._count += 1
         now = asyncio.get_running_loop().time()
         if now - self._last >= self.EVERY:
@@ -140,25 +139,13 @@ class _RefusalLog:
             self._last, self._count = now, 0
 
 
-
-@web.middleware
-async def _errors_as_json(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except Exception:  # a bug in one handler must not take the API down
-        log.exception("HTTP %s %s failed", request.method, request.path)
-        return _error(500, "internal error; see the gateway's log")
-
-
-def _error(status: int, message: str, **extra: Any) -> web.Response:
+def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"error": message}, status=status, **extra)
 
 
-def _json(body: object, **kwargs: Any) -> web.Response:
+def _json(body: object, **kwargs: Any) -> Response:
     """A JSON answer; NaN and infinity become null (see gateway.json_safe)."""
-    return web.json_response(body, dumps=json_safe.dumps, **kwargs)
+    return json_response(body, **kwargs)
 
 
 # -- health and metrics --------------------------------------------------------------
@@ -167,39 +154,39 @@ def _json(body: object, **kwargs: Any) -> web.Response:
 # ``/healthz``: (healthy, body naming what is down); see gateway.operations.liveness.
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 # The name of the credential a request came with (the API token, a session), or None.
-ActorOf = Callable[[web.Request], "str | None"]
-Extension = Callable[[web.Application, ActorOf], None]
+ActorOf = Callable[[Request], "str | None"]
+Extension = Callable[[App, ActorOf], None]
 
 
-def health_routes(health: HealthCheck, registry: CollectorRegistry) -> list[web.RouteDef]:
+def health_routes(health: HealthCheck, registry: CollectorRegistry) -> list[Route]:
     """``/healthz`` (200 or 503 naming what is down) and ``/metrics`` (Prometheus text)."""
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def healthz(request: Request) -> Response:
         ok, body = health()
         return _json(body, status=200 if ok else 503)
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE})
+    async def metrics(request: Request) -> Response:
+        return response(render(registry), content_type=CONTENT_TYPE)
 
-    return [web.get("/healthz", healthz), web.get("/metrics", metrics)]
+    return [get("/healthz", healthz), get("/metrics", metrics)]
 
 
 # -- devices ---------------------------------------------------------------------------
 
 
-def device_routes(views: Views) -> list[web.RouteDef]:
+def device_routes(views: Views) -> list[Route]:
     """``/api/devices``: every device with its health and latest readings."""
 
-    async def devices(request: web.Request) -> web.Response:
+    async def devices(request: Request) -> Response:
         return _json({"devices": devices_view(views.devices)})
 
-    return [web.get("/api/devices", devices)]
+    return [get("/api/devices", devices)]
 
 
 # -- alarms ---------------------------------------------------------------------------
 
 
-def alarm_routes(views: Views) -> list[web.RouteDef]:
+def alarm_routes(views: Views) -> list[Route]:
     """``GET /api/alarms`` (open alarms, recently closed ones, recent transitions;
     ``?history=N``), ``GET /api/alarms/{id}/history`` and
     ``POST /api/alarms/{id}/{ack|reset|shelve|unshelve}`` with
@@ -207,7 +194,7 @@ def alarm_routes(views: Views) -> list[web.RouteDef]:
 
     alarms = views.alarms
 
-    async def list_alarms(request: web.Request) -> web.Response:
+    async def list_alarms(request: Request) -> Response:
         try:
             limit = max(0, min(int(request.query.get("history", "100")), 10_000))
         except ValueError:
@@ -218,12 +205,12 @@ def alarm_routes(views: Views) -> list[web.RouteDef]:
             "history": await alarms.history(limit=limit) if limit else [],
         })
 
-    async def alarm_history(request: web.Request) -> web.Response:
+    async def alarm_history(request: Request) -> Response:
         alarm_id = request.match_info["alarm_id"]
         return _json({"alarm": alarm_id,
                        "history": await alarms.history(alarm_id=alarm_id)})
 
-    async def command(request: web.Request) -> web.Response:
+    async def command(request: Request) -> Response:
         alarm_id, name = request.match_info["alarm_id"], request.match_info["command"]
         body = await request.read()
         try:
@@ -233,15 +220,15 @@ def alarm_routes(views: Views) -> list[web.RouteDef]:
         log.info("alarm %s: %s through the API (%s)", alarm_id, name, request.get(ACTOR))
         return _json(alarm.to_json())
 
-    return [web.get("/api/alarms", list_alarms),
-            web.get("/api/alarms/{alarm_id}/history", alarm_history),
-            web.post("/api/alarms/{alarm_id}/{command:%s}" % "|".join(COMMANDS), command)]
+    return [get("/api/alarms", list_alarms),
+            get("/api/alarms/{alarm_id}/history", alarm_history),
+            post("/api/alarms/{alarm_id}/{command:%s}" % "|".join(COMMANDS), command)]
 
 
 # -- live stream ------------------------------------------------------------------------
 
 
-def stream_routes(views: Views) -> list[web.RouteDef]:
+def stream_routes(views: Views) -> list[Route]:
     """``/api/stream``: server-sent events, ``reading`` and ``alarm``, as they happen.
 
     Query: ``device=ID`` and ``kind=KIND`` filter (repeatable), ``alarms=0`` or
@@ -251,12 +238,12 @@ def stream_routes(views: Views) -> list[web.RouteDef]:
     reconnects and starts afresh).
     """
 
-    async def stream(request: web.Request) -> web.StreamResponse:
+    async def stream(request: Request) -> Response:
         fanout, slots = live_parts(request.app, views)
         return await serve_events(request, ApiStream(views, request.query), fanout=fanout,
                                   slots=slots, tick=STREAM_PERIOD, keepalive=STREAM_KEEPALIVE)
 
-    return [web.get("/api/stream", stream)]
+    return [get("/api/stream", stream)]
 
 
 class ApiStream:
@@ -321,41 +308,10 @@ class HttpServer:
         self.config = config
         self.app = build_app(views, token=token, health=health, metrics=metrics, extend=extend)
         self.listening = False
-        self.site: LimitedTCPSite | None = None
+        self.site: LimitedServer | None = None
 
     async def run(self, sock: socket.socket | None = None) -> None:
         """Serve until cancelled; on ``sock`` when given, already listening (bound at the
         gateway's start by ``http_on_demand``), else on ``http.listen``."""
-        # keepalive_timeout also closes a connection that never sends a request
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0, keepalive_timeout=self.config.idle_timeout)
-        await runner.setup()
-        files_filter = OutOfFilesLogFilter()
-        logging.getLogger("asyncio").addFilter(files_filter)  # accept() failing every second
-        try:
-            backoff = Backoff(initial=1.0, cap=30.0)
-            failing = False
-            max_connections = effective_limit(self.config.max_connections)
-            while True:
-                site = LimitedTCPSite(runner, self.config.host, self.config.port, reuse_address=True,
-                                      max_connections=max_connections, sock=sock)
-                self.site = site
-                try:
-                    await site.start()
-                    break
-                except OSError as exc:
-                    if not failing:
-                        log.error("HTTP API cannot listen on %s: %s; retrying", self.config.listen,
-                                  exc.strerror or exc)
-                    failing = True
-                await asyncio.sleep(backoff.next_delay())
-            self.listening = True
-            if sock is None:  # else said when the socket was bound
-                log.info("HTTP API on http://%s/ (healthz, metrics, api)", self.config.listen)
-            await asyncio.Future()  # serve until cancelled
-        finally:
-            self.listening = False
-            logging.getLogger("asyncio").removeFilter(files_filter)
-            # In a task of its own: aiohttp's graceful shutdown gives up at once
-            # inside a task that is being cancelled, and would leave handlers behind.
-            await asyncio.shield(runner.cleanup())
+        await serve_app(self, self.app, self.config, sock=sock, what="HTTP API",
+                    routes="healthz, metrics, api")

@@ -1,15 +1,16 @@
 """The local HTTP API's address bound at start, its server loaded at the first connection.
 
-The API's server is aiohttp (which always imports its client half too: cookies,
-compression, websockets, a resolver) and prometheus_client: about 12 MiB of a Pi's
-memory, a fifth of the charging site's (issue 16: 62 MiB with the API configured,
-50 without). Most of the time nobody asks the API anything, so this module, which
-imports none of that, binds ``http.listen`` when the gateway starts (a port that
-is taken is logged and retried with backoff, as ever) and loads the server only
-when a first connection waits in the listen backlog. The import runs in a thread
-so the loop keeps polling meanwhile; the waiting connection is then served by the
-real server on the same socket. Once loaded it stays loaded (a Prometheus scraping
-``/metrics`` keeps the gateway at the higher figure).
+The API's server was aiohttp (which always imports its client half too: cookies,
+compression, websockets, a resolver), ~16 MiB of a Pi's memory; it is microdot
+now (0.25 MiB, gateway.operations.http_app), but the API still brings the metrics'
+renderer, the console and the pydantic models of its request bodies. Most of the
+time nobody asks the API anything, so this module, which imports none of that,
+binds ``http.listen`` when the gateway starts (a port that is taken is logged and
+retried with backoff, as ever) and loads the server only when a first connection
+waits in the listen backlog. The import runs in a thread so the loop keeps polling
+meanwhile; the waiting connection is then served by the real server on the same
+socket. Once loaded it stays loaded (a Prometheus scraping ``/metrics`` keeps the
+gateway at the higher figure).
 
 Anything that reads the server (``app``, ``site``, ...) through this object loads
 it at once: tools and tests see the same attributes as on ``HttpServer``.
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVER_MODULE = "gateway.operations.http_api"
-BACKLOG = 128  # aiohttp's own default
+BACKLOG = 128  # as aiohttp had (asyncio's own default is 100)
 
 
 class OnDemandHttpServer:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from ipaddress import IPv4Network, IPv6Network
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from gateway.operations.http_app import Request
 
 Network = IPv4Network | IPv6Network
 
@@ -29,17 +31,19 @@ def _is_trusted(address: str | None, trusted: Iterable[Network]) -> bool:
     return any(ip in net for net in trusted)
 
 
-def client_address(request: web.Request, trusted: Iterable[Network]) -> str:
+def client_address(request: Request, trusted: Iterable[Network]) -> str:
     """The address of the client: the TCP peer, or what a trusted proxy says it was.
 
     ``X-Forwarded-For`` is read right to left: each hop was appended by the proxy
     before it, so the first address that is not a trusted proxy is the client.
+    (Of several ``X-Forwarded-For`` lines the server keeps the last: the one the
+    nearest proxy added; the hops a client wrote itself are further left anyway.)
     """
     trusted = tuple(trusted)
     peer = request.remote or "unknown"
     if not trusted or not _is_trusted(peer, trusted):
         return peer
-    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     for hop in reversed(hops):
         try:
             ipaddress.ip_address(hop)

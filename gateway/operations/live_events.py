@@ -10,7 +10,9 @@ else on each tick, what to do when the client fell behind). They share:
 - ``StreamSlots``: at most ``http.max_streams`` streams at once; more are
   answered 503 and their connection closed, so idle watchers cannot use up the
   process's file handles;
-- a write timeout: a client that stops reading is cut off, not waited for.
+- a write timeout: a client that stops reading is cut off, not waited for
+  (``gateway.operations.connection_limit``, which also ends a stream whose client
+  closed its side).
 
 Every event's data is one line of JSON from ``gateway.json_safe``.
 """
@@ -25,18 +27,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from aiohttp import web
-
 from gateway import json_safe
 from gateway.alarms.manager import Transition
+from gateway.operations.http_app import App, Request, Response, stream_response, text_response
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE = 500
 TICK_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
-# A client whose socket buffer stays full this long is not reading: cut it off.
-WRITE_TIMEOUT = 30.0
 RETRY_MS = 1000
 
 
@@ -149,37 +148,34 @@ def event_text(name: str, text: str) -> bytes:
     return f"event: {name}\ndata: {text}\n\n".encode()
 
 
-def busy_response(slots: StreamSlots) -> web.Response:
-    """503 for a stream over the limit; the connection is closed, not kept alive."""
-    response = web.Response(
-        status=503, content_type="application/json", headers={"Retry-After": "5"},
-        text=json_safe.dumps({"error": f"too many live streams open ({slots.limit}); "
-                                       "try again later"}))
-    response.force_close()
-    return response
+def busy_response(slots: StreamSlots) -> Response:
+    """503 for a stream over the limit (the connection is closed after it, as any)."""
+    return text_response(
+        json_safe.dumps({"error": f"too many live streams open ({slots.limit}); try again later"}),
+        content_type="application/json", status=503, headers={"Retry-After": "5"})
 
 
-async def serve_events(request: web.Request, source: EventSource, *, fanout: TransitionFanout,
+async def serve_events(request: Request, source: EventSource, *, fanout: TransitionFanout,
                        slots: StreamSlots, headers: dict[str, str] | None = None,
-                       tick: float = TICK_SECONDS, keepalive: float = KEEPALIVE_SECONDS,
-                       write_timeout: float = WRITE_TIMEOUT) -> web.StreamResponse:
-    """Stream events to one client until it goes, it is cut off, or the server stops."""
+                       tick: float = TICK_SECONDS,
+                       keepalive: float = KEEPALIVE_SECONDS) -> Response:
+    """A streamed answer: events to one client until it goes, it is cut off, or the
+    server stops. Its stream slot is taken now and given back once, when the
+    connection ends (the body started or not)."""
     if not slots.take():
         return busy_response(slots)
-    try:
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",  # a reverse proxy must not hold events back
-            **(headers or {})})
-        await response.prepare(request)
+    given_back = False
 
-        async def write(chunks: list[bytes]) -> None:
-            async with asyncio.timeout(write_timeout):
-                await response.write(b"".join(chunks))
+    def give_back() -> None:
+        nonlocal given_back
+        if not given_back:
+            given_back = True
+            slots.give_back()
 
+    async def body():
         try:
             with fanout.subscribe() as sub:
-                await write([f"retry: {RETRY_MS}\n\n".encode(), *await source.opening()])
+                yield b"".join([f"retry: {RETRY_MS}\n\n".encode(), *await source.opening()])
                 last_write = next_tick = time.monotonic()
                 while not fanout.closing.is_set():
                     try:
@@ -213,30 +209,31 @@ async def serve_events(request: web.Request, source: EventSource, *, fanout: Tra
                     if not chunks and now - last_write >= keepalive:
                         chunks.append(b": keepalive\n\n")
                     if chunks:
-                        await write(chunks)
+                        yield b"".join(chunks)
                         last_write = now
                     if end:
                         break
-        except (ConnectionResetError, TimeoutError):
-            # gone (aiohttp's reset errors derive from ConnectionResetError), or not reading
-            response.force_close()
-        return response
-    finally:
-        slots.give_back()
+        finally:
+            give_back()
+
+    return stream_response(body(), on_close=give_back, headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",  # a reverse proxy must not hold events back
+        **(headers or {})})
 
 
-FANOUT = web.AppKey("live_fanout", TransitionFanout)
-SLOTS = web.AppKey("live_stream_slots", StreamSlots)
+FANOUT = "live_fanout"
+SLOTS = "live_stream_slots"
 DEFAULT_MAX_STREAMS = 32
 
 
-def live_parts(app: web.Application, views) -> tuple[TransitionFanout, StreamSlots]:
+def live_parts(app: App, views) -> tuple[TransitionFanout, StreamSlots]:
     """The app's one fan-out and one set of stream slots, made on first use
     (``views``: gateway.views.Views, whose alarms feed the fan-out)."""
     if FANOUT not in app:
         app[FANOUT] = TransitionFanout(views.alarms)
 
-        async def close(app: web.Application) -> None:
+        async def close(app: App) -> None:
             app[FANOUT].close()  # live streams end at once, so the server can stop
 
         app.on_shutdown.append(close)

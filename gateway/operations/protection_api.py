@@ -23,12 +23,11 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway import json_safe
 from gateway.alarms.digest import DeviceDigest
 from gateway.alarms.protection import Protections
+from gateway.operations.http_app import HttpError, Request, Response, Route, get, json_response, post
 
 MAX_AHEAD_S = 30 * 86400
 
@@ -68,20 +67,20 @@ class ServiceEndBody(_Body):
 
 
 def protection_routes(protections: Protections, devices: dict, clock,
-                      actor_of: Callable[[web.Request], str | None],
-                      digest: DeviceDigest | None = None) -> list[web.RouteDef]:
+                      actor_of: Callable[[Request], str | None],
+                      digest: DeviceDigest | None = None) -> list[Route]:
     """The routes; ``devices`` are the site's device specs (to check ids and inputs),
     ``actor_of`` names the credential a write came with (the API token, a session)."""
 
-    def _who(request: web.Request, typed: str) -> str:
+    def _who(request: Request, typed: str) -> str:
         """The typed name, and the credential that vouches for it."""
         actor = actor_of(request)
         return f"{typed} via {actor}" if actor and actor != typed else typed
 
-    async def show(request: web.Request) -> web.Response:
+    async def show(request: Request) -> Response:
         return _json(protections.snapshot())
 
-    async def arm(request: web.Request) -> web.Response:
+    async def arm(request: Request) -> Response:
         body = await _parse(request, ArmBody)
         group = request.match_info["group"]
         if group not in protections.groups:
@@ -91,60 +90,58 @@ def protection_routes(protections: Protections, devices: dict, clock,
                               until=_until(body.until, clock, required=False))
         return _json(protections.snapshot())
 
-    async def bypass(request: web.Request) -> web.Response:
+    async def bypass(request: Request) -> Response:
         body = await _parse(request, BypassBody)
         _input(devices, body.device, body.channel)
         protections.bypass(body.device, body.channel, by=_who(request, body.by), note=body.note,
                            until=_until(body.until, clock))
         return _json(protections.snapshot())
 
-    async def end_bypass(request: web.Request) -> web.Response:
+    async def end_bypass(request: Request) -> Response:
         body = await _parse(request, BypassEndBody)
         if not protections.end_bypass(body.device, body.channel, by=_who(request, body.by)):
             return _json({"error": f"{body.device}:{body.channel} is not bypassed"}, 409)
         return _json(protections.snapshot())
 
-    async def out_of_service(request: web.Request) -> web.Response:
+    async def out_of_service(request: Request) -> Response:
         body = await _parse(request, OutOfServiceBody)
         _input(devices, body.device, None)
         protections.take_out_of_service(body.device, by=_who(request, body.by), note=body.note,
                                         until=_until(body.until, clock))
         return _json(protections.snapshot())
 
-    async def end_service(request: web.Request) -> web.Response:
+    async def end_service(request: Request) -> Response:
         body = await _parse(request, ServiceEndBody)
         if not protections.return_to_service(body.device, by=_who(request, body.by)):
             return _json({"error": f"{body.device} is not out of service"}, 409)
         return _json(protections.snapshot())
 
-    async def show_digest(request: web.Request) -> web.Response:
+    async def show_digest(request: Request) -> Response:
         if digest is None:
             return _json({"error": "no digest on this server"}, 404)
         return _json({"latest": digest.latest, "since": digest.build(new_day=False)})
 
-    return [web.get("/api/protection", show),
-            web.get("/api/digest", show_digest),
-            web.post("/api/arming/{group}", arm),
-            web.post("/api/bypass", bypass),
-            web.post("/api/bypass/end", end_bypass),
-            web.post("/api/out_of_service", out_of_service),
-            web.post("/api/out_of_service/end", end_service)]
+    return [get("/api/protection", show),
+            get("/api/digest", show_digest),
+            post("/api/arming/{group}", arm),
+            post("/api/bypass", bypass),
+            post("/api/bypass/end", end_bypass),
+            post("/api/out_of_service", out_of_service),
+            post("/api/out_of_service/end", end_service)]
 
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(text=json_safe.dumps(body), status=status,
-                        content_type="application/json")
+def _json(body: object, status: int = 200) -> Response:
+    return json_response(body, status=status)
 
 
-async def _parse(request: web.Request, model: type[BaseModel]):
+async def _parse(request: Request, model: type[BaseModel]):
     try:
         return model.model_validate(json.loads(await request.read() or b"{}"))
     except (ValueError, UnicodeDecodeError) as exc:  # ValidationError is a ValueError
         detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
                            for e in exc.errors()) if isinstance(exc, ValidationError) else \
             "body is not JSON"
-        raise web.HTTPBadRequest(text=json_safe.dumps({"error": detail}),
-                                 content_type="application/json") from None
+        raise HttpError(400, detail) from None
 
 
 def _until(when: datetime | None, clock, *, required: bool = True) -> float | None:
@@ -166,12 +163,10 @@ def _until(when: datetime | None, clock, *, required: bool = True) -> float | No
 def _input(devices: dict, device: str, channel: int | None) -> None:
     spec = devices.get(device)
     if spec is None:
-        raise web.HTTPNotFound(text=json_safe.dumps({"error": f"no device {device!r}"}),
-                               content_type="application/json")
+        raise HttpError(404, f"no device {device!r}")
     if channel is not None and spec.channel_count and channel > spec.channel_count:
         raise _bad(f"device {device} has inputs 1..{spec.channel_count}")
 
 
-def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json_safe.dumps({"error": message}),
-                              content_type="application/json")
+def _bad(message: str) -> HttpError:
+    return HttpError(400, message)

@@ -140,7 +140,7 @@ class Gateway:
             zones=self.protections, digest=SiteDigest(self.digest))
         self.http = None
         if cfg.http is not None:
-            # Bound at start, loaded at its first connection (aiohttp: ~12 MiB)
+            # Bound at start, loaded at its first connection (the server, metrics, console)
             from gateway.operations.http_on_demand import OnDemandHttpServer
 
             watch = PipelineWatch(self.pipeline)

@@ -1,7 +1,7 @@
 """A minimal HTTP/1.1 client for one thing: POSTing a body to one URL, keep-alive.
 
-The InfluxDB sink's only request. aiohttp would do, and the HTTP API uses it when
-configured; but importing its client costs ~10 MB of RSS, a fifth of what a whole
+The InfluxDB sink's only request. aiohttp would do (the webhooks use it when
+configured); but importing its client costs ~10 MB of RSS, a fifth of what a whole
 gateway may take on a Raspberry Pi, for a request this simple. Plain asyncio
 streams (TLS through ``ssl``) keep one connection open and reopen it on failure.
 
