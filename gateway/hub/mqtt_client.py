@@ -23,19 +23,31 @@ most of it there.)
   still raises ``MqttError`` when the connection drops, which is how the hub
   waits for a disconnection.
 
+It also waits for the broker's answers without losing a stop: aiomqtt waits for
+every CONNACK, SUBACK, PUBACK and its disconnect with ``asyncio.wait_for``, which on
+Python 3.11 returns the answer and drops the task's cancellation when both arrive in
+the same loop iterations. A hub stopped just as the PUBACK of its sync marker came then
+carried on and waited for the connection to drop, for ever (seen once in CI;
+tests/test_hub_link_stop.py reproduces it). ``_wait_for`` here waits under
+``asyncio.timeout``, where a cancellation always wins.
+
 Everything else (connect, TLS, subscribe, publish, keepalive, disconnect) is
 aiomqtt's and paho's own code. The overrides touch aiomqtt's documented
-callbacks plus paho's ``_sock_recv``; tests/test_hub_mqtt_client.py pins the
-behaviour against a real Mosquitto, so a library upgrade that breaks them fails
-there.
+callbacks, its ``_wait_for`` and paho's ``_sock_recv``; tests/test_hub_mqtt_client.py
+and tests/test_hub_link_stop.py pin the behaviour against a real Mosquitto and a
+scripted broker, so a library upgrade that breaks them fails there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiomqtt
+
+T = TypeVar("T")
 
 READ_SIZE = 256 * 1024  # per recv: a few hundred alarm messages, well under a socket buffer
 
@@ -75,6 +87,17 @@ class FastIngestClient(aiomqtt.Client):
     def buffered(self) -> int:
         """Bytes read from the socket and not yet handled."""
         return len(self._rbuf) - self._rpos
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:
+        # aiomqtt's own, with asyncio.timeout for asyncio.wait_for (see the module's doc):
+        # the same deadline (``timeout``, else the client's) and the same MqttError.
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # paho's MQTTMessage holds the topic as bytes; no aiomqtt Message, no queue.
