@@ -420,7 +420,7 @@ class Gateway:
         await self.actions.cancel()  # a write still hanging must not outlive its bus
         for sink in self.sinks:
             try:
-                await sink.sink.close()
+                await sink.close()  # the runner's: also ends a write still in flight
             except Exception:
                 log.exception("stopping: closing the %s sink failed", sink.name)
         if self.outbox is not None:
