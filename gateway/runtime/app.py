@@ -314,6 +314,11 @@ class Gateway:
                 self.start_device(device, carried.get(device))
             except Exception:  # checked before; whatever is left must not stop the gateway
                 log.exception("reload: device %s could not be started", device)
+        # Alarm-host receivers of addresses no panel listens on any more (their last panel
+        # stopped above, which closed the socket): the new address got its own receiver.
+        listening = {getattr(spec.config, "listen", None) for spec in site.devices.values()}
+        for listen in [a for a in self.receivers if a not in listening]:
+            del self.receivers[listen]
 
     def reload_finished(self) -> None:
         """Tell systemd the reload is over (applied or not)."""
