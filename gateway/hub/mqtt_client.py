@@ -23,36 +23,28 @@ most of it there.)
   still raises ``MqttError`` when the connection drops, which is how the hub
   waits for a disconnection.
 
-It also waits for the broker's answers without losing a stop: aiomqtt waits for
-every CONNACK, SUBACK, PUBACK and its disconnect with ``asyncio.wait_for``, which on
-Python 3.11 returns the answer and drops the task's cancellation when both arrive in
-the same loop iterations. A hub stopped just as the PUBACK of its sync marker came then
-carried on and waited for the connection to drop, for ever (seen once in CI;
-tests/test_hub_link_stop.py reproduces it). ``_wait_for`` here waits under
-``asyncio.timeout``, where a cancellation always wins.
+It is a ``gateway.mqtt_client.StopSafeClient``: its waits for the broker's answers
+never lose a stop (a hub stopped just as the PUBACK of its sync marker came used to
+carry on and wait for ever).
 
 Everything else (connect, TLS, subscribe, publish, keepalive, disconnect) is
 aiomqtt's and paho's own code. The overrides touch aiomqtt's documented
-callbacks, its ``_wait_for`` and paho's ``_sock_recv``; tests/test_hub_mqtt_client.py
-and tests/test_hub_link_stop.py pin the behaviour against a real Mosquitto and a
+callbacks plus paho's ``_sock_recv``; tests/test_hub_mqtt_client.py and
+tests/test_hub_link_stop.py pin the behaviour against a real Mosquitto and a
 scripted broker, so a library upgrade that breaks them fails there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-import aiomqtt
-
-T = TypeVar("T")
+from gateway.mqtt_client import StopSafeClient
 
 READ_SIZE = 256 * 1024  # per recv: a few hundred alarm messages, well under a socket buffer
 
 
-class FastIngestClient(aiomqtt.Client):
+class FastIngestClient(StopSafeClient):
     """aiomqtt.Client that reads many packets per wakeup and calls ``on_message`` directly.
 
     ``on_message`` runs inside paho's read loop: it must not raise (paho would re-raise and
@@ -87,17 +79,6 @@ class FastIngestClient(aiomqtt.Client):
     def buffered(self) -> int:
         """Bytes read from the socket and not yet handled."""
         return len(self._rbuf) - self._rpos
-
-    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:
-        # aiomqtt's own, with asyncio.timeout for asyncio.wait_for (see the module's doc):
-        # the same deadline (``timeout``, else the client's) and the same MqttError.
-        if timeout is None:
-            timeout = self.timeout
-        try:
-            async with asyncio.timeout(None if timeout == math.inf else timeout):
-                return await fut
-        except TimeoutError:
-            raise aiomqtt.MqttError("Operation timed out") from None
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         # paho's MQTTMessage holds the topic as bytes; no aiomqtt Message, no queue.
