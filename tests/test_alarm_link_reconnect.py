@@ -139,3 +139,35 @@ async def test_a_stop_lost_in_a_publish_still_stops_the_link(mosquitto, unique_i
         done, _ = await asyncio.wait({task}, timeout=10)
     assert done, "the link did not stop"
     assert task.cancelled()
+
+
+async def test_a_stop_that_comes_with_the_connack_stops_the_link(mosquitto, unique_id) -> None:
+    """The same race at the connect, not injected but timed: the stop is sent from the read
+    that brings the CONNACK (paho's on_connect), the moment aiomqtt's stock wait_for would
+    return the connection and drop the stop (gateway.mqtt_client)."""
+    link = MqttLink(config=MqttConfig(host="127.0.0.1", port=mosquitto.port), site_id=unique_id,
+                    alarms=AlarmManager(clock=FakeClock()))
+    real_client = link._client
+    task: asyncio.Task | None = None
+
+    def client_stopped_at_the_connack():
+        client = real_client()
+        paho = client._client
+        on_connect = paho.on_connect
+
+        def connected_then_stopped(*args):
+            on_connect(*args)
+            assert task is not None
+            task.cancel()
+
+        paho.on_connect = connected_then_stopped
+        return client
+
+    link._client = client_stopped_at_the_connack  # type: ignore[method-assign]
+    task = asyncio.create_task(link.run(), name="test-mqtt-link")
+    done, _ = await asyncio.wait({task}, timeout=10)
+    if not done:
+        task.cancel()  # once more: this time it is heard
+        await asyncio.wait({task}, timeout=10)
+    assert done, "the link went on although stopped as the CONNACK came"
+    assert task.cancelled()

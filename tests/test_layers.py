@@ -25,7 +25,7 @@ TOPS = ("gateway", "drivers", "simulators")
 
 # Small types every layer shares: they sit below everything else.
 SHARED = frozenset({"gateway.errors", "gateway.clock", "gateway.readings", "gateway.cancellation",
-                    "gateway.backoff", "gateway.mqtt_tls", "gateway.json_safe",
+                    "gateway.backoff", "gateway.mqtt_tls", "gateway.mqtt_client", "gateway.json_safe",
                     "gateway.device_health", "gateway.device_faults", "gateway.log_limit"})
 # Who may import the application (gateway.runtime): what starts a gateway.
 RUNTIME_USERS = frozenset({"gateway.runtime", "gateway.cli", "gateway.demo"})

@@ -60,6 +60,10 @@ class Dc09Receiver:
         self._idle_timeout = idle_timeout
         self._panels: dict[str, _Panel] = {}
         self._server: asyncio.Server | None = None
+        # One start or stop of the listening socket at a time: panels on one address
+        # attach together at start (and detach and attach at a reload); without it the
+        # second would try to bind the socket the first is binding, and fail.
+        self._listening = asyncio.Lock()
         self._open: set[asyncio.StreamWriter] = set()
         self._logged: dict[str, float] = {}
         self.counts = collections.Counter({k: 0 for k in COUNTER_NAMES})
@@ -86,28 +90,31 @@ class Dc09Receiver:
             raise DriverConnectError(device_id, f"receiver {self.name}: account {account} "
                                                 f"is already served by {self._panels[account].device}")
         panel = self._panels[account] = _Panel(device_id, time_window)
-        if self._server is None:
-            try:
-                self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                          limit=MAX_FRAME + 16)
-            except OSError as exc:
-                del self._panels[account]
-                raise DriverConnectError(device_id, f"receiver {self.name}: cannot listen on "
-                                                    f"{self.host}:{self.port}: {exc}") from exc
-            log.info("receiver %s: listening for DC-09 on %s:%s", self.name, self.host,
-                     self.bound_port)
+        async with self._listening:
+            if self._server is None:
+                try:
+                    self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                              limit=MAX_FRAME + 16)
+                except OSError as exc:
+                    if self._panels.get(account) is panel:
+                        del self._panels[account]
+                    raise DriverConnectError(device_id, f"receiver {self.name}: cannot listen "
+                                                        f"on {self.host}:{self.port}: {exc}") from exc
+                log.info("receiver %s: listening for DC-09 on %s:%s", self.name, self.host,
+                         self.bound_port)
         return panel.queue
 
     async def detach(self, account: str) -> None:
         """Stop delivering ``account``; the last one out stops listening."""
         self._panels.pop(account.upper(), None)
-        if not self._panels and self._server is not None:
-            server, self._server = self._server, None
-            server.close()
-            for writer in list(self._open):
-                writer.close()
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
+        async with self._listening:
+            if not self._panels and self._server is not None:
+                server, self._server = self._server, None
+                server.close()
+                for writer in list(self._open):
+                    writer.close()
+                with contextlib.suppress(Exception):
+                    await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._open) >= self._max_connections:

@@ -37,6 +37,13 @@ SUBSCRIPTIONS = (("info", 0), ("status", 0), ("health", 0), ("alarms/+", 0), ("a
 # Gateways' refusals of operators' commands (gateway.hub.commands), when the hub sends them.
 ERRORS = ("alarms/+/+/error", 1)
 SYNC_TIMEOUT = 10.0  # past this without the marker back, sweep anyway (and say so)
+# How long any one answer of the broker (CONNACK, SUBACK, PUBACK) is awaited before the
+# connection is taken as broken and made again: a broker that accepts and then says
+# nothing must not hold the link.
+ANSWER_TIMEOUT = 10.0
+# At a stop, after the farewell: how long the DISCONNECT may take to leave (a frozen
+# broker whose socket buffer is full). The stop must not wait a whole ANSWER_TIMEOUT.
+STOP_DISCONNECT_TIMEOUT = 2.0
 
 
 class HubLink:
@@ -86,8 +93,12 @@ class HubLink:
                         await self._serve(client)
                     except asyncio.CancelledError:
                         await self._farewell(client)
+                        client.timeout = STOP_DISCONNECT_TIMEOUT  # aiomqtt's __aexit__ wait
                         raise
             except Exception as exc:  # reconnects, whatever broke it
+                if _stopping():  # aiomqtt's disconnect at the stop failed: the stop wins
+                    log.warning("hub: disconnecting from %s:%s at the stop failed: %s",
+                                self.config.host, self.config.port, exc or type(exc).__name__)
                 raise_if_stopping()
                 self.connected = False
                 self.synced.clear()
@@ -134,7 +145,7 @@ class HubLink:
         return FastIngestClient(
             self.config.host, self.config.port, identifier=self.client_id,
             username=self.config.username, password=self._password,
-            keepalive=self.config.keepalive, clean_session=False, timeout=10,
+            keepalive=self.config.keepalive, clean_session=False, timeout=ANSWER_TIMEOUT,
             tls_context=tls_context(self.config.tls), on_message=self._take, will=self.will)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
@@ -188,3 +199,8 @@ class HubLink:
             log.info("hub: %d alarms closed while away were dropped from the live picture",
                      dropped)
         self.synced.set()
+
+
+def _stopping() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -23,11 +23,15 @@ most of it there.)
   still raises ``MqttError`` when the connection drops, which is how the hub
   waits for a disconnection.
 
+It is a ``gateway.mqtt_client.StopSafeClient``: its waits for the broker's answers
+never lose a stop (a hub stopped just as the PUBACK of its sync marker came used to
+carry on and wait for ever).
+
 Everything else (connect, TLS, subscribe, publish, keepalive, disconnect) is
 aiomqtt's and paho's own code. The overrides touch aiomqtt's documented
-callbacks plus paho's ``_sock_recv``; tests/test_hub_mqtt_client.py pins the
-behaviour against a real Mosquitto, so a library upgrade that breaks them fails
-there.
+callbacks plus paho's ``_sock_recv``; tests/test_hub_mqtt_client.py and
+tests/test_hub_link_stop.py pin the behaviour against a real Mosquitto and a
+scripted broker, so a library upgrade that breaks them fails there.
 """
 
 from __future__ import annotations
@@ -35,12 +39,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import aiomqtt
+from gateway.mqtt_client import StopSafeClient
 
 READ_SIZE = 256 * 1024  # per recv: a few hundred alarm messages, well under a socket buffer
 
 
-class FastIngestClient(aiomqtt.Client):
+class FastIngestClient(StopSafeClient):
     """aiomqtt.Client that reads many packets per wakeup and calls ``on_message`` directly.
 
     ``on_message`` runs inside paho's read loop: it must not raise (paho would re-raise and

@@ -314,6 +314,11 @@ class Gateway:
                 self.start_device(device, carried.get(device))
             except Exception:  # checked before; whatever is left must not stop the gateway
                 log.exception("reload: device %s could not be started", device)
+        # Alarm-host receivers of addresses no panel listens on any more (their last panel
+        # stopped above, which closed the socket): the new address got its own receiver.
+        listening = {getattr(spec.config, "listen", None) for spec in site.devices.values()}
+        for listen in [a for a in self.receivers if a not in listening]:
+            del self.receivers[listen]
 
     def reload_finished(self) -> None:
         """Tell systemd the reload is over (applied or not)."""
@@ -420,7 +425,7 @@ class Gateway:
         await self.actions.cancel()  # a write still hanging must not outlive its bus
         for sink in self.sinks:
             try:
-                await sink.sink.close()
+                await sink.close()  # the runner's: also ends a write still in flight
             except Exception:
                 log.exception("stopping: closing the %s sink failed", sink.name)
         if self.outbox is not None:

@@ -285,9 +285,31 @@ def _alarm_host_spec(dev: cfg.AlarmHostDevice, where: str, ctx: ResolveContext) 
             ctx.problems.append((f"{where}.account", f"account {dev.account} on {dev.listen} is "
                                                      f"also devices[{i}] ({other.id})"))
             break
+    for i, other in enumerate(ctx.config.devices if ctx.config else ()):
+        # One receiver (one socket) per listen string: one socket spelt two ways
+        # (localhost / 127.0.0.1, or a wildcard beside an address) would be two receivers
+        # fighting for the port, and after a reload the panel left on the old spelling
+        # could not listen again. Two addresses of their own (two networks) are fine.
+        if (isinstance(other, cfg.AlarmHostDevice) and other.listen != dev.listen
+                and other.address[1] == port and _same_socket(other.address[0], dev.address[0])):
+            ctx.problems.append((f"{where}.listen", f"{dev.listen} is the socket of "
+                                                    f"devices[{i}].listen {other.listen!r}: "
+                                                    f"spell one listen address the same way"))
+            break
     return DeviceSpec(dev, dev.kind, "zone", max(dev.zones, default=0), frozenset({"online"}),
                       frozenset(), events=contact_id.event_names(), channel_places=_places(dev.zones),
                       faults=contact_id.FAULTS)
+
+
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
+
+
+def _same_socket(host: str, other: str) -> bool:
+    """Whether listening on both hosts (on one port) would need the same socket."""
+    if host in _WILDCARDS or other in _WILDCARDS:
+        return True
+    loopback = {"localhost": "127.0.0.1"}
+    return loopback.get(host, host) == loopback.get(other, other)
 
 
 def _alarm_host_driver(spec: DeviceSpec, ctx: DriverContext):

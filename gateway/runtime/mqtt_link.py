@@ -32,6 +32,7 @@ from gateway.alarms.signing import CommandRefused, CommandVerifier
 from gateway.backoff import Backoff
 from gateway.cancellation import raise_if_stopping
 from gateway.config.models import MqttConfig
+from gateway.mqtt_client import StopSafeClient
 from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,8 @@ class MqttLink:
 
     def _client(self) -> aiomqtt.Client:
         status = f"{self.base}/status"
-        return aiomqtt.Client(
+        # StopSafeClient: a stop that comes with the CONNACK is not lost (gateway.mqtt_client)
+        return StopSafeClient(
             self.config.host, self.config.port, identifier=self.client_id,
             username=self.config.username, password=self._password,
             keepalive=self.config.keepalive, clean_session=False,

@@ -7,7 +7,9 @@ config it has. A valid file is compared with the running one:
 - devices: unchanged ones keep running untouched (same task, driver, counters);
   changed ones (their config, their resolved profile or their bus changed) are
   restarted; removed ones stop; new ones start. A restarted device keeps its
-  health record, so its offline alarm clears when it answers again;
+  health record, so its offline alarm clears when it answers again. An alarm panel
+  whose ``listen`` changed attaches to the receiver of its new address; a receiver
+  no panel uses any more has closed its socket and is dropped;
 - buses: a changed or removed bus is closed once its devices have stopped;
 - rules: the engine is rebuilt, so rule state starts afresh (a pending on-delay
   begins again); open alarms whose condition held are handed to the new engine

@@ -32,6 +32,7 @@ import paho.mqtt.client as paho
 
 from gateway.config.models import MqttConfig
 from gateway.errors import SinkRetryable
+from gateway.mqtt_client import StopSafeClient
 from gateway.mqtt_tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class MqttTelemetrySink:
 
     async def _connected(self) -> aiomqtt.Client:
         if self._client is None:
-            client = aiomqtt.Client(
+            client = StopSafeClient(  # a stop that comes with the CONNACK is not lost
                 self.config.host, self.config.port, identifier=self.client_id,
                 username=self.config.username, password=self._password,
                 keepalive=self.config.keepalive, tls_context=tls_context(self.config.tls),

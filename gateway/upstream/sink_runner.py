@@ -27,6 +27,13 @@ its own pace, and what one sink has not confirmed stays on disk for it.
   times the live ingest rate (at least ``drain_min_rate`` rows/s); live rows are
   never paced. All in this task: alarms never go through here, and the pipeline
   never waits for it.
+- A stop does not forget a write in flight. The write and what follows from it
+  (quarantine, the cursor) run in a task of their own that the stop's cancellation
+  does not reach: a write may complete although its caller was cancelled (a local
+  file's append in a worker thread always does), and the shutdown's ``flush``
+  would otherwise send that batch a second time. ``flush`` waits for it first (the
+  gateway bounds the whole flush, so a stuck upstream cannot hold the stop), and
+  ``close`` cancels one still running.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import logging
 from typing import Any, Protocol
 
 from gateway.backoff import Backoff
-from gateway.errors import OutboxError, SinkRejected, SinkRetryable
+from gateway.errors import OutboxError, SinkError, SinkRejected, SinkRetryable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,9 @@ RETRY_CAP = 5.0
 PROBE_ROWS = 1
 # Unsent rows committed longer ago than this many flush intervals are a backlog.
 BACKLOG_FLUSHES = 5
+# At close, how long a cancelled write in flight gets to end (a sink that ignores its
+# cancellation must not hold the stop).
+CLOSE_WAIT = 1.0
 
 
 class Sink(Protocol):
@@ -86,6 +96,8 @@ class SinkRunner:
         self.last_success: float | None = None
         self.last_error: str | None = None
         self.failing = False
+        # The batch being written, when the task that started it was cancelled meanwhile.
+        self._in_flight: asyncio.Task[int] | None = None
         outbox.attach(self)
 
     # -- the outbox writer's side ---------------------------------------------------------
@@ -178,6 +190,17 @@ class SinkRunner:
         rows = await self.outbox.read(self.cursor, limit, self.payload)
         if not rows:
             return 0
+        # Shielded: a cancellation leaves the delivery running, for flush() or close().
+        delivery = asyncio.create_task(self._deliver(rows), name=f"sink[{self.name}].write")
+        self._in_flight = delivery
+        try:
+            return await asyncio.shield(delivery)
+        finally:
+            if delivery.done():
+                self._in_flight = None
+
+    async def _deliver(self, rows: list[tuple]) -> int:
+        """Write one batch read from the outbox; move the cursor past it once confirmed."""
         if self.payload == "line":
             ids = [r[0] for r in rows]
             items: list[Any] = [r[1] for r in rows]
@@ -230,10 +253,39 @@ class SinkRunner:
                   first_exc.detail, first_item)
 
     async def flush(self) -> None:
-        """Write everything committed now (at shutdown); stops at the first error."""
+        """Write everything committed now (at shutdown); stops at the first error.
+
+        A write the stop interrupted is waited for first: if the upstream took it, the
+        cursor is past it and it is not sent again. The caller bounds the wait (a
+        cancellation here cancels that write too)."""
+        await self._settle()
         while self.lag:
             if not await self.send_batch():
                 break
+
+    async def _settle(self) -> None:
+        delivery, self._in_flight = self._in_flight, None
+        if delivery is None or delivery.cancelled():
+            return
+        try:
+            await delivery
+        except (SinkError, OutboxError) as exc:  # its rows are still after the cursor
+            log.info("%s: the write interrupted by the stop failed (%s); trying again", self.name,
+                     exc)
+        except Exception:  # a bug: its traceback; the rows are still after the cursor
+            log.exception("%s: the write interrupted by the stop failed", self.name)
+
+    async def close(self) -> None:
+        """Cancel a write still in flight (a flush that never came or gave up), then close
+        the sink."""
+        delivery, self._in_flight = self._in_flight, None
+        if delivery is not None:
+            if not delivery.done():
+                delivery.cancel()
+                await asyncio.wait([delivery], timeout=CLOSE_WAIT)
+            if delivery.done() and not delivery.cancelled():
+                delivery.exception()  # retrieved: what it was is no longer anyone's concern
+        await self.sink.close()
 
     # -- metrics ----------------------------------------------------------------------------
 
