@@ -28,6 +28,7 @@ from drivers.mqtt.pseudonym import RawValueLog
 from gateway.cancellation import raise_if_stopping
 from gateway.clock import SystemClock
 from gateway.errors import DriverConnectError, DriverProtocolError
+from gateway.mqtt_client import StopSafeClient
 from gateway.readings import DeviceEvent, Reading
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class MqttDeviceSource:
                           self.raw_log.path, exc.strerror)
 
     def _client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+        # a stop that comes with a CONNACK or SUBACK is not lost (gateway.mqtt_client)
+        return StopSafeClient(
             self.host, self.port, identifier=self.client_id, username=self._username,
             password=self._password, keepalive=self._keepalive, clean_session=False,
             # built at each connect: a renewed certificate is used without a restart
