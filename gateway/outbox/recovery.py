@@ -175,8 +175,21 @@ def _salvage_blocks(src: sqlite3.Connection, dst: sqlite3.Connection, report: Sa
             if i < len(keys):
                 b = firsts[keys[i]] - 1
         fixed.append((a, b))
-    _count_holes(report, fixed)
+    _count_holes(report, _merged(fixed))
     return first_id, max(high, head or 0)
+
+
+def _merged(holes: list[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+    """Holes in id order, overlapping ones as one (a block's key read, its cell not: the
+    search and the block both name its rows)."""
+    out: list[tuple[int, int | None]] = []
+    for a, b in sorted(holes, key=lambda h: h[0]):
+        if out and (out[-1][1] is None or a <= out[-1][1] + 1):
+            last = out[-1]
+            out[-1] = (last[0], None if b is None or last[1] is None else max(last[1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def _count_holes(report: Salvage, holes: list[tuple[int, int | None]]) -> None:
