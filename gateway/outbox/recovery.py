@@ -143,7 +143,8 @@ def _salvage_blocks(src: sqlite3.Connection, dst: sqlite3.Connection, report: Sa
     """Copy the blocks that read and decode; return the first row id copied and the
     highest id known. A block is keyed by its last row id, so a hole between two
     readable blocks holds the row ids up to the next one's first."""
-    head = _first_int(src, ["SELECT max(id) FROM blocks"])  # None: search without a bound
+    head = _first_int(src, ["SELECT value FROM meta WHERE key = 'head'",  # None: no bound
+                            "SELECT max(id) FROM blocks"])
     holes: list[tuple[int, int | None]] = []
     firsts: dict[int, int] = {}  # block id -> its first row id, of every block read
     first_id = None

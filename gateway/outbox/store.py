@@ -11,8 +11,7 @@ Tables:
 - ``cursors(sink, last_id)``: the last row each sink confirmed.
 - ``quarantine(...)``: rows an upstream refused for good, moved aside with its answer.
 - ``meta(key, value)``: counters that outlive a restart; ``head`` is the highest row
-  id ever given out, written when blocks are deleted (else the newest block says it),
-  so an id is never reused, even once every row was deleted, and a sink's cursor can
+  id ever committed, written with each commit, so an id is never reused, even once every row was deleted, and a sink's cursor can
   never point past rows it has not seen.
 
 Why blocks: while the upstreams are down every reading is committed, and one SQLite
@@ -346,6 +345,9 @@ class SqliteOutbox:
             try:
                 with self._transaction():
                     con.execute(INSERT_BLOCK, block)
+                    # (the same page at every commit: a salvage of a file cut short
+                    # still knows how many rows its end held)
+                    _meta_at_least(con, "head", block[0])
                     con.executemany("UPDATE cursors SET last_id = max(last_id, ?) "
                                     "WHERE sink = ?", [(at, sink) for sink, at in cursors.items()])
             finally:
@@ -421,7 +423,6 @@ class SqliteOutbox:
             deleted = 0
             if first is not None and first <= upto:
                 # a block goes whole: one whose last row is after ``upto`` stays
-                _meta_at_least(con, "head", self.head)  # the newest block may go: keep its id
                 for start in range(first, upto + 1, DELETE_SLICE):
                     end = min(upto, start + DELETE_SLICE - 1)
                     deleted += con.execute("SELECT coalesce(sum(rows), 0) FROM blocks "
@@ -512,7 +513,6 @@ class SqliteOutbox:
                     break  # only events left: they stay, whatever the budget
                 ids: list[int] = []
                 with self._transaction():
-                    _meta_at_least(con, "head", self.head)  # the newest block may go: keep its id
                     for block_id, first, count, events in picked:
                         if not events and block_id - first + 1 == count:  # ids all in a row
                             ids.extend(range(first, block_id + 1))
