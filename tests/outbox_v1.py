@@ -43,6 +43,7 @@ def write_v1_outbox(path: Path, rows: list[tuple], cursors: dict[str, int], *,
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as con:
         con.execute("PRAGMA journal_mode=WAL")
         con.executescript(V1_SCHEMA)
+        con.execute("BEGIN")  # one commit, as the old store did per batch
         con.executemany("INSERT INTO rows(id, kind, device, ts, line, doc) VALUES (?, ?, ?, ?, ?, ?)",
                         rows)
         if head is not None:
@@ -51,3 +52,4 @@ def write_v1_outbox(path: Path, rows: list[tuple], cursors: dict[str, int], *,
         con.executemany("INSERT INTO cursors(sink, last_id) VALUES (?, ?)", cursors.items())
         if dropped:
             con.execute("INSERT INTO meta(key, value) VALUES ('dropped', ?)", (dropped,))
+        con.execute("COMMIT")

@@ -407,11 +407,14 @@ def test_a_damaged_page_of_rows_is_salvaged_around_and_reported(tmp_path, caplog
                                                                  far_timezone) -> None:
     import logging
 
-    from state_damage import garbage_pages, pages
+    from state_damage import garbage_pages
 
     path = tmp_path / "outbox.sqlite"
     written_outbox(path)
-    garbage_pages(path, pages(path) * 3 // 4, pages(path) * 3 // 4)  # a page of blocks
+    with contextlib.closing(sqlite3.connect(path)) as con:  # a b-tree page of the blocks
+        leaves = [p for (p,) in con.execute("SELECT pageno FROM dbstat WHERE name = 'blocks' "
+                                            "AND pagetype = 'leaf' ORDER BY pageno")]
+    garbage_pages(path, leaves[len(leaves) // 2], leaves[len(leaves) // 2])
     expected = stamps(5)
     taken = {f"outbox.sqlite.corrupt-{s}" for s in expected}
     for name in taken:  # a file damaged before, within the same second: not overwritten
