@@ -68,7 +68,8 @@ def test_an_empty_file_of_the_version_before_keeps_its_head(tmp_path) -> None:
     s.close()
 
 
-def test_a_conversion_that_fails_leaves_the_old_file_as_it_was(tmp_path, monkeypatch) -> None:
+def test_a_conversion_cut_short_loses_nothing_and_goes_on_at_the_next_open(tmp_path,
+                                                                          monkeypatch) -> None:
     from gateway.outbox import store as store_module
 
     path = tmp_path / "outbox.sqlite"
@@ -87,12 +88,16 @@ def test_a_conversion_that_fails_leaves_the_old_file_as_it_was(tmp_path, monkeyp
     monkeypatch.setattr(store_module, "pack", failing_pack)
     s = SqliteOutbox(path=path, budget_bytes=1 << 30)
     s.open(["influxdb"])  # (the system refused: opened again at the next use)
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        assert con.execute("SELECT count(*) FROM rows").fetchone() == (100,)
-        assert con.execute("SELECT count(*) FROM blocks").fetchone() == (0,)
+    with contextlib.closing(sqlite3.connect(path)) as con:  # each row in one table or the other
+        assert con.execute("SELECT min(id), count(*) FROM rows").fetchone() == (31, 70)
+        assert con.execute("SELECT first_id, id, rows FROM blocks").fetchall() == [(1, 30, 30)]
+    assert s.converted == 30
     monkeypatch.setattr(store_module, "pack", real_pack)
     assert [r[0] for r in s.read(0, 1000, "line")] == list(range(1, 101))  # converted now
-    assert s.converted == 100 and "rows" not in tables(path)
+    assert s.converted == 100 and "rows" not in tables(path) and s.head == 100
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        assert [r[:3] for r in con.execute("SELECT first_id, id, rows FROM blocks")] == [
+            (1, 30, 30), (31, 60, 30), (61, 90, 30), (91, 100, 10)]
     s.close()
 
 

@@ -18,7 +18,8 @@ Why blocks: while the upstreams are down every reading is committed, and one SQL
 row per reading (its line and its JSON) cost about 540 bytes of SD-card writes per
 reading (WAL, then the checkpoint); a compressed block per commit costs about a tenth.
 A file written by the version before (one ``rows`` row per reading) is converted to
-blocks when it is opened, in one transaction.
+blocks when it is opened, a block per transaction (a stop meanwhile loses nothing;
+the next open goes on).
 
 Durability: a commit of new rows runs with ``synchronous=FULL`` (the WAL is fsynced),
 so a committed row survives a power cut. Cursor moves and deletions run with
@@ -261,31 +262,35 @@ class SqliteOutbox:
         return con
 
     def _convert(self, con: sqlite3.Connection) -> None:
-        """A file of the version before blocks: its rows become blocks, in one
-        transaction (a power cut meanwhile leaves the old file as it was)."""
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            head = _head(con)
-            n = 0
-            last = 0
-            while True:
-                chunk = con.execute("SELECT kind, device, ts, line, doc, id FROM rows WHERE id > ? "
-                                    "ORDER BY id LIMIT ?", (last, CONVERT_BLOCK_ROWS)).fetchall()
-                if not chunk:
-                    break
-                con.execute(INSERT_BLOCK, pack(chunk))
-                n += len(chunk)
-                last = chunk[-1][5]
-            _meta_at_least(con, "head", head)
-            con.execute("DROP TABLE rows")
-            con.execute("DELETE FROM sqlite_sequence WHERE name = 'rows'")
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    con.execute("ROLLBACK")
-            raise
-        self.converted += n
+        """A file of the version before blocks: its rows become blocks, oldest first,
+        each block in a transaction that also deletes its rows. A power cut or a stop
+        meanwhile loses nothing (a row is in one table or the other) and the next open
+        goes on where this one stopped; the WAL stays small (it is checkpointed
+        between the transactions), so a nearly full disk still has room for it."""
+        n = 0
+        head = _head(con)
+        while True:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                chunk = con.execute("SELECT kind, device, ts, line, doc, id FROM rows ORDER BY id "
+                                    "LIMIT ?", (CONVERT_BLOCK_ROWS,)).fetchall()
+                if chunk:
+                    con.execute(INSERT_BLOCK, pack(chunk))
+                    con.execute("DELETE FROM rows WHERE id <= ?", (chunk[-1][5],))
+                _meta_at_least(con, "head", head)
+                if not chunk:  # all moved: the old table goes (its counter is meta's head now)
+                    con.execute("DROP TABLE rows")
+                    con.execute("DELETE FROM sqlite_sequence WHERE name = 'rows'")
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        con.execute("ROLLBACK")
+                raise
+            if not chunk:
+                break
+            n += len(chunk)
+            self.converted += len(chunk)
         log.warning("outbox %s: %d rows of the previous file format converted to blocks",
                     self.path, n)
 
