@@ -11,8 +11,8 @@ Tables:
 - ``cursors(sink, last_id)``: the last row each sink confirmed.
 - ``quarantine(...)``: rows an upstream refused for good, moved aside with its answer.
 - ``meta(key, value)``: counters that outlive a restart; ``head`` is the highest row
-  id ever committed, written with each commit, so an id is never reused, even once every row was deleted, and a sink's cursor can
-  never point past rows it has not seen.
+  id ever committed, written with each commit, so an id is never reused, even once
+  every row was deleted, and a sink's cursor can never point past rows it has not seen.
 
 Why blocks: while the upstreams are down every reading is committed, and one SQLite
 row per reading (its line and its JSON) cost about 540 bytes of SD-card writes per
@@ -33,13 +33,13 @@ them, since a worker thread may run one while another is still busy.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
 import logging
 import math
 import os
-import bisect
 import sqlite3
 import threading
 import time
@@ -98,18 +98,6 @@ CREATE TABLE IF NOT EXISTS quarantine (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-# The table of the version before blocks: one row per reading or event.
-LEGACY_ROWS = """
-CREATE TABLE IF NOT EXISTS rows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind INTEGER NOT NULL,
-    device TEXT NOT NULL,
-    ts REAL NOT NULL,
-    line TEXT NOT NULL,
-    doc TEXT
-);
 """
 
 Row = tuple[int, str, float, str, str | None]  # kind, device, ts, line, doc
@@ -513,12 +501,13 @@ class SqliteOutbox:
                 want = max(1, math.ceil(self.rows * share))
                 # the oldest blocks holding readings, enough of them for ``want``
                 picked, readings = [], 0
-                for block in con.execute("SELECT id, first_id, rows, events FROM blocks "
-                                         "WHERE rows > events ORDER BY id").fetchall():
-                    if readings >= want:
-                        break
-                    picked.append(block)
-                    readings += block[2] - block[3]
+                with contextlib.closing(con.execute("SELECT id, first_id, rows, events FROM "
+                                                    "blocks WHERE rows > events ORDER BY id")) as cur:
+                    for block in cur:
+                        if readings >= want:
+                            break
+                        picked.append(block)
+                        readings += block[2] - block[3]
                 if not picked:
                     break  # only events left: they stay, whatever the budget
                 ids: list[int] = []
@@ -665,10 +654,10 @@ def read_summary(path: Path, *, now: float | None = None) -> dict[str, object]:
     except sqlite3.Error as exc:
         raise OutboxError(str(path), f"cannot open: {exc}") from exc
     try:
-        depth, oldest = _rows_after(con, -1)
+        depth, oldest = _count_after(con, -1)
         sinks = {}
         for sink, last_id in con.execute("SELECT sink, last_id FROM cursors ORDER BY sink").fetchall():
-            lag, first_ts = _rows_after(con, last_id)
+            lag, first_ts = _count_after(con, last_id)
             sinks[sink] = {
                 "cursor": last_id, "lag_rows": lag,
                 "oldest_unsent_age_seconds": None if first_ts is None else max(0.0, now - first_ts),
@@ -693,12 +682,12 @@ def read_summary(path: Path, *, now: float | None = None) -> dict[str, object]:
         con.close()
 
 
-def _rows_after(con: sqlite3.Connection, after: int) -> tuple[int, float | None]:
+def _count_after(con: sqlite3.Connection, after: int) -> tuple[int, float | None]:
     """How many rows come after id ``after``, and their oldest timestamp."""
     count, oldest = 0, []
     if _has_table(con, "blocks"):
         n, ts = con.execute("SELECT coalesce(sum(rows), 0), min(ts) FROM blocks "
-                            "WHERE first_id > ?", (after,)).fetchone()
+                            "WHERE id > ? AND first_id > ?", (after, after)).fetchone()
         count += n
         oldest.append(ts)
         for (body,) in con.execute("SELECT body FROM blocks WHERE first_id <= ? AND id > ?",
