@@ -619,3 +619,21 @@ def test_open_makes_the_folders_and_tells_a_full_disk_from_a_folder_it_cannot_ma
     s = SqliteOutbox(path=tmp_path / "a" / "b" / "o.sqlite", budget_bytes=1 << 30)
     assert s.open(["influxdb"]) == {"influxdb": 0}
     s.close()
+
+
+def test_a_block_whose_bytes_do_not_decode_is_skipped_logged_and_counted(tmp_path,
+                                                                          caplog) -> None:
+    # Damage the page checks at open did not catch (the last overflow page of a block,
+    # whose chain pointer is never read): the sinks go on past it, and it is said.
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    for k in range(3):
+        s.append(rows(10, k * 10))
+    s._con.execute("UPDATE blocks SET body = x'01ffffffff' WHERE id = 20")
+    with caplog.at_level(logging.ERROR, logger="gateway.outbox.store"):
+        assert [r[0] for r in s.read(0, 100, "line")] == [*range(1, 11), *range(21, 31)]
+        assert s.oldest_ts(10) == 1_700_000_020.0  # row 21's: the block is passed over
+    assert s.bad_blocks == 1  # counted once (the block's rows stay cached as none)
+    assert "block ending at row 20 cannot be read" in caplog.text
+    assert read_summary(tmp_path / "o.sqlite")["sinks"]["influxdb"]["lag_rows"] == 30
+    s.close()
