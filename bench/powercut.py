@@ -35,11 +35,17 @@ from bench.common import ROOT, SITE_ID, TOKEN_ENV, Figure, at_most, info, on_ser
 NAME = "powercut"
 
 
-def _ids(path: Path, query: str) -> set[int]:
+def _ids(path: Path, query: str, *, unpacked: bool = False) -> set[int]:
+    """The first column's values, or with ``unpacked`` the row ids in the outbox blocks
+    it reads."""
+    from gateway.outbox.blocks import unpack
+
     if not path.exists():
         return set()
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
         try:
+            if unpacked:
+                return {row[0] for (body,) in con.execute(query) for row in unpack(body)}
             return {i for (i,) in con.execute(query)}
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
@@ -60,7 +66,7 @@ def _cursor(state: Path) -> int:
 
 
 def _seen(state: Path) -> tuple[set[int], set[int]]:
-    return (_ids(state / "outbox.sqlite", "SELECT id FROM rows"),
+    return (_ids(state / "outbox.sqlite", "SELECT body FROM blocks", unpacked=True),
             _ids(state / "alarms.sqlite3", "SELECT seq FROM transitions"))
 
 

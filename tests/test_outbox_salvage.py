@@ -2,18 +2,23 @@
 
 tests/test_state_files.py damages real files; here the damage is put exactly where a
 test wants it (a wrapper that makes chosen ids unreadable, as a damaged page does), so
-each step of the search for readable rows can be checked."""
+each step of the search for readable rows can be checked. ``source()`` is a file of the
+version before blocks (one row per reading, tests/outbox_v1.py), ``block_source()`` one
+of blocks."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from gateway.outbox import READING, SqliteOutbox
+from gateway.outbox.blocks import INSERT_BLOCK, pack, unpack
 from gateway.outbox.recovery import Salvage
+from outbox_v1 import V1_SCHEMA
 
 
 def test_the_summary_says_what_was_salvaged_and_lost() -> None:
@@ -72,7 +77,7 @@ class Damaged:
     def __init__(self, con: sqlite3.Connection, bad=(), *, quarantine_bad=(), scan_only=(),
                  unreadable=()):
         self.con = con
-        self.bad = {"rows": set(bad), "quarantine": set(quarantine_bad)}
+        self.bad = {"rows": set(bad), "quarantine": set(quarantine_bad), "blocks": set(bad)}
         self.scan_only = set(scan_only)
         self.unreadable = unreadable
         self.seeks: list[int] = []
@@ -85,25 +90,23 @@ class Damaged:
         cur = self.con.execute(sql, params)
         if not sql.startswith("SELECT id"):
             return cur
-        table = "quarantine" if "FROM quarantine" in sql else "rows"
+        table = next((t for t in ("quarantine", "blocks") if f"FROM {t}" in sql), "rows")
         bad = set(self.bad[table])
         if "id >= ?" in sql:
             self.seeks.append(params[0])
             highest = self.con.execute(f"SELECT max(id) FROM {table}").fetchone()[0]
             if highest in bad and self.con.execute(sql, params).fetchone() is None:
                 raise sqlite3.DatabaseError(MALFORMED)  # past the end: the last page, damaged
-        elif table == "rows":
+        elif table in ("rows", "blocks"):
             bad |= self.scan_only
         return Cursor(cur, bad)
 
 
 def source(ids, *, head: int | None = None, cursors=(("influxdb", 5),), quarantined=0,
            schema: str | None = None) -> sqlite3.Connection:
-    """An outbox file's tables in memory, rows with the given ids (line ``"line <id>"``)."""
-    from gateway.outbox.store import SCHEMA
-
+    """A v1 outbox file's tables in memory, rows with the given ids (line ``"line <id>"``)."""
     con = sqlite3.connect(":memory:", isolation_level=None)
-    con.executescript(schema or SCHEMA)
+    con.executescript(schema or V1_SCHEMA)
     con.executemany("INSERT INTO rows(id, kind, device, ts, line, doc) VALUES (?, ?, ?, ?, ?, ?)",
                     [(i, READING, "d1", 1000.0 + i, f"line {i}", None) for i in ids])
     if head is not None:
@@ -134,13 +137,37 @@ def salvage(src: Damaged, sinks=("influxdb",)) -> tuple[Salvage, sqlite3.Connect
     return report, dst
 
 
+def block_source(blocks: list[list[int]], *, head: int | None = None,
+                 cursors=(("influxdb", 5),)) -> sqlite3.Connection:
+    """A blocks outbox file's tables in memory: one block per list of ids."""
+    from gateway.outbox.store import SCHEMA
+
+    con = sqlite3.connect(":memory:", isolation_level=None)
+    con.executescript(SCHEMA)
+    for block in blocks:
+        con.execute(INSERT_BLOCK, pack([(READING, "d1", 1000.0 + i, f"line {i}", None, i)
+                                        for i in block]))
+    if head is not None:
+        con.execute("INSERT INTO meta(key, value) VALUES ('head', ?)", (head,))
+    con.executemany("INSERT INTO cursors(sink, last_id) VALUES (?, ?)", list(cursors))
+    return con
+
+
+def all_rows(dst: sqlite3.Connection) -> list[tuple]:
+    """Every row in the new file's blocks, ``(id, kind, device, ts, line, doc)``."""
+    return [r for (body,) in dst.execute("SELECT body FROM blocks ORDER BY id")
+            for r in unpack(body)]
+
+
 def ids(dst: sqlite3.Connection) -> list[int]:
-    return [r[0] for r in dst.execute("SELECT id FROM rows ORDER BY id")]
+    return [r[0] for r in all_rows(dst)]
 
 
 def next_id(dst: sqlite3.Connection) -> int:
-    dst.execute("INSERT INTO rows(kind, device, ts, line) VALUES (0, 'd', 1.0, 'x')")
-    return dst.execute("SELECT last_insert_rowid()").fetchone()[0]
+    """The id the new file gives its next row."""
+    from gateway.outbox.store import _head
+
+    return _head(dst) + 1
 
 
 def test_an_undamaged_file_comes_across_whole(monkeypatch) -> None:
@@ -149,12 +176,11 @@ def test_an_undamaged_file_comes_across_whole(monkeypatch) -> None:
     monkeypatch.setattr(recovery, "_CHUNK", 3)  # several chunks from a few rows
     src = source(range(3, 13), head=14, cursors=[("influxdb", 5), ("mqtt", 12)], quarantined=2)
     report, dst = salvage(Damaged(src), sinks=["influxdb", "mqtt"])
-    assert dst.execute("SELECT * FROM rows ORDER BY id").fetchall() == \
-        src.execute("SELECT * FROM rows ORDER BY id").fetchall()
+    assert all_rows(dst) == src.execute("SELECT * FROM rows ORDER BY id").fetchall()
     assert (report.copied, report.unreadable, report.holes, report.tail_lost,
             report.cursors_lost) == (10, 0, [], False, False)
     assert dict(dst.execute("SELECT sink, last_id FROM cursors")) == {"influxdb": 5, "mqtt": 12}
-    assert dict(dst.execute("SELECT key, value FROM meta")) == {"dropped": 7}
+    assert dict(dst.execute("SELECT key, value FROM meta")) == {"dropped": 7, "head": 14}
     assert dst.execute("SELECT * FROM quarantine ORDER BY id").fetchall() == \
         src.execute("SELECT * FROM quarantine ORDER BY id").fetchall()
     assert (report.quarantine_copied, report.quarantine_unreadable) == (2, 0)
@@ -169,8 +195,7 @@ def test_a_hole_in_the_middle_is_stepped_over_and_counted(monkeypatch) -> None:
     assert ids(dst) == [*range(1, 11), *range(18, 31)]
     assert (report.copied, report.unreadable, report.holes, report.tail_lost) == (
         23, 7, [(11, 17)], False)
-    assert [r[0] for r in dst.execute("SELECT line FROM rows WHERE id IN (10, 18) ORDER BY id")] == [
-        "line 10", "line 18"]
+    assert [r[4] for r in all_rows(dst) if r[0] in (10, 18)] == ["line 10", "line 18"]
 
 
 def test_an_unreadable_end_is_counted_up_to_the_highest_id_the_file_gave() -> None:
@@ -199,10 +224,9 @@ def test_an_end_of_unknown_length_is_said_to_be_lost() -> None:
 
 def test_rows_the_new_file_refuses_are_skipped_and_counted(monkeypatch) -> None:
     from gateway.outbox import recovery
-    from gateway.outbox.store import SCHEMA
 
     monkeypatch.setattr(recovery, "_CHUNK", 3)
-    src = source(range(1, 11), schema=SCHEMA.replace("device TEXT NOT NULL", "device TEXT"))
+    src = source(range(1, 11), schema=V1_SCHEMA.replace("device TEXT NOT NULL", "device TEXT"))
     src.execute("UPDATE rows SET device = NULL WHERE id = 5")  # garbage from a damaged page
     report, dst = salvage(Damaged(src))
     assert ids(dst) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
@@ -226,7 +250,8 @@ def test_lost_cursors_start_every_sink_at_the_first_salvaged_row(monkeypatch) ->
 
 def test_unreadable_counters_are_left_out_and_the_rest_comes_across() -> None:
     report, dst = salvage(Damaged(source(range(1, 4)), unreadable=("FROM meta",)))
-    assert ids(dst) == [1, 2, 3] and dst.execute("SELECT count(*) FROM meta").fetchone()[0] == 0
+    assert ids(dst) == [1, 2, 3]
+    assert dict(dst.execute("SELECT key, value FROM meta")) == {"head": 3}  # no "dropped"
     assert dict(dst.execute("SELECT sink, last_id FROM cursors")) == {"influxdb": 5}
 
 
@@ -351,8 +376,9 @@ def test_the_quarantine_end_is_counted_from_its_sequence_or_its_highest_id() -> 
 def written_outbox(path: Path, n: int = 300) -> None:
     store = SqliteOutbox(path=path, budget_bytes=1 << 30)
     store.open(["influxdb"])
-    store.append([(READING, "d1", 1000.0 + i, f"m,device=d1 v={i} " + "x" * 150, None)
-                  for i in range(n)])
+    for start in range(0, n, 10):  # a block per commit of 10 rows; random text fills pages
+        store.append([(READING, "d1", 1000.0 + i, f"m,device=d1 v={i} " + os.urandom(75).hex(),
+                       None) for i in range(start, min(n, start + 10))])
     store.advance("influxdb", 40)
     store.close()
 
@@ -381,11 +407,14 @@ def test_a_damaged_page_of_rows_is_salvaged_around_and_reported(tmp_path, caplog
                                                                  far_timezone) -> None:
     import logging
 
-    from state_damage import garbage_pages, pages
+    from state_damage import garbage_pages
 
     path = tmp_path / "outbox.sqlite"
     written_outbox(path)
-    garbage_pages(path, pages(path) // 2, pages(path) // 2)
+    with contextlib.closing(sqlite3.connect(path)) as con:  # a b-tree page of the blocks
+        leaves = [p for (p,) in con.execute("SELECT pageno FROM dbstat WHERE name = 'blocks' "
+                                            "AND pagetype = 'leaf' ORDER BY pageno")]
+    garbage_pages(path, leaves[len(leaves) // 2], leaves[len(leaves) // 2])
     expected = stamps(5)
     taken = {f"outbox.sqlite.corrupt-{s}" for s in expected}
     for name in taken:  # a file damaged before, within the same second: not overwritten
@@ -453,3 +482,61 @@ def test_the_halving_seeks_whole_ids() -> None:
     assert src.seeks == [91, 92, 94, 98, 101, 99, 100]
     assert all(isinstance(x, int) for x in src.seeks)
 
+
+
+# -- files of blocks -------------------------------------------------------------------------
+
+
+def test_an_unreadable_block_is_a_hole_of_its_rows_and_the_rest_comes_across() -> None:
+    blocks = [list(range(1, 11)), list(range(11, 21)), list(range(21, 31))]
+    report, dst = salvage(Damaged(block_source(blocks), bad=[20]))  # blocks go by last id
+    assert ids(dst) == [*range(1, 11), *range(21, 31)]
+    assert (report.copied, report.unreadable, report.holes, report.tail_lost) == (
+        20, 10, [(11, 20)], False)
+    assert all_rows(dst)[10] == (21, READING, "d1", 1021.0, "line 21", None)
+    assert dict(dst.execute("SELECT sink, last_id FROM cursors")) == {"influxdb": 5}
+    assert next_id(dst) == 31
+
+
+def test_a_block_whose_bytes_do_not_decode_is_a_hole_too() -> None:
+    src = block_source([list(range(1, 11)), list(range(11, 21)), [21, 23, 25]])
+    src.execute("UPDATE blocks SET body = x'01deadbeef' WHERE id = 20")  # the page reads
+    report, dst = salvage(Damaged(src))
+    assert ids(dst) == [*range(1, 11), 21, 23, 25]
+    assert (report.copied, report.unreadable, report.holes) == (13, 10, [(11, 20)])
+    # a block whose columns say other ids than its rows: not trusted either
+    src = block_source([list(range(1, 11))])
+    src.execute("UPDATE blocks SET first_id = 2")
+    report, dst = salvage(Damaged(src))
+    assert (ids(dst), report.unreadable, report.holes) == ([], 9, [(2, 10)])
+
+
+def test_blocks_keyed_between_readable_ones_count_the_ids_up_to_the_next_first() -> None:
+    # blocks of 5 with ids skipped (rows shed in memory): keys 5, 12, 19, 26
+    blocks = [[1, 2, 3, 4, 5], [8, 9, 10, 11, 12], [15, 16, 17, 18, 19], [22, 23, 24, 25, 26]]
+    report, dst = salvage(Damaged(block_source(blocks), bad=[12, 19]))
+    assert ids(dst) == [1, 2, 3, 4, 5, 22, 23, 24, 25, 26]
+    assert (report.holes, report.unreadable) == ([(6, 21)], 16)  # an upper bound
+
+
+def test_an_unreadable_last_block_and_lost_cursors_in_a_file_of_blocks() -> None:
+    blocks = [list(range(3, 11)), list(range(11, 21))]
+    report, dst = salvage(Damaged(block_source(blocks, head=25), bad=[20],
+                                  unreadable=("FROM cursors",)), sinks=["influxdb", "mqtt"])
+    assert ids(dst) == list(range(3, 11)) and report.cursors_lost
+    # (up to the head the file gave: 21..25 were committed, then deleted or lost)
+    assert (report.copied, report.unreadable, report.holes, report.tail_lost) == (
+        8, 15, [(11, 25)], False)
+    assert dict(dst.execute("SELECT sink, last_id FROM cursors")) == {"influxdb": 2, "mqtt": 2}
+    assert next_id(dst) == 26  # never given again
+
+
+def test_a_file_with_old_rows_and_blocks_keeps_both() -> None:
+    # (the conversion is one transaction, so no file holds both; the salvage copes anyway)
+    from gateway.outbox.store import SCHEMA
+
+    src = source(range(1, 6), head=5, schema=V1_SCHEMA)
+    src.executescript(SCHEMA)
+    src.execute(INSERT_BLOCK, pack([(READING, "d1", 1.0, "line 6", None, 6)]))
+    report, dst = salvage(Damaged(src))
+    assert ids(dst) == [1, 2, 3, 4, 5, 6] and report.copied == 6 and next_id(dst) == 7

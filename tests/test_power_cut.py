@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from cutfs import CutMount
+from gateway.outbox.blocks import unpack
 from harness import wait_until, write_site
 
 CUTS = 2  # the bench cuts many more times (python -m bench --only powercut)
@@ -58,15 +59,18 @@ def committed(state: Path) -> tuple[set[int], set[int]]:
     seqs: set[int] = set()
     outbox, alarms = state / "outbox.sqlite", state / "alarms.sqlite3"
     if outbox.exists():
-        rows = _ids(outbox, "SELECT id FROM rows")
+        rows = _ids(outbox, "SELECT body FROM blocks", unpacked=True)
     if alarms.exists():
         seqs = _ids(alarms, "SELECT seq FROM transitions")
     return rows, seqs
 
 
-def _ids(path: Path, query: str) -> set[int]:
+def _ids(path: Path, query: str, *, unpacked: bool = False) -> set[int]:
+    """The first column's values, or with ``unpacked`` the row ids in the blocks it reads."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
         try:
+            if unpacked:
+                return {row[0] for (body,) in con.execute(query) for row in unpack(body)}
             return {i for (i,) in con.execute(query)}
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # the gateway is creating the file right now

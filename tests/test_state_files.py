@@ -39,8 +39,8 @@ def outbox_rows(n: int, start: int = 0) -> list[tuple]:
 def write_outbox(path: Path, n: int = ROWS, cursor: int = 100) -> None:
     store = SqliteOutbox(path=path, budget_bytes=1 << 30)
     store.open(["local"])
-    for start in range(0, n, 5000):
-        store.append(outbox_rows(min(5000, n - start), start))
+    for start in range(0, n, 500):  # commits of 500: a block each, spread over the file
+        store.append(outbox_rows(min(500, n - start), start))
     store.advance("local", cursor)
     store.close()
 

@@ -2,11 +2,13 @@
 
 A power cut on an SD card can leave pages of the outbox unreadable ("database
 disk image is malformed"). The damaged file is moved aside by the store; this
-copies its rows, in id order and with their ids, into the new file, stepping
-over the unreadable pages, and counts what could not be read.
+copies its blocks (or, from a file of the version before blocks, its rows, packed
+into blocks), in id order and with their ids, into the new file, stepping over
+the unreadable pages, and counts what could not be read. A block whose page reads
+but whose bytes do not decode is counted unreadable too (its row ids are a hole).
 
-How it steps over them: rows are read in id order until the read fails; then
-seeks to ids further on (1, 2, 4, ... past the last good id) find one that lands
+How it steps over them: rows (blocks: by the id of their last row) are read in
+id order until the read fails; then seeks to ids further on (1, 2, 4, ... past the last good id) find one that lands
 on a readable page, and a binary search narrows it to the first readable id
 after the hole. The ids in between were unreadable; they are counted as lost
 (an upper bound: ids deleted before the damage are among them). Rows already
@@ -19,12 +21,15 @@ be read; a sink whose cursor is lost starts again at the first salvaged row
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.outbox.blocks import INSERT_BLOCK, BlockError, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +85,35 @@ def open_damaged(path: Path) -> sqlite3.Connection:
 
 def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[str],
                  report: Salvage) -> None:
-    """Copy rows, cursors, counters and quarantine from ``src`` into the empty ``dst``."""
-    head = _first_int(src, ["SELECT seq FROM sqlite_sequence WHERE name = 'rows'",
-                            "SELECT max(id) FROM rows"])
+    """Copy rows, cursors, counters and quarantine from ``src`` into the empty ``dst``.
+
+    ``src`` holds blocks (``gateway.outbox.store``), or rows one per reading when it was
+    written by the version before blocks (they are packed into blocks on the way)."""
+    tables = _tables(src)
+    heads = [h for h in (_first_int(src, ["SELECT value FROM meta WHERE key = 'head'"]),
+                         _first_int(src, ["SELECT seq FROM sqlite_sequence WHERE name = 'rows'"]))
+             if h is not None]
     first_id = None
-    holes: list[tuple[int, int | None]] = []
-    for chunk in _readable_rows(src, "rows", "id, kind, device, ts, line, doc", head, holes):
-        copied = _insert(dst, "INSERT INTO rows(id, kind, device, ts, line, doc) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", chunk)
-        report.copied += copied
-        report.unreadable += len(chunk) - copied
-        if first_id is None:  # chunks are never empty
-            first_id = chunk[0][0]
-    report.holes.extend(h for h in holes if h[1] is not None)
-    report.unreadable += _count(holes)
-    report.tail_lost = report.tail_lost or any(h[1] is None for h in holes)
+    high = max(heads, default=0)
+    if "rows" in tables:  # a file of the version before blocks
+        head = _first_int(src, ["SELECT seq FROM sqlite_sequence WHERE name = 'rows'",
+                                "SELECT max(id) FROM rows"])
+        holes: list[tuple[int, int | None]] = []
+        for chunk in _readable_rows(src, "rows", "id, kind, device, ts, line, doc", head, holes):
+            good = [(*r[1:], r[0]) for r in chunk if _valid_row(r)]
+            if good:
+                dst.execute(INSERT_BLOCK, pack(good))
+                if first_id is None:
+                    first_id = good[0][5]
+                high = max(high, good[-1][5])
+            report.copied += len(good)
+            report.unreadable += len(chunk) - len(good)
+        _count_holes(report, holes)
+        high = max(high, head or 0)
+    if "blocks" in tables:
+        first, high = _salvage_blocks(src, dst, report, high)
+        first_id = first if first_id is None else first_id
     # ids are never reused: the new file goes on after the old one's highest
-    high = max(head or 0, dst.execute("SELECT coalesce(max(id), 0) FROM rows").fetchone()[0])
-    dst.execute("DELETE FROM sqlite_sequence WHERE name = 'rows'")
-    dst.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('rows', ?)", (high,))
     try:
         cursors = src.execute("SELECT sink, last_id FROM cursors").fetchall()
     except sqlite3.DatabaseError:
@@ -111,6 +126,7 @@ def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[s
     with contextlib.suppress(sqlite3.DatabaseError):
         dst.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                         src.execute("SELECT key, value FROM meta").fetchall())
+    dst.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)", (high,))
     q_head = _first_int(src, ["SELECT seq FROM sqlite_sequence WHERE name = 'quarantine'",
                               "SELECT max(id) FROM quarantine"])
     q_holes: list[tuple[int, int | None]] = []
@@ -120,6 +136,83 @@ def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[s
             dst, "INSERT INTO quarantine(id, sink, row_id, kind, device, ts, line, doc, status, "
                  "error, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk)
     report.quarantine_unreadable = _count(q_holes)
+
+
+def _salvage_blocks(src: sqlite3.Connection, dst: sqlite3.Connection, report: Salvage,
+                    high: int) -> tuple[int | None, int]:
+    """Copy the blocks that read and decode; return the first row id copied and the
+    highest id known. A block is keyed by its last row id, so a hole between two
+    readable blocks holds the row ids up to the next one's first."""
+    head = _first_int(src, ["SELECT value FROM meta WHERE key = 'head'",  # None: no bound
+                            "SELECT max(id) FROM blocks"])
+    holes: list[tuple[int, int | None]] = []
+    firsts: dict[int, int] = {}  # block id -> its first row id, of every block read
+    first_id = None
+    for chunk in _readable_rows(src, "blocks", "id, first_id, rows, events, ts, body", head, holes):
+        for block in chunk:
+            block_id, first, count = block[0], block[1], block[2]
+            firsts[block_id] = first
+            try:
+                rows = unpack(block[5])
+                if (rows[0][0], rows[-1][0], len(rows)) != (first, block_id, count):
+                    raise BlockError("its columns do not match its rows")
+            except (BlockError, TypeError, IndexError) as exc:
+                log.debug("block %s does not decode: %s", block_id, exc)
+                if isinstance(first, int) and isinstance(block_id, int) and first <= block_id:
+                    holes.append((first, block_id))
+                continue
+            if _insert(dst, INSERT_BLOCK, [block]):
+                report.copied += count
+                if first_id is None:
+                    first_id = first
+                high = max(high, block_id)
+            else:
+                holes.append((first, block_id))
+    fixed = []
+    keys = sorted(firsts)
+    for a, b in holes:
+        if b is not None and b not in firsts:  # a hole between readable blocks (key space)
+            i = bisect.bisect_right(keys, b)
+            if i < len(keys):
+                b = firsts[keys[i]] - 1
+        fixed.append((a, b))
+    _count_holes(report, _merged(fixed))
+    return first_id, max(high, head or 0)
+
+
+def _merged(holes: list[tuple[int, int | None]]) -> list[tuple[int, int | None]]:
+    """Holes in id order, overlapping ones as one (a block's key read, its cell not: the
+    search and the block both name its rows)."""
+    out: list[tuple[int, int | None]] = []
+    for a, b in sorted(holes, key=lambda h: h[0]):
+        if out and (out[-1][1] is None or a <= out[-1][1] + 1):
+            last = out[-1]
+            out[-1] = (last[0], None if b is None or last[1] is None else max(last[1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _count_holes(report: Salvage, holes: list[tuple[int, int | None]]) -> None:
+    report.holes.extend(h for h in holes if h[1] is not None)
+    report.unreadable += _count(holes)
+    report.tail_lost = report.tail_lost or any(h[1] is None for h in holes)
+
+
+def _valid_row(row: tuple) -> bool:
+    """A row of the version before, ``(id, kind, device, ts, line, doc)``, with the types
+    its table declared (a damaged page can hand back anything)."""
+    row_id, kind, device, ts, line, doc = row
+    return (isinstance(row_id, int) and isinstance(kind, int) and isinstance(device, str)
+            and isinstance(ts, (int, float)) and isinstance(line, str)
+            and (doc is None or isinstance(doc, str)))
+
+
+def _tables(src: sqlite3.Connection) -> set[str]:
+    try:
+        return {name for (name,) in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return {"blocks"}
 
 
 def move_aside(path: Path, aside: Path) -> None:

@@ -1,13 +1,25 @@
 """The outbox on disk: one SQLite file (WAL) holding what goes upstream until every sink confirmed it.
 
 Tables:
-- ``rows(id, kind, device, ts, line, doc)``: ``kind`` 0 is a reading, 1 a device event;
-  ``line`` is the InfluxDB line, ``doc`` the MQTT telemetry JSON (NULL when no sink
-  wants it). ``id`` is AUTOINCREMENT: an id is never reused, even once every row was
-  deleted, so a sink's cursor can never point past rows it has not seen.
+- ``blocks(id, first_id, rows, events, ts, body)``: the rows of one commit, packed and
+  compressed (``gateway.outbox.blocks``); ``id`` is the id of its last row, ``first_id``
+  of its first, ``events`` how many are device events (the rest are readings), ``ts``
+  the oldest timestamp in it. Every row keeps its own id inside the block, so a sink's
+  cursor, the quarantine and the budget still speak of rows. A row is a reading (kind
+  0) or a device event (1) with its InfluxDB line and its MQTT telemetry JSON (None
+  when no sink wants it). Blocks never overlap: each holds ids after the last one's.
 - ``cursors(sink, last_id)``: the last row each sink confirmed.
 - ``quarantine(...)``: rows an upstream refused for good, moved aside with its answer.
-- ``meta(key, value)``: counters that outlive a restart.
+- ``meta(key, value)``: counters that outlive a restart; ``head`` is the highest row
+  id ever committed, written with each commit, so an id is never reused, even once
+  every row was deleted, and a sink's cursor can never point past rows it has not seen.
+
+Why blocks: while the upstreams are down every reading is committed, and one SQLite
+row per reading (its line and its JSON) cost about 540 bytes of SD-card writes per
+reading (WAL, then the checkpoint); a compressed block per commit costs about a tenth.
+A file written by the version before (one ``rows`` row per reading) is converted to
+blocks when it is opened, a block per transaction (a stop meanwhile loses nothing;
+the next open goes on).
 
 Durability: a commit of new rows runs with ``synchronous=FULL`` (the WAL is fsynced),
 so a committed row survives a power cut. Cursor moves and deletions run with
@@ -21,6 +33,7 @@ them, since a worker thread may run one while another is still busy.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
@@ -34,6 +47,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from gateway.errors import OutboxError
+from gateway.outbox.blocks import INSERT_BLOCK, BlockError, pack, unpack
 from gateway.outbox.recovery import Salvage, move_aside, open_damaged, salvage_into
 
 log = logging.getLogger(__name__)
@@ -50,15 +64,24 @@ WAL_LIMIT_BYTES = 4 * 1024 * 1024
 # Dropping for the budget goes down to this share of it, not just under the line,
 # so it does not run again at every commit.
 BUDGET_LOW_WATER = 0.9
+# Pages of a new file. A commit rewrites a few pages besides its block's (the table's
+# leaf, the header page, meta's): 1 kB pages make those 4 kB instead of 16 kB.
+PAGE_SIZE = 1024
+# Rows per block when a file of the version before is converted.
+CONVERT_BLOCK_ROWS = 2000
+# Unpacked blocks kept for the next read (a sink reads a block in several batches).
+CACHE_BLOCKS = 4
 
+# The id is the block's last row id, the rowid: no index, and no AUTOINCREMENT (its
+# sqlite_sequence page would be written at every commit; meta's head does that job).
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS rows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind INTEGER NOT NULL,
-    device TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    events INTEGER NOT NULL,
     ts REAL NOT NULL,
-    line TEXT NOT NULL,
-    doc TEXT
+    body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -98,6 +121,9 @@ class SqliteOutbox:
         self._sinks: list[str]  # set by open, before anything reads it
         self._open_later = False  # the system refused the file at open: try at each use
         self.salvage: Salvage | None = None  # what the salvage of a damaged file found
+        self.converted = 0  # rows converted from a file of the version before blocks
+        self.bad_blocks = 0  # blocks skipped because their bytes do not decode (logged)
+        self._cache: dict[int, list[tuple]] = {}  # block id -> its rows, the last few read
 
     # -- opening and closing ----------------------------------------------------------
 
@@ -136,9 +162,11 @@ class SqliteOutbox:
     def _open_now(self) -> dict[str, int]:
         con = self._connect()
         try:
-            # Every table is read whole here (count(*) walks each b-tree): a damaged
-            # page shows now, at the start, not in the middle of an outage.
-            self.rows = con.execute("SELECT count(*) FROM rows").fetchone()[0]
+            # Every table is read whole here (the sum and count(*) walk each b-tree,
+            # substr() loads each block's body, its overflow pages): a damaged page
+            # shows now, at the start, not in the middle of an outage.
+            self.rows = con.execute("SELECT coalesce(sum(rows), 0), max(substr(body, -1)) "
+                                    "FROM blocks").fetchone()[0]
             con.execute("SELECT count(*) FROM quarantine").fetchone()
             self.head = _head(con)
             self.dropped = _meta(con, "dropped")
@@ -190,7 +218,7 @@ class SqliteOutbox:
                                                         uri=True)) as ro:
                     cursors = dict(ro.execute("SELECT sink, last_id FROM cursors").fetchall())
                     self.head = _head(ro)
-                    self.rows = ro.execute("SELECT count(*) FROM rows").fetchone()[0]
+                    self.rows = _depth(ro)
                     self.dropped = _meta(ro, "dropped")
             except sqlite3.Error as read_exc:
                 log.error("outbox %s cannot be read either (%s)", self.path, read_exc)
@@ -201,6 +229,8 @@ class SqliteOutbox:
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            # (a new file only: an existing one keeps its page size)
+            con.execute(f"PRAGMA page_size={PAGE_SIZE}")
             mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise sqlite3.OperationalError(f"cannot use WAL mode here (got {mode})")
@@ -211,11 +241,46 @@ class SqliteOutbox:
             # only zeroes what is written anyway.
             con.execute("PRAGMA secure_delete=FAST")
             con.executescript(SCHEMA)
+            if _has_table(con, "rows"):
+                self._convert(con)
             self._page_size = con.execute("PRAGMA page_size").fetchone()[0]
         except BaseException:
             con.close()
             raise
         return con
+
+    def _convert(self, con: sqlite3.Connection) -> None:
+        """A file of the version before blocks: its rows become blocks, oldest first,
+        each block in a transaction that also deletes its rows. A power cut or a stop
+        meanwhile loses nothing (a row is in one table or the other) and the next open
+        goes on where this one stopped; the WAL stays small (it is checkpointed
+        between the transactions), so a nearly full disk still has room for it."""
+        n = 0
+        head = _head(con)
+        while True:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                chunk = con.execute("SELECT kind, device, ts, line, doc, id FROM rows ORDER BY id "
+                                    "LIMIT ?", (CONVERT_BLOCK_ROWS,)).fetchall()
+                if chunk:
+                    con.execute(INSERT_BLOCK, pack(chunk))
+                    con.execute("DELETE FROM rows WHERE id <= ?", (chunk[-1][5],))
+                _meta_at_least(con, "head", head)
+                if not chunk:  # all moved: the old table goes (its counter is meta's head now)
+                    con.execute("DROP TABLE rows")
+                    con.execute("DELETE FROM sqlite_sequence WHERE name = 'rows'")
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        con.execute("ROLLBACK")
+                raise
+            if not chunk:
+                break
+            n += len(chunk)
+            self.converted += len(chunk)
+        log.warning("outbox %s: %d rows of the previous file format converted to blocks",
+                    self.path, n)
 
     def _take_lock_file(self) -> None:
         # Two gateways on one outbox would take each other's rows: the second one
@@ -263,19 +328,10 @@ class SqliteOutbox:
 
     def append(self, rows: list[Row]) -> int:
         """Commit new rows (one transaction, fsynced); return the newest id."""
-        with self._lock, self._errors("commit"):
-            con = self._connection()
-            con.execute("PRAGMA synchronous=FULL")
-            try:
-                with self._transaction():
-                    con.executemany(
-                        "INSERT INTO rows(kind, device, ts, line, doc) VALUES (?, ?, ?, ?, ?)", rows)
-                    head = con.execute("SELECT last_insert_rowid()").fetchone()[0]
-            finally:
-                con.execute("PRAGMA synchronous=NORMAL")
-            self.head = head
-            self.rows += len(rows)
-            return head
+        if not rows:
+            return self.head
+        first = self.head + 1
+        return self.append_rows([(*row, i) for i, row in enumerate(rows, first)], {})
 
     def append_rows(self, rows: list[tuple], cursors: dict[str, int]) -> int:
         """Commit rows that carry their ids, ``(kind, device, ts, line, doc, id)``, and
@@ -283,10 +339,13 @@ class SqliteOutbox:
         with self._lock, self._errors("commit"):
             con = self._connection()
             con.execute("PRAGMA synchronous=FULL")
+            block = pack(rows)  # (in the worker thread: the event loop is not held)
             try:
                 with self._transaction():
-                    con.executemany("INSERT INTO rows(kind, device, ts, line, doc, id) "
-                                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    con.execute(INSERT_BLOCK, block)
+                    # (the same page at every commit: a salvage of a file cut short
+                    # still knows how many rows its end held)
+                    _meta_at_least(con, "head", block[0])
                     con.executemany("UPDATE cursors SET last_id = max(last_id, ?) "
                                     "WHERE sink = ?", [(at, sink) for sink, at in cursors.items()])
             finally:
@@ -300,9 +359,50 @@ class SqliteOutbox:
 
         ``payload`` "line" gives ``(id, line)``, "doc" gives ``(id, device, doc)``.
         """
-        query = _READS[payload]
         with self._lock, self._errors("read"):
-            return self._connection().execute(query, (after, limit)).fetchall()
+            chunk: list[tuple] = []
+            with self._rows_after(after) as blocks:
+                for rows, start in blocks:
+                    chunk += rows[start:start + limit - len(chunk)]
+                    if len(chunk) >= limit:
+                        break
+        if payload == "line":
+            return [(r[0], r[4]) for r in chunk]
+        if payload == "doc":
+            return [(r[0], r[2], r[5]) for r in chunk]
+        raise ValueError(f"unknown payload {payload!r}")
+
+    @contextlib.contextmanager
+    def _rows_after(self, after: int) -> Iterator[Iterator[tuple[list[tuple], int]]]:
+        """The blocks holding rows after id ``after``, oldest first, lazily: each as its
+        rows and the index of the first one after ``after``. The query is closed at
+        the end (a statement left open would hold a snapshot the checkpoint waits on)."""
+        cur = self._connection().execute("SELECT id, body FROM blocks WHERE id > ? ORDER BY id",
+                                         (after,))
+        try:
+            yield ((rows, bisect.bisect_right(rows, after, key=_row_id))
+                   for rows in (self._unpacked(i, body) for i, body in cur))
+        finally:
+            cur.close()
+
+    def _unpacked(self, block_id: int, body: bytes) -> list[tuple]:
+        """A block's rows ``(id, kind, device, ts, line, doc)``; one that does not
+        decode (damage the page checks did not catch) is logged, counted and read as
+        empty, so the sinks go on past it."""
+        rows = self._cache.get(block_id)
+        if rows is None:
+            try:
+                rows = unpack(body)
+            except BlockError as exc:
+                self.bad_blocks += 1
+                log.error("outbox %s: block ending at row %d cannot be read (%s); its rows "
+                          "are skipped (%d such blocks)", self.path, block_id, exc,
+                          self.bad_blocks)
+                rows = []
+            if len(self._cache) >= CACHE_BLOCKS:
+                del self._cache[next(iter(self._cache))]
+            self._cache[block_id] = rows
+        return rows
 
     def advance(self, sink: str, last_id: int) -> None:
         """Record that ``sink`` has confirmed every row up to ``last_id``."""
@@ -316,21 +416,27 @@ class SqliteOutbox:
         """Delete rows up to id ``upto`` (every sink has them); return how many."""
         with self._lock, self._errors("purge"):
             con = self._connection()
-            first = con.execute("SELECT min(id) FROM rows").fetchone()[0]
+            self._cache.clear()
+            first = con.execute("SELECT min(id) FROM blocks").fetchone()[0]
             deleted = 0
-            if first is not None:
+            if first is not None and first <= upto:
+                # a block goes whole: one whose last row is after ``upto`` stays
                 for start in range(first, upto + 1, DELETE_SLICE):
                     end = min(upto, start + DELETE_SLICE - 1)
-                    deleted += con.execute("DELETE FROM rows WHERE id <= ?", (end,)).rowcount
+                    deleted += con.execute("SELECT coalesce(sum(rows), 0) FROM blocks "
+                                           "WHERE id <= ?", (end,)).fetchone()[0]
+                    con.execute("DELETE FROM blocks WHERE id <= ?", (end,))
             self.rows -= deleted
             return deleted
 
     def oldest_ts(self, after: int) -> float | None:
         """Timestamp of the first row after id ``after`` (None when there is none)."""
         with self._lock, self._errors("read"):
-            row = self._connection().execute(
-                "SELECT ts FROM rows WHERE id > ? ORDER BY id LIMIT 1", (after,)).fetchone()
-            return row[0] if row else None
+            with self._rows_after(after) as blocks:
+                for rows, start in blocks:
+                    if start < len(rows):
+                        return rows[start][3]
+            return None
 
     # -- quarantine -------------------------------------------------------------------
 
@@ -339,11 +445,18 @@ class SqliteOutbox:
         """Copy rows an upstream refused into the quarantine table; return how many."""
         with self._lock, self._errors("quarantine"):
             con = self._connection()
+            wanted = set(ids)
+            found = []
+            if ids:
+                for block_id, body in con.execute(
+                        "SELECT id, body FROM blocks WHERE id >= ? AND first_id <= ? ORDER BY id",
+                        (min(ids), max(ids))).fetchall():
+                    found += [r for r in self._unpacked(block_id, body) if r[0] in wanted]
             with self._transaction():
                 con.executemany(
                     "INSERT INTO quarantine(sink, row_id, kind, device, ts, line, doc, status, "
-                    "error, at) SELECT ?, id, kind, device, ts, line, doc, ?, ?, ? FROM rows "
-                    "WHERE id = ?", [(sink, status, error, at, i) for i in ids])
+                    "error, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(sink, *r, status, error, at) for r in found])
                 con.execute("DELETE FROM quarantine WHERE id <= (SELECT max(id) FROM quarantine) - ?",
                             (QUARANTINE_KEEP,))
             return len(ids)
@@ -372,32 +485,58 @@ class SqliteOutbox:
         """Past the budget, delete the oldest readings (never events); return their ids.
 
         Deletes down to ``BUDGET_LOW_WATER`` of the budget, estimating the rows
-        from the average row size, and checks again.
+        from the average row size, and checks again. Readings go a block at a time
+        (the oldest first); a block that also holds events is written again with
+        its events only.
         """
         dropped: list[int] = []
         with self._lock, self._errors("budget"):
             con = self._connection()
+            self._cache.clear()
             for _ in range(8):  # estimates converge in one or two rounds
                 used = self._used(con)
                 if used <= self.budget_bytes or not self.rows:
                     break
                 share = (used - BUDGET_LOW_WATER * self.budget_bytes) / used
                 want = max(1, math.ceil(self.rows * share))
-                ids = [r[0] for r in con.execute(
-                    "SELECT id FROM rows WHERE kind = ? ORDER BY id LIMIT ?", (READING, want))]
-                if not ids:
+                # the oldest blocks holding readings, enough of them for ``want``
+                picked, readings = [], 0
+                with contextlib.closing(con.execute("SELECT id, first_id, rows, events FROM "
+                                                    "blocks WHERE rows > events ORDER BY id")) as cur:
+                    for block in cur:
+                        if readings >= want:
+                            break
+                        picked.append(block)
+                        readings += block[2] - block[3]
+                if not picked:
                     break  # only events left: they stay, whatever the budget
+                ids: list[int] = []
                 with self._transaction():
-                    n = 0
-                    for start in range(0, len(ids), DELETE_SLICE):
-                        chunk = ids[start:start + DELETE_SLICE]
-                        n += con.execute("DELETE FROM rows WHERE kind = ? AND id BETWEEN ? AND ?",
-                                         (READING, chunk[0], chunk[-1])).rowcount
+                    for block_id, first, count, events in picked:
+                        if not events and block_id - first + 1 == count:  # ids all in a row
+                            ids.extend(range(first, block_id + 1))
+                        else:
+                            body = con.execute("SELECT body FROM blocks WHERE id = ?",
+                                               (block_id,)).fetchone()[0]
+                            rows = self._decoded(block_id, body)
+                            ids.extend(r[0] for r in rows if r[1] == READING)
+                            kept = [(*r[1:], r[0]) for r in rows if r[1] != READING]
+                        con.execute("DELETE FROM blocks WHERE id = ?", (block_id,))
+                        if events and kept:
+                            con.execute(INSERT_BLOCK, pack(kept))
+                    n = readings
                     _bump_meta(con, "dropped", n)
                 self.rows -= n
                 self.dropped += n
                 dropped.extend(ids)
         return dropped
+
+    def _decoded(self, block_id: int, body: bytes) -> list[tuple]:
+        """A block's rows; for the budget, one that does not decode is dropped whole
+        (counted as readings: what it held cannot be told any more)."""
+        rows = self._unpacked(block_id, body)
+        self._cache.pop(block_id, None)
+        return rows
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -442,10 +581,13 @@ class SqliteOutbox:
                               disk_full=_is_disk_full(exc)) from exc
 
 
-_READS = {
-    "line": "SELECT id, line FROM rows WHERE id > ? ORDER BY id LIMIT ?",
-    "doc": "SELECT id, device, doc FROM rows WHERE id > ? ORDER BY id LIMIT ?",
-}
+def _row_id(row: tuple) -> int:
+    return row[0]
+
+
+def _has_table(con: sqlite3.Connection, name: str) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                       (name,)).fetchone() is not None
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -456,8 +598,32 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 
 def _head(con: sqlite3.Connection) -> int:
-    row = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
-    return row[0] if row else 0
+    """The highest row id ever given out: meta's head, the newest block's, or in a file
+    of the version before blocks, its rows' AUTOINCREMENT counter."""
+    heads = [_meta(con, "head")]
+    if _has_table(con, "blocks"):
+        heads.append(con.execute("SELECT coalesce(max(id), 0) FROM blocks").fetchone()[0])
+    if _has_table(con, "rows"):
+        row = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
+        heads.append(row[0] if row else 0)
+        heads.append(con.execute("SELECT coalesce(max(id), 0) FROM rows").fetchone()[0])
+    return max(heads)
+
+
+def _depth(con: sqlite3.Connection) -> int:
+    """Rows stored (blocks' rows, plus a file of the version before's rows)."""
+    depth = 0
+    if _has_table(con, "blocks"):
+        depth += con.execute("SELECT coalesce(sum(rows), 0) FROM blocks").fetchone()[0]
+    if _has_table(con, "rows"):
+        depth += con.execute("SELECT count(*) FROM rows").fetchone()[0]
+    return depth
+
+
+def _meta_at_least(con: sqlite3.Connection, key: str, value: int) -> None:
+    """Raise a meta value to ``value`` (never lower it)."""
+    con.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)", (key, value))
 
 
 def _meta(con: sqlite3.Connection, key: str) -> int:
@@ -488,11 +654,10 @@ def read_summary(path: Path, *, now: float | None = None) -> dict[str, object]:
     except sqlite3.Error as exc:
         raise OutboxError(str(path), f"cannot open: {exc}") from exc
     try:
-        depth, oldest = con.execute("SELECT count(*), min(ts) FROM rows").fetchone()
+        depth, oldest = _count_after(con, -1)
         sinks = {}
         for sink, last_id in con.execute("SELECT sink, last_id FROM cursors ORDER BY sink").fetchall():
-            lag, first_ts = con.execute("SELECT count(*), min(ts) FROM rows WHERE id > ?",
-                                        (last_id,)).fetchone()
+            lag, first_ts = _count_after(con, last_id)
             sinks[sink] = {
                 "cursor": last_id, "lag_rows": lag,
                 "oldest_unsent_age_seconds": None if first_ts is None else max(0.0, now - first_ts),
@@ -515,6 +680,29 @@ def read_summary(path: Path, *, now: float | None = None) -> dict[str, object]:
         raise OutboxError(str(path), f"cannot read: {exc}") from exc
     finally:
         con.close()
+
+
+def _count_after(con: sqlite3.Connection, after: int) -> tuple[int, float | None]:
+    """How many rows come after id ``after``, and their oldest timestamp."""
+    count, oldest = 0, []
+    if _has_table(con, "blocks"):
+        n, ts = con.execute("SELECT coalesce(sum(rows), 0), min(ts) FROM blocks "
+                            "WHERE id > ? AND first_id > ?", (after, after)).fetchone()
+        count += n
+        oldest.append(ts)
+        for (body,) in con.execute("SELECT body FROM blocks WHERE first_id <= ? AND id > ?",
+                                   (after, after)):
+            try:
+                rows = [r for r in unpack(body) if r[0] > after]
+            except BlockError:
+                continue  # (the gateway logs it when it reads the block)
+            count += len(rows)
+            oldest += [r[3] for r in rows]
+    if _has_table(con, "rows"):  # a file of the version before, not converted yet
+        n, ts = con.execute("SELECT count(*), min(ts) FROM rows WHERE id > ?", (after,)).fetchone()
+        count += n
+        oldest.append(ts)
+    return count, min((t for t in oldest if t is not None), default=None)
 
 
 def _size(path: str) -> int:
