@@ -25,9 +25,10 @@
     retryTimer: null,
     renderQueued: false,
     dirty: {alarms: false, devices: false},
-    rows: new Map(),           // alarm id -> {alarm, view, el}: unchanged rows are kept, so a click is never lost
+    rows: new Map(),           // alarm id -> {alarm, view, el} of the rows in the DOM: unchanged ones are kept, so a click is never lost
     dialog: null,              // {action, alarm}
     shownRows: new Set(),      // alarm rows the browser renders (on or near the screen)
+    alarmWindow: null,         // the alarm list (windowed-list.js): only the rows near the screen are in the DOM
   };
 
   // Whether the browser says when a row goes off or on the screen (Chromium 108+, Firefox
@@ -305,54 +306,42 @@
   }
 
   function renderAlarms() {
-    const list = $("alarm-list");
     const alarms = sortedAlarms();
     $("alarm-count").textContent = String(alarms.length);
     $("alarm-count").classList.toggle("hot", alertingAlarms().length > 0);
     $("no-alarms").hidden = alarms.length > 0;
-    const rows = new Map();
-    const view = state.lang + "|" + (state.me ? state.me.role : "");
-    for (const a of alarms) {
-      const old = state.rows.get(a.id);
-      // The same alarm object (no message about it since) is the same row; a new object
-      // (an update, a snapshot) is compared by content, so only a real change rebuilds it.
-      const same = old && old.view === view
-        && (old.alarm === a || (old.sig || rowSig(old)) === rowSig({alarm: a}));
-      rows.set(a.id, same ? Object.assign(old, {alarm: a}) : {alarm: a, view, el: alarmRow(a)});
+    if (!state.alarmWindow) {
+      state.alarmWindow = window.cgWindowedList($("alarm-list"), {key: (a) => a.id, rowFor, removed: rowRemoved});
     }
-    state.rows = rows;
-    placeRows(list, alarms.map((a) => rows.get(a.id).el));
+    state.alarmWindow.show(alarms);   // builds (rowFor) only the rows near the screen
+    if (hub() && window.cgHub.listChanged) window.cgHub.listChanged();
+  }
+
+  // The row for an alarm in the window. The same alarm object (no message about it since) is
+  // the same row; a new object (an update, a snapshot) is compared by content, so only a real
+  // change rebuilds it.
+  function rowFor(a) {
+    const view = state.lang + "|" + (state.me ? state.me.role : "");
+    const old = state.rows.get(a.id);
+    if (old && old.view === view && (old.alarm === a || (old.sig || rowSig(old)) === rowSig({alarm: a}))) {
+      old.alarm = a;
+      return old.el;
+    }
+    const row = {alarm: a, view, el: alarmRow(a)};
+    state.rows.set(a.id, row);
+    return row.el;
+  }
+
+  // A row out of the DOM (scrolled away, rebuilt, closed): forgotten; built again when needed.
+  function rowRemoved(el) {
+    state.shownRows.delete(el);
+    const row = state.rows.get(el.dataset.alarmId);
+    if (row && row.el === el) state.rows.delete(el.dataset.alarmId);
   }
 
   function rowSig(row) {
     row.sig = JSON.stringify(row.alarm);
     return row.sig;
-  }
-
-  // Put the rows in this order touching only what changed: with thousands of rows, rebuilding
-  // the list on every update costs the browser a full layout. An unchanged row stays the same
-  // element (a click on it is never lost).
-  function placeRows(list, wanted) {
-    const keep = new Set(wanted);
-    for (const el of [...list.children]) {
-      if (!keep.has(el)) {
-        el.remove();
-        state.shownRows.delete(el);
-      }
-    }
-    let cursor = list.firstElementChild;
-    for (const el of wanted) {
-      if (cursor === el) {
-        cursor = cursor.nextElementSibling;
-      } else if (cursor && cursor.nextElementSibling === el) {
-        // the row at the cursor goes further down: take it out, it is put back at its place
-        const down = cursor;
-        cursor = el.nextElementSibling;
-        down.remove();
-      } else {
-        list.insertBefore(el, cursor);
-      }
-    }
   }
 
   function alarmRow(a) {
@@ -394,6 +383,7 @@
     if (!shelved && canAct("shelve")) buttons.append(actionButton("shelve", a));
     if (shelved && canAct("unshelve")) buttons.append(actionButton("unshelve", a));
     if (buttons.childElementCount) row.append(buttons);
+    for (const cell of row.children) cell.setAttribute("role", "cell");   // the row is a table's (windowed-list.js)
     return row;
   }
 
@@ -718,6 +708,7 @@
     document.title = t("title");
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     $("lang").textContent = t("lang_switch");
+    $("alarm-list").setAttribute("aria-label", t("tab_alarms"));
     if (state.me) {
       const site = state.me.site;
       $("site-name").textContent = site.title || site.name || site.id;
@@ -751,6 +742,12 @@
     $("history-form").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(); });
     $("action-form").addEventListener("submit", confirmDialog);
     $("dlg-cancel").addEventListener("click", () => $("action-dialog").close());
+    // The dialog was about the current row: the focus goes back to it (to its new element
+    // when the action rebuilt it), not to the page's top.
+    $("action-dialog").addEventListener("close", () => {
+      const active = document.activeElement;
+      if (state.alarmWindow && (!active || active === document.body)) state.alarmWindow.focusCurrent();
+    });
     $("dev-close").addEventListener("click", () => $("device-dialog").close());
     $("device-dialog").addEventListener("close", () => clearInterval(chartTimer));
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unlockSound);

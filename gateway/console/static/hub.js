@@ -50,6 +50,7 @@
   const $ = (id) => document.getElementById(id);
   const fleetPath = []; // [subdistrict, community, compound] chosen so far
   let fleetTimer = null;
+  let listChanged = () => {};   // set by init
 
   function keep(a) {
     for (const name of FILTERS) {
@@ -213,8 +214,8 @@
         if (select !== document.activeElement) fillOptions(select);
       }
     };
-    new MutationObserver(() => { refillTimer = refillTimer || setTimeout(refill, 500); })
-      .observe($("alarm-list"), {childList: true});
+    // (app.js says when the list changed: only the rows near the screen are in the DOM.)
+    listChanged = () => { refillTimer = refillTimer || setTimeout(refill, 500); };
     $("action-form").insertBefore(h("p", {id: "hub-command", class: "hub-command", role: "status", hidden: true}),
       $("dlg-error"));
     const tab = h("button", {type: "button", role: "tab", "data-tab": "fleet", "aria-selected": "false"},
@@ -241,5 +242,5 @@
     });
   }
 
-  window.cgHub = {init, keep, place, commandState, setFilters};
+  window.cgHub = {init, keep, place, commandState, setFilters, listChanged: () => listChanged()};
 })();
