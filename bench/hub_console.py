@@ -210,7 +210,8 @@ async def run(opts) -> list[Figure]:
             BENCH, f"publish to row in the console's DOM p99, {some} gateways",
             percentile(lat, 99), 1000, "ms",
             f"p50 {percentile(lat, 50):.0f} ms over {len(lat):,} rows at {rate} transitions/s "
-            f"({probe['superseded']} updates folded into a later one); Chromium"))
+            f"({probe['superseded']} updates folded into a later one or to rows off the screen, "
+            f"which the windowed list does not build); Chromium"))
 
         many = 50 if opts.quick else 500
         with _broker() as broker:

@@ -190,12 +190,26 @@
   const BANNER_NAMED = 3;
 
   function bannerText(urgent) {
-    const newest = urgent.length <= BANNER_NAMED ? urgent
-      : [...urgent].sort((a, b) => String(b.last_ts).localeCompare(String(a.last_ts)))
-        .slice(0, BANNER_NAMED);
+    const newest = urgent.length <= BANNER_NAMED ? urgent : newestOf(urgent, BANNER_NAMED);
     const text = newest.map((a) => a.message).join(" · ");
     const more = urgent.length - newest.length;
     return more > 0 ? text + " · " + t("more_alarms", {n: more}) : text;
+  }
+
+  // The n newest (by last_ts, newest first) in one pass: this runs on every message, and a
+  // hub can have a thousand urgent alarms unacknowledged (sorting them all cost a few ms each
+  // time). ISO times of one format compare as text.
+  function newestOf(alarms, n) {
+    const top = [];
+    for (const a of alarms) {
+      const ts = String(a.last_ts);
+      if (top.length === n && ts <= String(top[n - 1].last_ts)) continue;
+      let i = top.length;
+      while (i > 0 && ts > String(top[i - 1].last_ts)) i--;
+      top.splice(i, 0, a);
+      if (top.length > n) top.pop();
+    }
+    return top;
   }
 
   function updateAlert() {
@@ -296,9 +310,18 @@
     // Most urgent level first; inside a level the newest first; shelved ones last.
     // The keys are computed once per alarm, not per comparison (thousands of alarms on a hub).
     const shown = hub() ? [...state.alarms.values()].filter(window.cgHub.keep) : [...state.alarms.values()];
-    const keyed = shown.map((a) => [isShelved(a), a.severity, Date.parse(a.last_ts), a]);
+    const keyed = shown.map((a) => [isShelved(a), a.severity, lastTime(a), a]);
     keyed.sort((x, y) => (x[0] - y[0]) || (x[1] - y[1]) || (y[2] - x[2]));
     return keyed.map((k) => k[3]);
+  }
+
+  // An alarm object's last_ts parsed once (a new message is a new object): the list is
+  // sorted every frame that brings a message.
+  const parsedLast = new WeakMap();
+  function lastTime(a) {
+    let ms = parsedLast.get(a);
+    if (ms === undefined) { ms = Date.parse(a.last_ts); parsedLast.set(a, ms); }
+    return ms;
   }
 
   function canAct(action) {

@@ -71,10 +71,12 @@
       return heights.size ? measuredSum / heights.size : FIRST_GUESS_PX;
     }
 
+    // Scrolled, resized or a row measured: redrawn in the next frame (not at all while the
+    // list is on a hidden tab; showing the tab draws it).
     function schedule() {
       if (queued) return;
       queued = true;
-      requestAnimationFrame(() => { if (queued) draw(); });
+      requestAnimationFrame(() => { if (queued && list.getClientRects().length) draw(); else queued = false; });
     }
 
     // New items (an update, a filter, a sort): drawn now (the caller is in a frame).
