@@ -29,6 +29,9 @@
     dialog: null,              // {action, alarm}
     shownRows: new Set(),      // alarm rows the browser renders (on or near the screen)
     alarmWindow: null,         // the alarm list (windowed-list.js): only the rows near the screen are in the DOM
+    order: null,               // the alarms shown, sorted, as last drawn (null: sort them all again)
+    orderFilter: "",           // the hub's filters that order was made with
+    changed: new Set(),        // ids of alarms changed or closed since: moved in the order one by one
   };
 
   // Whether the browser says when a row goes off or on the screen (Chromium 108+, Firefox
@@ -96,6 +99,7 @@
     source.addEventListener("snapshot", (e) => {
       const snap = JSON.parse(e.data);
       state.alarms = new Map(snap.alarms.map((a) => [a.id, a]));
+      state.order = null;
       state.devices = snap.devices;
       heard();
       setLive(true);
@@ -107,6 +111,7 @@
       const alarm = transition.alarm;
       if (transition.event === "closed") state.alarms.delete(alarm.id);
       else state.alarms.set(alarm.id, alarm);
+      state.changed.add(alarm.id);
       heard();
       updateAlert();   // at once, even if the tab is in the background
       render("alarms");
@@ -306,13 +311,41 @@
   // ---- the hub (many sites): hooks into static/hub.js, only when /api/me says hub ----
   const hub = () => Boolean(state.me && state.me.hub && window.cgHub);
 
+  // Most urgent level first; inside a level the newest first; shelved ones last.
+  function compareAlarms(x, y) {
+    return (isShelved(x) - isShelved(y)) || (x.severity - y.severity) || (lastTime(y) - lastTime(x));
+  }
+
   function sortedAlarms() {
-    // Most urgent level first; inside a level the newest first; shelved ones last.
+    const keep = hub() ? window.cgHub.keep : null;
+    const filter = hub() && window.cgHub.filterKey ? window.cgHub.filterKey() : "";
+    const changed = state.changed;
+    state.changed = new Set();
+    if (state.order && state.orderFilter === filter && changed.size <= 64) {
+      // A few alarms changed since the last frame (a hub: dozens a second among thousands):
+      // those move, by binary search, instead of sorting thousands again every frame.
+      if (!changed.size) return state.order;
+      const order = state.order.filter((a) => !changed.has(a.id));
+      for (const id of changed) {
+        const a = state.alarms.get(id);
+        if (!a || (keep && !keep(a))) continue;
+        let lo = 0, hi = order.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (compareAlarms(order[mid], a) <= 0) lo = mid + 1; else hi = mid;
+        }
+        order.splice(lo, 0, a);
+      }
+      state.order = order;
+      return order;
+    }
     // The keys are computed once per alarm, not per comparison (thousands of alarms on a hub).
-    const shown = hub() ? [...state.alarms.values()].filter(window.cgHub.keep) : [...state.alarms.values()];
+    const shown = keep ? [...state.alarms.values()].filter(keep) : [...state.alarms.values()];
     const keyed = shown.map((a) => [isShelved(a), a.severity, lastTime(a), a]);
     keyed.sort((x, y) => (x[0] - y[0]) || (x[1] - y[1]) || (y[2] - x[2]));
-    return keyed.map((k) => k[3]);
+    state.order = keyed.map((k) => k[3]);
+    state.orderFilter = filter;
+    return state.order;
   }
 
   // An alarm object's last_ts parsed once (a new message is a new object): the list is
@@ -653,6 +686,7 @@
       if (hub()) window.cgHub.commandState("confirmed");
       if (result.alarm && result.alarm.state !== "closed") state.alarms.set(result.alarm.id, result.alarm);
       else if (result.alarm) state.alarms.delete(result.alarm.id);
+      if (result.alarm) state.changed.add(result.alarm.id);
       $("action-dialog").close();
       toast(t("done_" + action));
       render("alarms");

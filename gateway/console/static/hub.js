@@ -63,6 +63,11 @@
     return true;
   }
 
+  // What the alarm list's order was made with (app.js sorts again when it changes).
+  function filterKey() {
+    return FILTERS.map((name) => filters[name] || "").join("\n");
+  }
+
   function place(a) {
     // the building is in the alarm's own location (app.js shows it next)
     return [a.compound, a.site_name || a.site].filter(Boolean).join(ctx.state.lang === "zh" ? " " : " · ");
@@ -94,16 +99,30 @@
     return bar;
   }
 
-  function fillOptions(select) {
-    const {h, t, state} = ctx;
+  // Every filter's values (but the level's) in one pass over the alarms and gateways: the
+  // refill after list changes reads thousands of alarms, once, not once per filter.
+  function filterValues() {
+    const {state} = ctx;
+    const seen = new Map(FILTERS.map((name) => [name, new Set()]));
+    const add = (row) => {
+      for (const [name, set] of seen) {
+        const v = row[name];
+        if (v !== undefined && v !== null && v !== "") set.add(String(v));
+      }
+    };
+    for (const a of state.alarms.values()) add(a);
+    for (const d of state.devices) add(d);
+    const out = {};
+    for (const [name, set] of seen) out[name] = [...set].sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
+    return out;
+  }
+
+  function fillOptions(select, known) {
+    const {h, t} = ctx;
     const name = select.dataset.filter;
     let values;
     if (name === "level") values = ["0", "1", "2", "3", "4"];
-    else {
-      const rows = [...state.alarms.values(), ...state.devices];
-      values = [...new Set(rows.map((r) => r[name]).filter((v) => v !== undefined && v !== null && v !== ""))]
-        .map(String).sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
-    }
+    else values = [...(known || filterValues())[name]];
     const current = filters[name] || "";
     if (current && !values.includes(current)) values.push(current);
     // Refilled after every change of the alarm list: rebuild the options only when they
@@ -119,7 +138,8 @@
 
   function setFilters(wanted) {
     for (const name of FILTERS) filters[name] = wanted[name] || "";
-    for (const select of document.querySelectorAll("#hub-filters select")) fillOptions(select);
+    const known = filterValues();
+    for (const select of document.querySelectorAll("#hub-filters select")) fillOptions(select, known);
     ctx.render("alarms");
   }
 
@@ -210,8 +230,9 @@
     let refillTimer = null;
     const refill = () => {
       refillTimer = null;
+      const known = filterValues();
       for (const select of document.querySelectorAll("#hub-filters select")) {
-        if (select !== document.activeElement) fillOptions(select);
+        if (select !== document.activeElement) fillOptions(select, known);
       }
     };
     // (app.js says when the list changed: only the rows near the screen are in the DOM.)
@@ -242,5 +263,5 @@
     });
   }
 
-  window.cgHub = {init, keep, place, commandState, setFilters, listChanged: () => listChanged()};
+  window.cgHub = {init, keep, place, filterKey, commandState, setFilters, listChanged: () => listChanged()};
 })();
