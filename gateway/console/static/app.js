@@ -27,16 +27,12 @@
     dirty: {alarms: false, devices: false},
     rows: new Map(),           // alarm id -> {alarm, view, el} of the rows in the DOM: unchanged ones are kept, so a click is never lost
     dialog: null,              // {action, alarm}
-    shownRows: new Set(),      // alarm rows the browser renders (on or near the screen)
     alarmWindow: null,         // the alarm list (windowed-list.js): only the rows near the screen are in the DOM
     order: null,               // the alarms shown, sorted, as last drawn (null: sort them all again)
     orderFilter: "",           // the hub's filters that order was made with
     changed: new Set(),        // ids of alarms changed or closed since: moved in the order one by one
   };
 
-  // Whether the browser says when a row goes off or on the screen (Chromium 108+, Firefox
-  // 125+): then only the rows on the screen have their age rewritten every second.
-  const SKIPS_KNOWN = typeof window.ContentVisibilityAutoStateChangeEvent === "function";
   const $ = (id) => document.getElementById(id);
   const t = (key, vars) => window.cgTranslate(state.lang, key, vars);
 
@@ -390,7 +386,6 @@
 
   // A row out of the DOM (scrolled away, rebuilt, closed): forgotten; built again when needed.
   function rowRemoved(el) {
-    state.shownRows.delete(el);
     const row = state.rows.get(el.dataset.alarmId);
     if (row && row.el === el) state.rows.delete(el.dataset.alarmId);
   }
@@ -421,17 +416,6 @@
       h("div", {class: "c-age age", "data-label": t("col_age"), "data-since": a.first_ts,
         text: ageText(a.first_ts)}),
     );
-    if (SKIPS_KNOWN) {
-      row.addEventListener("contentvisibilityautostatechange", (e) => {
-        if (e.skipped) {
-          state.shownRows.delete(row);
-        } else {
-          state.shownRows.add(row);
-          const age = row.querySelector(".age[data-since]");
-          setText(age, ageText(age.dataset.since));
-        }
-      });
-    }
     const buttons = h("div", {class: "c-actions"});
     if (!a.acked && canAct("ack")) buttons.append(actionButton("ack", a, "primary"));
     // A latched alarm ends by a reset, once its condition is gone.
@@ -634,11 +618,9 @@
   }
 
   function tickAges() {
-    // Rows off the screen are skipped by the browser (content-visibility: auto); their age is
-    // written when they come on the screen (alarmRow), not every second.
-    const ages = SKIPS_KNOWN ? [...state.shownRows].map((row) => row.querySelector(".age[data-since]"))
-      : document.querySelectorAll(".age[data-since]");
-    for (const el of ages) if (el) setText(el, ageText(el.dataset.since));
+    // Only the rows near the screen are in the DOM (the list is windowed): a row's age is
+    // written when it is built, and every second while it is there.
+    for (const el of document.querySelectorAll(".age[data-since]")) setText(el, ageText(el.dataset.since));
     $("clock").textContent = clockText(new Date(serverNow() * 1000));
   }
 

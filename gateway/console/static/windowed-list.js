@@ -8,7 +8,8 @@
 // it is on the page (a ResizeObserver, which reports after the browser's own layout, so
 // measuring never forces one) and remembered by key; rows never measured count as the
 // mean of those that were. Each draw reads first (the list's place, the screen's
-// height), then writes (spacers, rows), never a read after a write.
+// height), then writes (spacers, rows), and reads nothing after its writes but in one
+// case: a list scrolled to its very end is kept at its end (the last row in view).
 //
 // For keyboards and screen readers: the list is a table with aria-rowcount (every row,
 // not only those in the DOM) and each row has its aria-rowindex; the arrow keys, Page
