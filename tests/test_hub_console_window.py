@@ -158,6 +158,19 @@ async def test_thousands_of_alarms_keep_a_bounded_dom_and_every_row_reachable(
         assert await acked.get_attribute("aria-current") == "true"
         assert await page.evaluate("document.activeElement.dataset.alarmId") == alarm_id
 
+        # scrolled far away (the row leaves the DOM) and back: it has the focus again
+        for _ in range(8):
+            await page.mouse.wheel(0, 3000)
+            await frames(page)
+        assert await acked.count() == 0
+        for _ in range(50):
+            if await acked.count():
+                break
+            await page.mouse.wheel(0, -3000)
+            await frames(page)
+        await frames(page)
+        assert await page.evaluate("document.activeElement.dataset.alarmId") == alarm_id
+
         # the keyboard: Home and End from a row move to the first and last rows
         await page.keyboard.press("Home")
         top = page.locator("article.alarm", has_text=f"alarm {ALARMS:04d}")

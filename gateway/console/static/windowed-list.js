@@ -279,9 +279,17 @@
       const row = e.target.closest("[data-window-key]");
       if (row) setCurrent(row.dataset.windowKey);
     });
-    // Focus moved elsewhere on purpose (a filter, the dialog's note): not put back later.
+    // Focus moved elsewhere on purpose (a filter, the dialog's note, a click on the page's
+    // background): not put back later. A row taken out of the DOM (rebuilt, scrolled away)
+    // loses the focus too, but that is not the user's doing: it is put back.
     document.addEventListener("focusin", (e) => {
       if (!list.contains(e.target)) focusWanted = null;
+    });
+    list.addEventListener("focusout", (e) => {
+      const from = e.target;
+      queueMicrotask(() => {
+        if (from.isConnected && !list.contains(document.activeElement)) focusWanted = null;
+      });
     });
     window.addEventListener("scroll", schedule, {passive: true});
     window.addEventListener("resize", schedule, {passive: true});
