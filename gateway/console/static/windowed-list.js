@@ -5,9 +5,9 @@
 // 300 ms with 5,000 alarms); now it costs the same with 5 or 5,000.
 //
 // Rows may differ in height (a phone's cards wrap): each row's height is measured once
-// it is on the page (a ResizeObserver, which reports after the browser's own layout, so
-// measuring never forces one) and remembered by key; rows never measured count as the
-// mean of those that were. Each draw reads first (the list's place, the screen's
+// it is drawn (a ResizeObserver, which reports after the browser's own layout, so
+// measuring never forces one; a row skipped by content-visibility: auto is not drawn
+// yet) and remembered by key; rows never measured count as the mean of those that were. Each draw reads first (the list's place, the screen's
 // height), then writes (spacers, rows), and reads nothing after its writes but in one
 // case: a list scrolled to its very end is kept at its end (the last row in view).
 //
@@ -44,6 +44,10 @@
       for (const entry of entries) {
         const el = entry.target;
         if (!el.isConnected || el.dataset.windowKey === undefined) continue;
+        // A row the browser skips (content-visibility: auto, off the screen) has its
+        // placeholder's height, not its own: measured once it is drawn.
+        const inside = el.firstElementChild;
+        if (inside && inside.checkVisibility && !inside.checkVisibility({contentVisibilityAuto: true})) continue;
         const size = entry.borderBoxSize && entry.borderBoxSize[0];
         const height = size ? size.blockSize : el.getBoundingClientRect().height;
         // after the browser's layout: reading the style here forces nothing
