@@ -58,7 +58,16 @@ PROBE = """
                                longFrames: []};
   if ((PerformanceObserver.supportedEntryTypes || []).includes("long-animation-frame")) {
     new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) B.longFrames.push(e.duration);
+      // each long frame's split: its scripts, then style and layout, then the rest of the
+      // rendering (paint, commit); where a frame's time goes, for the figure's note
+      for (const e of list.getEntries()) {
+        const end = e.startTime + e.duration;
+        const scripts = (e.scripts || []).map((x) => [x.duration, (x.sourceFunctionName || "?") + "@"
+          + String(x.sourceURL || "").split("/").pop().split("?")[0]]);
+        B.longFrames.push({duration: e.duration, scripts: scripts.reduce((sum, x) => sum + x[0], 0),
+          layout: e.styleAndLayoutStart ? end - e.styleAndLayoutStart : 0,
+          render: e.renderStart ? end - e.renderStart : 0, top: scripts.sort((x, y) => y[0] - x[0])[0] || null});
+      }
     }).observe({type: "long-animation-frame"});
   }
   const Original = window.EventSource;
@@ -239,7 +248,16 @@ async def run(opts) -> list[Figure]:
                                             " dom: __bench.dom, superseded: __bench.superseded,"
                                             " longFrames: __bench.longFrames})")
                 rows = await _rows(page)
-        render, dom, long_frames = probe["render"], probe["dom"], probe["longFrames"]
+        render, dom, frames = probe["render"], probe["dom"], probe["longFrames"]
+        long_frames = [f["duration"] for f in frames]
+        # where the long frames' time went (Chromium's long-animation-frame entries)
+        split = (f"; their medians: scripts {percentile([f['scripts'] for f in frames], 50):.0f}, "
+                 f"style and layout {percentile([f['layout'] for f in frames], 50):.0f}, "
+                 f"rendering from its start {percentile([f['render'] for f in frames], 50):.0f} ms"
+                 if frames else "")
+        heaviest = sorted((f["top"] for f in frames if f["top"]), reverse=True)[:3]
+        if heaviest:
+            split += "; heaviest scripts " + ", ".join(f"{name} {ms:.0f} ms" for ms, name in heaviest)
         figures.append(at_most(
             BENCH, f"live update rendered p99, {many * 10:,} open alarms", percentile(render, 99),
             100, "ms", f"p50 {percentile(render, 50):.0f} ms over {len(render):,} updates "
@@ -247,7 +265,7 @@ async def run(opts) -> list[Figure]:
                        f"that drew it); {rows:,} rows in the DOM; rows on the screen to the DOM "
                        f"p50 {percentile(dom, 50):.0f}, p99 {percentile(dom, 99):.0f} ms over "
                        f"{len(dom):,}; {len(long_frames)} frames over 50 ms"
-                       + (f" (longest {max(long_frames):.0f} ms)" if long_frames else "")))
+                       + (f" (longest {max(long_frames):.0f} ms)" if long_frames else "") + split))
         figures.append(info(
             BENCH, f"first load of the alarm page, {many * 10:,} open alarms", first_load * 1000,
             "ms", "reload to the list drawn (its first screen of rows, aria-rowcount every alarm)"))

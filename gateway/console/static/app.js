@@ -31,6 +31,8 @@
     order: null,               // the alarms shown, sorted, as last drawn (null: sort them all again)
     orderFilter: "",           // the hub's filters that order was made with
     changed: new Set(),        // ids of alarms changed or closed since: moved in the order one by one
+    membership: 0,             // counts alarms raised and closed (not updates): the hub's filters refill on it
+    alerting: new Set(),       // ids of the alarms sounding: urgent, unacknowledged, not shelved
   };
 
   const $ = (id) => document.getElementById(id);
@@ -95,7 +97,10 @@
     source.addEventListener("snapshot", (e) => {
       const snap = JSON.parse(e.data);
       state.alarms = new Map(snap.alarms.map((a) => [a.id, a]));
+      state.alerting = new Set();
+      for (const a of state.alarms.values()) noteAlerting(a, false);
       state.order = null;
+      state.membership += 1;
       state.devices = snap.devices;
       heard();
       setLive(true);
@@ -105,8 +110,10 @@
     source.addEventListener("alarm", (e) => {
       const transition = JSON.parse(e.data);
       const alarm = transition.alarm;
+      if (transition.event === "closed" || !state.alarms.has(alarm.id)) state.membership += 1;
       if (transition.event === "closed") state.alarms.delete(alarm.id);
       else state.alarms.set(alarm.id, alarm);
+      noteAlerting(alarm, transition.event === "closed");
       state.changed.add(alarm.id);
       heard();
       updateAlert();   // at once, even if the tab is in the background
@@ -177,8 +184,20 @@
     return alarm.severity <= LEVEL1;
   }
 
+  // The alarms sounding, kept as each message comes (the stream's handlers note them; a hub has
+  // thousands open and a dozen messages a frame: not a filter of them all every time).
   function alertingAlarms() {
-    return [...state.alarms.values()].filter((a) => isUrgent(a) && !a.acked && !isShelved(a));
+    const out = [];
+    for (const id of state.alerting) {
+      const a = state.alarms.get(id);
+      if (a) out.push(a);
+    }
+    return out;
+  }
+
+  function noteAlerting(alarm, closed) {
+    if (!closed && isUrgent(alarm) && !alarm.acked && !isShelved(alarm)) state.alerting.add(alarm.id);
+    else state.alerting.delete(alarm.id);
   }
 
   function isShelved(alarm) {
@@ -518,6 +537,8 @@
     return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${clockText(d)}`;
   }
 
+  const NATURAL = new Intl.Collator(undefined, {numeric: true});   // "2" before "10"; one for every comparison
+
   function renderDevices() {
     updateDeviceCount();
     if (state.tab !== "devices") return;
@@ -527,7 +548,7 @@
       if (!byBuilding.has(b)) byBuilding.set(b, []);
       byBuilding.get(b).push(d);
     }
-    const buildings = [...byBuilding.keys()].sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
+    const buildings = [...byBuilding.keys()].sort(NATURAL.compare);
     $("device-list").replaceChildren(...buildings.map((b) => {
       const devices = byBuilding.get(b);
       const online = devices.filter((d) => d.online === true).length;
@@ -669,6 +690,8 @@
       if (result.alarm && result.alarm.state !== "closed") state.alarms.set(result.alarm.id, result.alarm);
       else if (result.alarm) state.alarms.delete(result.alarm.id);
       if (result.alarm) state.changed.add(result.alarm.id);
+      if (result.alarm) noteAlerting(result.alarm, result.alarm.state === "closed");
+      if (result.alarm && result.alarm.state === "closed") state.membership += 1;
       $("action-dialog").close();
       toast(t("done_" + action));
       render("alarms");

@@ -99,21 +99,38 @@
     return bar;
   }
 
+  // "Building 2" before "Building 10". One collator for every comparison: localeCompare with
+  // options builds one per call, and the refill below sorted hundreds of buildings that way
+  // (a bench trace: 120-200 ms a refill with 5,000 alarms from 500 gateways).
+  const NATURAL = new Intl.Collator(undefined, {numeric: true});
+
   // Every filter's values (but the level's) in one pass over the alarms and gateways: the
   // refill after list changes reads thousands of alarms, once, not once per filter.
+  // The alarms' part is read again only when alarms were raised or closed (an update never
+  // moves an alarm), the gateways' part when new cards came.
+  let fromAlarms = {membership: null, sets: null};
+  let fromDevices = {devices: null, sets: null};
+
   function filterValues() {
     const {state} = ctx;
-    const seen = new Map(FILTERS.map((name) => [name, new Set()]));
-    const add = (row) => {
-      for (const [name, set] of seen) {
-        const v = row[name];
-        if (v !== undefined && v !== null && v !== "") set.add(String(v));
+    const collect = (rows) => {
+      const seen = new Map(FILTERS.map((name) => [name, new Set()]));
+      for (const row of rows) {
+        for (const [name, set] of seen) {
+          const v = row[name];
+          if (v !== undefined && v !== null && v !== "") set.add(String(v));
+        }
       }
+      return seen;
     };
-    for (const a of state.alarms.values()) add(a);
-    for (const d of state.devices) add(d);
+    if (fromAlarms.membership !== state.membership) {
+      fromAlarms = {membership: state.membership, sets: collect(state.alarms.values())};
+    }
+    if (fromDevices.devices !== state.devices) fromDevices = {devices: state.devices, sets: collect(state.devices)};
     const out = {};
-    for (const [name, set] of seen) out[name] = [...set].sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
+    for (const name of FILTERS) {
+      out[name] = [...new Set([...fromAlarms.sets.get(name), ...fromDevices.sets.get(name)])].sort(NATURAL.compare);
+    }
     return out;
   }
 
@@ -228,9 +245,16 @@
     // within half a second: each refill reads every alarm, and a hub's list changes dozens
     // of times a second. (A select is refilled anyway when it is opened.)
     let refillTimer = null;
+    let refilledFor = null;
     const refill = () => {
       refillTimer = null;
-      const known = filterValues();
+      // An update never moves an alarm to another place: only alarms raised or closed, and
+      // new gateway cards, can change the values (a hub's list changes dozens of times a
+      // second, nearly all of them updates).
+      const basis = {membership: ctx.state.membership, devices: ctx.state.devices, lang: ctx.state.lang};
+      if (refilledFor && Object.keys(basis).every((k) => basis[k] === refilledFor[k])) return;
+      refilledFor = basis;
+      const known = filterValues();   // (the alarms read again only if some were raised or closed)
       for (const select of document.querySelectorAll("#hub-filters select")) {
         if (select !== document.activeElement) fillOptions(select, known);
       }
