@@ -10,16 +10,25 @@ The page is instrumented before its own scripts run (``add_init_script``): the
 ``EventSource`` it opens gets a first listener that notes, per alarm id and count,
 when the stream message arrived and the gateway's publish time (``details.sent``,
 wall clock); a ``MutationObserver`` notes when the row for that id and count is put
-in the DOM, and the frame after it (``requestAnimationFrame`` then a task: the row is
-painted).
+in the DOM (publish-to-DOM latency; the list is windowed, so only rows on the screen
+are ever put in the DOM).
+
+"Rendered" is per stream message, whether its row is on the screen or not: the
+probe's listener runs before the console's and asks for an animation frame; the
+console's own listener then asks for the frame in which it redraws the list, which
+is the same frame (callbacks asked for in one task run in the next frame, in order).
+From the probe's frame callback a task is queued: it runs once that frame's style,
+layout and paint are done. Message arrival to that task is the figure. Chromium's
+long-animation-frame entries (frames over 50 ms) are counted beside it.
 
 - latency: 200 gateways (20 quick), 5 alarms each, 200 transitions/s. Publish (the
   gateway's wall clock) to the row in the page's DOM (``performance.timeOrigin +
   performance.now()``, the same machine's clock). Target p99 <= 1 s.
 - 5,000 open alarms (500 gateways x 10; 500 quick): first the page's load (reload to
-  every row in the DOM), then live updates at 50 transitions/s: from the stream
-  message's arrival in the page to the frame after the row was updated. Target p99
-  <= 100 ms.
+  the list drawn: the first screen of rows, and the list's ``aria-rowcount`` saying
+  every alarm; before the windowed list, every row in the DOM), then live updates at
+  50 transitions/s: from the stream message's arrival in the page to the end of the
+  frame that drew it. Target p99 <= 100 ms.
 """
 
 from __future__ import annotations
@@ -45,7 +54,22 @@ UPDATES = 50  # transitions/s with 5,000 open alarms: bench.hub_load's lowest (5
 # Runs in the page before app.js: see the module's docstring.
 PROBE = """
 (() => {
-  const B = window.__bench = {waiting: new Map(), latency: [], render: [], dom: [], superseded: 0};
+  const B = window.__bench = {waiting: new Map(), latency: [], render: [], dom: [], superseded: 0,
+                               longFrames: []};
+  if ((PerformanceObserver.supportedEntryTypes || []).includes("long-animation-frame")) {
+    new PerformanceObserver((list) => {
+      // each long frame's split: its scripts, then style and layout, then the rest of the
+      // rendering (paint, commit); where a frame's time goes, for the figure's note
+      for (const e of list.getEntries()) {
+        const end = e.startTime + e.duration;
+        const scripts = (e.scripts || []).map((x) => [x.duration, (x.sourceFunctionName || "?") + "@"
+          + String(x.sourceURL || "").split("/").pop().split("?")[0]]);
+        B.longFrames.push({duration: e.duration, scripts: scripts.reduce((sum, x) => sum + x[0], 0),
+          layout: e.styleAndLayoutStart ? end - e.styleAndLayoutStart : 0,
+          render: e.renderStart ? end - e.renderStart : 0, top: scripts.sort((x, y) => y[0] - x[0])[0] || null});
+      }
+    }).observe({type: "long-animation-frame"});
+  }
   const Original = window.EventSource;
   function Probed(url, init) {
     const source = new Original(url, init);
@@ -54,6 +78,8 @@ PROBE = """
       const a = JSON.parse(e.data).alarm || {};
       const sent = a.details && a.details.sent;
       if (typeof sent !== "number") return;
+      // the frame the console draws this message in (see the module's docstring)
+      requestAnimationFrame(() => setTimeout(() => B.render.push(performance.now() - arrived), 0));
       const prev = B.waiting.get(a.id);
       if (prev) B.superseded += 1;   // two updates of one alarm before a render: one row
       B.waiting.set(a.id, {count: String(a.count), sent, arrived});
@@ -72,8 +98,6 @@ PROBE = """
       B.waiting.delete(node.dataset.alarmId);
       B.latency.push(performance.timeOrigin + now - w.sent * 1000);
       B.dom.push(now - w.arrived);
-      const painted = () => B.render.push(performance.now() - w.arrived);
-      requestAnimationFrame(() => setTimeout(painted, 0));
     }
   }).observe(document, {childList: true, subtree: true});
 })();
@@ -164,6 +188,16 @@ async def _rows(page) -> int:
     return await page.evaluate("document.querySelectorAll('#alarm-list article.alarm').length")
 
 
+async def _listed(page) -> int:
+    """How many alarms the list holds: its aria-rowcount once it has drawn rows (the windowed
+    list keeps only the screen's rows in the DOM), else the rows in the DOM."""
+    return await page.evaluate(
+        "(() => { const list = document.getElementById('alarm-list');"
+        " const rows = list.querySelectorAll('article.alarm').length;"
+        " const count = Number(list.getAttribute('aria-rowcount'));"
+        " return rows && count ? count : rows; })()")
+
+
 async def run(opts) -> list[Figure]:
     from bench.hub import _broker
 
@@ -185,7 +219,8 @@ async def run(opts) -> list[Figure]:
             BENCH, f"publish to row in the console's DOM p99, {some} gateways",
             percentile(lat, 99), 1000, "ms",
             f"p50 {percentile(lat, 50):.0f} ms over {len(lat):,} rows at {rate} transitions/s "
-            f"({probe['superseded']} updates folded into a later one); Chromium"))
+            f"({probe['superseded']} updates folded into a later one or to rows off the screen, "
+            f"which the windowed list does not build); Chromium"))
 
         many = 50 if opts.quick else 500
         with _broker() as broker:
@@ -199,27 +234,39 @@ async def run(opts) -> list[Figure]:
                 start = time.perf_counter()
                 await page.reload()
                 # polled from here (the console's CSP forbids wait_for_function's eval): to ~10 ms
-                while await _rows(page) < many * 10:
+                while await _listed(page) < many * 10:
                     if time.perf_counter() - start > 120:
-                        raise RuntimeError(f"the page showed {await _rows(page)} of "
+                        raise RuntimeError(f"the page showed {await _listed(page)} of "
                                            f"{many * 10} alarms after 120 s")
                     await asyncio.sleep(0.01)
                 first_load = time.perf_counter() - start
                 await page.evaluate("__bench.render.length = 0; __bench.latency.length = 0;"
-                                    " __bench.dom.length = 0")
+                                    " __bench.dom.length = 0; __bench.longFrames.length = 0")
                 await _load(broker.port, gateways=many, rate=UPDATES, seconds=seconds, alarms=10)
                 await asyncio.sleep(1.0)
                 probe = await page.evaluate("({latency: __bench.latency, render: __bench.render,"
-                                            " dom: __bench.dom, superseded: __bench.superseded})")
+                                            " dom: __bench.dom, superseded: __bench.superseded,"
+                                            " longFrames: __bench.longFrames})")
                 rows = await _rows(page)
-        render, dom = probe["render"], probe["dom"]
+        render, dom, frames = probe["render"], probe["dom"], probe["longFrames"]
+        long_frames = [f["duration"] for f in frames]
+        # where the long frames' time went (Chromium's long-animation-frame entries)
+        split = (f"; their medians: scripts {percentile([f['scripts'] for f in frames], 50):.0f}, "
+                 f"style and layout {percentile([f['layout'] for f in frames], 50):.0f}, "
+                 f"rendering from its start {percentile([f['render'] for f in frames], 50):.0f} ms"
+                 if frames else "")
+        heaviest = sorted((f["top"] for f in frames if f["top"]), reverse=True)[:3]
+        if heaviest:
+            split += "; heaviest scripts " + ", ".join(f"{name} {ms:.0f} ms" for ms, name in heaviest)
         figures.append(at_most(
             BENCH, f"live update rendered p99, {many * 10:,} open alarms", percentile(render, 99),
             100, "ms", f"p50 {percentile(render, 50):.0f} ms over {len(render):,} updates "
-                       f"at {UPDATES}/s (stream message in the page to the frame after the row "
-                       f"changed); {rows:,} rows on the page; to the DOM p50 "
-                       f"{percentile(dom, 50):.0f}, p99 {percentile(dom, 99):.0f} ms"))
+                       f"at {UPDATES}/s (stream message in the page to the end of the frame "
+                       f"that drew it); {rows:,} rows in the DOM; rows on the screen to the DOM "
+                       f"p50 {percentile(dom, 50):.0f}, p99 {percentile(dom, 99):.0f} ms over "
+                       f"{len(dom):,}; {len(long_frames)} frames over 50 ms"
+                       + (f" (longest {max(long_frames):.0f} ms)" if long_frames else "") + split))
         figures.append(info(
             BENCH, f"first load of the alarm page, {many * 10:,} open alarms", first_load * 1000,
-            "ms", "reload to every row in the DOM"))
+            "ms", "reload to the list drawn (its first screen of rows, aria-rowcount every alarm)"))
     return figures

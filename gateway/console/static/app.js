@@ -25,14 +25,16 @@
     retryTimer: null,
     renderQueued: false,
     dirty: {alarms: false, devices: false},
-    rows: new Map(),           // alarm id -> {alarm, view, el}: unchanged rows are kept, so a click is never lost
+    rows: new Map(),           // alarm id -> {alarm, view, el} of the rows in the DOM: unchanged ones are kept, so a click is never lost
     dialog: null,              // {action, alarm}
-    shownRows: new Set(),      // alarm rows the browser renders (on or near the screen)
+    alarmWindow: null,         // the alarm list (windowed-list.js): only the rows near the screen are in the DOM
+    order: null,               // the alarms shown, sorted, as last drawn (null: sort them all again)
+    orderFilter: "",           // the hub's filters that order was made with
+    changed: new Set(),        // ids of alarms changed or closed since: moved in the order one by one
+    membership: 0,             // counts alarms raised and closed (not updates): the hub's filters refill on it
+    alerting: new Set(),       // ids of the alarms sounding: urgent, unacknowledged, not shelved
   };
 
-  // Whether the browser says when a row goes off or on the screen (Chromium 108+, Firefox
-  // 125+): then only the rows on the screen have their age rewritten every second.
-  const SKIPS_KNOWN = typeof window.ContentVisibilityAutoStateChangeEvent === "function";
   const $ = (id) => document.getElementById(id);
   const t = (key, vars) => window.cgTranslate(state.lang, key, vars);
 
@@ -95,6 +97,10 @@
     source.addEventListener("snapshot", (e) => {
       const snap = JSON.parse(e.data);
       state.alarms = new Map(snap.alarms.map((a) => [a.id, a]));
+      state.alerting = new Set();
+      for (const a of state.alarms.values()) noteAlerting(a, false);
+      state.order = null;
+      state.membership += 1;
       state.devices = snap.devices;
       heard();
       setLive(true);
@@ -104,8 +110,11 @@
     source.addEventListener("alarm", (e) => {
       const transition = JSON.parse(e.data);
       const alarm = transition.alarm;
+      if (transition.event === "closed" || !state.alarms.has(alarm.id)) state.membership += 1;
       if (transition.event === "closed") state.alarms.delete(alarm.id);
       else state.alarms.set(alarm.id, alarm);
+      noteAlerting(alarm, transition.event === "closed");
+      state.changed.add(alarm.id);
       heard();
       updateAlert();   // at once, even if the tab is in the background
       render("alarms");
@@ -175,8 +184,20 @@
     return alarm.severity <= LEVEL1;
   }
 
+  // The alarms sounding, kept as each message comes (the stream's handlers note them; a hub has
+  // thousands open and a dozen messages a frame: not a filter of them all every time).
   function alertingAlarms() {
-    return [...state.alarms.values()].filter((a) => isUrgent(a) && !a.acked && !isShelved(a));
+    const out = [];
+    for (const id of state.alerting) {
+      const a = state.alarms.get(id);
+      if (a) out.push(a);
+    }
+    return out;
+  }
+
+  function noteAlerting(alarm, closed) {
+    if (!closed && isUrgent(alarm) && !alarm.acked && !isShelved(alarm)) state.alerting.add(alarm.id);
+    else state.alerting.delete(alarm.id);
   }
 
   function isShelved(alarm) {
@@ -189,12 +210,26 @@
   const BANNER_NAMED = 3;
 
   function bannerText(urgent) {
-    const newest = urgent.length <= BANNER_NAMED ? urgent
-      : [...urgent].sort((a, b) => String(b.last_ts).localeCompare(String(a.last_ts)))
-        .slice(0, BANNER_NAMED);
+    const newest = urgent.length <= BANNER_NAMED ? urgent : newestOf(urgent, BANNER_NAMED);
     const text = newest.map((a) => a.message).join(" · ");
     const more = urgent.length - newest.length;
     return more > 0 ? text + " · " + t("more_alarms", {n: more}) : text;
+  }
+
+  // The n newest (by last_ts, newest first) in one pass: this runs on every message, and a
+  // hub can have a thousand urgent alarms unacknowledged (sorting them all cost a few ms each
+  // time). ISO times of one format compare as text.
+  function newestOf(alarms, n) {
+    const top = [];
+    for (const a of alarms) {
+      const ts = String(a.last_ts);
+      if (top.length === n && ts <= String(top[n - 1].last_ts)) continue;
+      let i = top.length;
+      while (i > 0 && ts > String(top[i - 1].last_ts)) i--;
+      top.splice(i, 0, a);
+      if (top.length > n) top.pop();
+    }
+    return top;
   }
 
   function updateAlert() {
@@ -291,13 +326,50 @@
   // ---- the hub (many sites): hooks into static/hub.js, only when /api/me says hub ----
   const hub = () => Boolean(state.me && state.me.hub && window.cgHub);
 
+  // Most urgent level first; inside a level the newest first; shelved ones last.
+  function compareAlarms(x, y) {
+    return (isShelved(x) - isShelved(y)) || (x.severity - y.severity) || (lastTime(y) - lastTime(x));
+  }
+
   function sortedAlarms() {
-    // Most urgent level first; inside a level the newest first; shelved ones last.
+    const keep = hub() ? window.cgHub.keep : null;
+    const filter = hub() && window.cgHub.filterKey ? window.cgHub.filterKey() : "";
+    const changed = state.changed;
+    state.changed = new Set();
+    if (state.order && state.orderFilter === filter && changed.size <= 64) {
+      // A few alarms changed since the last frame (a hub: dozens a second among thousands):
+      // those move, by binary search, instead of sorting thousands again every frame.
+      if (!changed.size) return state.order;
+      const order = state.order.filter((a) => !changed.has(a.id));
+      for (const id of changed) {
+        const a = state.alarms.get(id);
+        if (!a || (keep && !keep(a))) continue;
+        let lo = 0, hi = order.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (compareAlarms(order[mid], a) <= 0) lo = mid + 1; else hi = mid;
+        }
+        order.splice(lo, 0, a);
+      }
+      state.order = order;
+      return order;
+    }
     // The keys are computed once per alarm, not per comparison (thousands of alarms on a hub).
-    const shown = hub() ? [...state.alarms.values()].filter(window.cgHub.keep) : [...state.alarms.values()];
-    const keyed = shown.map((a) => [isShelved(a), a.severity, Date.parse(a.last_ts), a]);
+    const shown = keep ? [...state.alarms.values()].filter(keep) : [...state.alarms.values()];
+    const keyed = shown.map((a) => [isShelved(a), a.severity, lastTime(a), a]);
     keyed.sort((x, y) => (x[0] - y[0]) || (x[1] - y[1]) || (y[2] - x[2]));
-    return keyed.map((k) => k[3]);
+    state.order = keyed.map((k) => k[3]);
+    state.orderFilter = filter;
+    return state.order;
+  }
+
+  // An alarm object's last_ts parsed once (a new message is a new object): the list is
+  // sorted every frame that brings a message.
+  const parsedLast = new WeakMap();
+  function lastTime(a) {
+    let ms = parsedLast.get(a);
+    if (ms === undefined) { ms = Date.parse(a.last_ts); parsedLast.set(a, ms); }
+    return ms;
   }
 
   function canAct(action) {
@@ -305,54 +377,41 @@
   }
 
   function renderAlarms() {
-    const list = $("alarm-list");
     const alarms = sortedAlarms();
     $("alarm-count").textContent = String(alarms.length);
     $("alarm-count").classList.toggle("hot", alertingAlarms().length > 0);
     $("no-alarms").hidden = alarms.length > 0;
-    const rows = new Map();
-    const view = state.lang + "|" + (state.me ? state.me.role : "");
-    for (const a of alarms) {
-      const old = state.rows.get(a.id);
-      // The same alarm object (no message about it since) is the same row; a new object
-      // (an update, a snapshot) is compared by content, so only a real change rebuilds it.
-      const same = old && old.view === view
-        && (old.alarm === a || (old.sig || rowSig(old)) === rowSig({alarm: a}));
-      rows.set(a.id, same ? Object.assign(old, {alarm: a}) : {alarm: a, view, el: alarmRow(a)});
+    if (!state.alarmWindow) {
+      state.alarmWindow = window.cgWindowedList($("alarm-list"), {key: (a) => a.id, rowFor, removed: rowRemoved});
     }
-    state.rows = rows;
-    placeRows(list, alarms.map((a) => rows.get(a.id).el));
+    state.alarmWindow.show(alarms);   // builds (rowFor) only the rows near the screen
+    if (hub() && window.cgHub.listChanged) window.cgHub.listChanged();
+  }
+
+  // The row for an alarm in the window. The same alarm object (no message about it since) is
+  // the same row; a new object (an update, a snapshot) is compared by content, so only a real
+  // change rebuilds it.
+  function rowFor(a) {
+    const view = state.lang + "|" + (state.me ? state.me.role : "");
+    const old = state.rows.get(a.id);
+    if (old && old.view === view && (old.alarm === a || (old.sig || rowSig(old)) === rowSig({alarm: a}))) {
+      old.alarm = a;
+      return old.el;
+    }
+    const row = {alarm: a, view, el: alarmRow(a)};
+    state.rows.set(a.id, row);
+    return row.el;
+  }
+
+  // A row out of the DOM (scrolled away, rebuilt, closed): forgotten; built again when needed.
+  function rowRemoved(el) {
+    const row = state.rows.get(el.dataset.alarmId);
+    if (row && row.el === el) state.rows.delete(el.dataset.alarmId);
   }
 
   function rowSig(row) {
     row.sig = JSON.stringify(row.alarm);
     return row.sig;
-  }
-
-  // Put the rows in this order touching only what changed: with thousands of rows, rebuilding
-  // the list on every update costs the browser a full layout. An unchanged row stays the same
-  // element (a click on it is never lost).
-  function placeRows(list, wanted) {
-    const keep = new Set(wanted);
-    for (const el of [...list.children]) {
-      if (!keep.has(el)) {
-        el.remove();
-        state.shownRows.delete(el);
-      }
-    }
-    let cursor = list.firstElementChild;
-    for (const el of wanted) {
-      if (cursor === el) {
-        cursor = cursor.nextElementSibling;
-      } else if (cursor && cursor.nextElementSibling === el) {
-        // the row at the cursor goes further down: take it out, it is put back at its place
-        const down = cursor;
-        cursor = el.nextElementSibling;
-        down.remove();
-      } else {
-        list.insertBefore(el, cursor);
-      }
-    }
   }
 
   function alarmRow(a) {
@@ -376,17 +435,6 @@
       h("div", {class: "c-age age", "data-label": t("col_age"), "data-since": a.first_ts,
         text: ageText(a.first_ts)}),
     );
-    if (SKIPS_KNOWN) {
-      row.addEventListener("contentvisibilityautostatechange", (e) => {
-        if (e.skipped) {
-          state.shownRows.delete(row);
-        } else {
-          state.shownRows.add(row);
-          const age = row.querySelector(".age[data-since]");
-          setText(age, ageText(age.dataset.since));
-        }
-      });
-    }
     const buttons = h("div", {class: "c-actions"});
     if (!a.acked && canAct("ack")) buttons.append(actionButton("ack", a, "primary"));
     // A latched alarm ends by a reset, once its condition is gone.
@@ -394,6 +442,7 @@
     if (!shelved && canAct("shelve")) buttons.append(actionButton("shelve", a));
     if (shelved && canAct("unshelve")) buttons.append(actionButton("unshelve", a));
     if (buttons.childElementCount) row.append(buttons);
+    for (const cell of row.children) cell.setAttribute("role", "cell");   // the row is a table's (windowed-list.js)
     return row;
   }
 
@@ -488,6 +537,8 @@
     return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${clockText(d)}`;
   }
 
+  const NATURAL = new Intl.Collator(undefined, {numeric: true});   // "2" before "10"; one for every comparison
+
   function renderDevices() {
     updateDeviceCount();
     if (state.tab !== "devices") return;
@@ -497,7 +548,7 @@
       if (!byBuilding.has(b)) byBuilding.set(b, []);
       byBuilding.get(b).push(d);
     }
-    const buildings = [...byBuilding.keys()].sort((x, y) => x.localeCompare(y, undefined, {numeric: true}));
+    const buildings = [...byBuilding.keys()].sort(NATURAL.compare);
     $("device-list").replaceChildren(...buildings.map((b) => {
       const devices = byBuilding.get(b);
       const online = devices.filter((d) => d.online === true).length;
@@ -588,11 +639,9 @@
   }
 
   function tickAges() {
-    // Rows off the screen are skipped by the browser (content-visibility: auto); their age is
-    // written when they come on the screen (alarmRow), not every second.
-    const ages = SKIPS_KNOWN ? [...state.shownRows].map((row) => row.querySelector(".age[data-since]"))
-      : document.querySelectorAll(".age[data-since]");
-    for (const el of ages) if (el) setText(el, ageText(el.dataset.since));
+    // Only the rows near the screen are in the DOM (the list is windowed): a row's age is
+    // written when it is built, and every second while it is there.
+    for (const el of document.querySelectorAll(".age[data-since]")) setText(el, ageText(el.dataset.since));
     $("clock").textContent = clockText(new Date(serverNow() * 1000));
   }
 
@@ -640,6 +689,9 @@
       if (hub()) window.cgHub.commandState("confirmed");
       if (result.alarm && result.alarm.state !== "closed") state.alarms.set(result.alarm.id, result.alarm);
       else if (result.alarm) state.alarms.delete(result.alarm.id);
+      if (result.alarm) state.changed.add(result.alarm.id);
+      if (result.alarm) noteAlerting(result.alarm, result.alarm.state === "closed");
+      if (result.alarm && result.alarm.state === "closed") state.membership += 1;
       $("action-dialog").close();
       toast(t("done_" + action));
       render("alarms");
@@ -718,6 +770,7 @@
     document.title = t("title");
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     $("lang").textContent = t("lang_switch");
+    $("alarm-list").setAttribute("aria-label", t("tab_alarms"));
     if (state.me) {
       const site = state.me.site;
       $("site-name").textContent = site.title || site.name || site.id;
@@ -751,6 +804,12 @@
     $("history-form").addEventListener("submit", (e) => { e.preventDefault(); loadHistory(); });
     $("action-form").addEventListener("submit", confirmDialog);
     $("dlg-cancel").addEventListener("click", () => $("action-dialog").close());
+    // The dialog was about the current row: the focus goes back to it (to its new element
+    // when the action rebuilt it), not to the page's top.
+    $("action-dialog").addEventListener("close", () => {
+      const active = document.activeElement;
+      if (state.alarmWindow && (!active || active === document.body)) state.alarmWindow.focusCurrent();
+    });
     $("dev-close").addEventListener("click", () => $("device-dialog").close());
     $("device-dialog").addEventListener("close", () => clearInterval(chartTimer));
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unlockSound);
