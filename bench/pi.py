@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -298,8 +299,10 @@ async def sd_writes_outage(opts, broker, probe: Probe, tmp: Path) -> list[Figure
 
 
 async def _gateway_process(site: dict[str, Any], tmp: Path, probe: Probe,
-                           seconds: float) -> tuple[float, float | None]:
-    """``python -m gateway run`` on ``site``: (VmRSS MiB after ``seconds``, startup s)."""
+                           seconds: float, ask: tuple[str, ...] = ()
+                           ) -> tuple[float, float | None, float | None]:
+    """``python -m gateway run`` on ``site``: (VmRSS MiB after ``seconds``, startup s,
+    VmRSS MiB 2 s after its HTTP API answered each path of ``ask``, if any)."""
     folder = Path(tempfile.mkdtemp(dir=tmp))
     site = {**site, "state_dir": str(folder / "state")}
     path = folder / "site.yaml"
@@ -313,14 +316,32 @@ async def _gateway_process(site: dict[str, Any], tmp: Path, probe: Probe,
         await asyncio.sleep(seconds)
         rss = rss_kib(proc.pid) / 1024
         first = (await probe.stats())["first_ts"]
+        served = None
+        if ask:  # what a Prometheus scrape or an open console costs: the server loads
+            base = "http://" + site["http"]["listen"]
+            for path in ask:
+                await asyncio.to_thread(_get, base + path)
+            await asyncio.sleep(2.0)
+            served = rss_kib(proc.pid) / 1024
     finally:
         proc.terminate()
         await proc.wait()
-    return rss, None if first is None else first - started
+    return rss, None if first is None else first - started, served
+
+
+def _get(url: str) -> int:
+    """The status of a GET (an error status is an answer too)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            answer.read()
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 async def memory(opts, broker, probe: Probe, tmp: Path) -> list[Figure]:
     from bench.memory import FIELDS
+    from servers import free_port
 
     seconds = 3.0 if opts.quick else 15.0
     charging = yaml.safe_load((ROOT / "configs" / "charging-site.yaml").read_text())
@@ -332,15 +353,20 @@ async def memory(opts, broker, probe: Probe, tmp: Path) -> list[Figure]:
     figs = []
     async with sim_host("--tcp", "1", "--ports", "4") as (where, _):
         charging["buses"][0]["port"] = where["tcp"][0]
-        rss, startup = await _gateway_process(charging, tmp, probe, seconds)
+        charging["http"]["listen"] = f"127.0.0.1:{free_port()}"
+        rss, startup, served = await _gateway_process(charging, tmp, probe, seconds,
+                                                      ask=API_PATHS)
     figs.append(at_most(NAME, "RSS: charging site, InfluxDB + MQTT upstreams", rss, 50, "MiB",
                         f"after {seconds:g} s; today 79 MB (75 at 10 devices)"))
+    figs.append(at_most(NAME, "RSS: charging site once its HTTP API answered", served, 50, "MiB",
+                        f"2 s after GET {', '.join(API_PATHS)}; 60 MiB on aiohttp "
+                        f"+ prometheus_client (1 Dec)"))
     figs.append(at_most(NAME, "startup: process start -> first poll (charging site)",
                         float("nan") if startup is None else startup, 1.0, "s",
                         "the first reading's timestamp at the upstream"))
     big = synthetic_site(_scale(opts, 1000), 4, 1.0, mqtt_port=broker.port, influx_url=probe.url, fields=FIELDS)
     del big["mqtt"]
-    rss, startup = await _gateway_process(big, tmp, probe, seconds * 2)  # 1,000 devices start slower
+    rss, startup, _ = await _gateway_process(big, tmp, probe, seconds * 2)  # 1,000 devices start slower
     figs.append(at_most(NAME, f"RSS: {_scale(opts, 1000):,} devices (4 x 6 fields at 1 s), "
                               f"InfluxDB upstream", rss,
                         80, "MiB", f"after {seconds * 2:g} s; startup -> first poll "
@@ -348,6 +374,9 @@ async def memory(opts, broker, probe: Probe, tmp: Path) -> list[Figure]:
                                    f"today 103.7 MiB (bench memory, null sink)"))
     return figs
 
+
+# What a Prometheus scrape and a look at the devices ask of the API.
+API_PATHS = ("/healthz", "/metrics", "/api/devices")
 
 PARTS = {"latency": latency, "stalls": stalls, "sd": sd_writes, "sd_outage": sd_writes_outage,
          "memory": memory}
