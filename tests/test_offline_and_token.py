@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from http_support import mocked_request
+from virtual_time import VirtualTimeLoop
 
 from gateway.clock import FakeClock
 from gateway.errors import DriverError, DriverTimeout
@@ -171,36 +172,6 @@ def test_the_poll_limit_is_five_intervals_but_at_least_ten_seconds() -> None:
 
 
 # -- the device runner's schedule and retry delays, in virtual time (found by mutation testing)
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock jumps to its next timer instead of waiting for it.
-
-    The runner schedules with ``loop.time()`` and ``asyncio.sleep``; on this loop a test
-    reads the exact instant of every poll without sleeping or timing anything.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Not 0: a loop's clock is time since boot, and a schedule that sets an instant
-        # where it should add to one (due = gap, not due += gap) is only wrong away from 0.
-        self._now = 1000.0
-        real, loop = self._selector, self
-
-        class JumpingSelector:
-            def select(self, timeout=None):
-                ready = real.select(None if timeout is None else 0)
-                if not ready and timeout:
-                    loop._now += timeout
-                return ready
-
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-        self._selector = JumpingSelector()
-
-    def time(self) -> float:
-        return self._now
 
 
 class TimedDriver:

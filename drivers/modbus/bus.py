@@ -32,6 +32,10 @@ class ModbusBus:
         self.name = name
         self._client = client
         self._frame_gap = frame_gap
+        # When the line has been quiet for the gap: the gap runs from the end of the last
+        # transaction, so the caller's work on a reply (decoding, the next request's
+        # planning) overlaps the silence instead of adding to it (issue 16.6).
+        self._quiet_at = 0.0
         self._lock = asyncio.Lock()
         self.requests = 0
 
@@ -88,6 +92,9 @@ class ModbusBus:
                         *args: Any, **kwargs: Any) -> Any:
         async with self._lock:
             await self._ensure_connected(device)
+            loop = asyncio.get_running_loop()
+            if (wait := self._quiet_at - loop.time()) > 0:
+                await asyncio.sleep(wait)
             self.requests += 1
             try:
                 reply = await getattr(self._client, method)(address, *args, device_id=slave,
@@ -101,7 +108,7 @@ class ModbusBus:
                 raise DriverProtocolError(device, f"slave {slave}: {exc}") from exc
             finally:
                 if self._frame_gap:
-                    await asyncio.sleep(self._frame_gap)
+                    self._quiet_at = loop.time() + self._frame_gap
         if isinstance(reply, ExceptionResponse) or reply.isError():
             code = getattr(reply, "exception_code", None)
             raise DeviceException(device, f"slave {slave} {method} {address}: exception code {code}",
