@@ -17,7 +17,6 @@ import aiohttp
 import aiomqtt
 import pytest
 import yaml
-from aiohttp import web
 
 from gateway.alarms.alarm import iso
 from gateway.alarms.manager import AlarmCommandRefused, AlarmManager, Transition
@@ -27,6 +26,7 @@ from gateway.hub.alarm_sync import HubAlarmSync, alarm_key
 from gateway.hub.config import load_hub_config
 from gateway.hub.service import Hub
 from gateway.hub.watch import RULE
+from webhook_receiver import Receiver
 from harness import wait_until
 
 HUB = "north-room"
@@ -48,37 +48,6 @@ def info(site: str, ts: str) -> bytes:
 
 def health(site: str, ts: str) -> bytes:
     return json.dumps({"site": site, "ts": ts, "interval": 1}).encode()
-
-
-class Receiver:
-    """A webhook endpoint that keeps each POST's Idempotency-Key and body."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str | None, dict]] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> "Receiver":
-        async def hook(request: web.Request) -> web.Response:
-            self.posts.append((request.headers.get("Idempotency-Key"), await request.json()))
-            return web.Response(text="ok")
-
-        app = web.Application()
-        app.add_routes([web.post("/hook", hook)])
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    def events(self) -> list[str]:
-        return [body["event"] for _, body in self.posts]
 
 
 def replica_file(tmp_path: Path, port: int, client_id: str, hook: str,

@@ -26,6 +26,7 @@ from gateway.hub.live import LivePicture
 from gateway.hub.replicas import delivery_key
 from gateway.hub.service import Hub
 from gateway.hub.watch import GatewayWatch
+from webhook_receiver import Receiver
 from harness import wait_until
 
 
@@ -159,37 +160,6 @@ async def test_a_peer_whose_will_was_lost_is_taken_as_gone_once_it_falls_silent(
 
 
 # -- two hubs, one broker, one receiver -----------------------------------------------------
-
-
-class Receiver:
-    """A webhook endpoint that keeps each POST's Idempotency-Key and body."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str | None, dict]] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def __aenter__(self) -> "Receiver":
-        async def hook(request: web.Request) -> web.Response:
-            self.posts.append((request.headers.get("Idempotency-Key"), await request.json()))
-            return web.Response(text="ok")
-
-        app = web.Application()
-        app.add_routes([web.post("/hook", hook)])
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    def events(self) -> list[str]:
-        return [body["event"] for _, body in self.posts]
 
 
 def replica_file(tmp_path: Path, port: int, client_id: str, hook: str) -> Path:
