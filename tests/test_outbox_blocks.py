@@ -41,11 +41,30 @@ def test_readings_of_one_poll_compress_to_a_small_share() -> None:
     assert len(pack(rows)[5]) < raw / 10
 
 
-@pytest.mark.parametrize("body", [b"", b"\x01", b"\x09abc", b"\x01not lzma at all",
-                                  pack([(READING, "d", 1.0, "x", None, 1)])[5][:-3]])
-def test_bytes_that_do_not_decode_raise_block_error(body) -> None:
-    with pytest.raises(BlockError):
+@pytest.mark.parametrize(("body", "says"), [
+    (b"", "unknown block codec b''"), (b"\x09abc", "unknown block codec b'\\t'"),
+    (b"\x01", "block does not decode: "), (b"\x01not lzma at all", "block does not decode: "),
+    (pack([(READING, "d", 1.0, "x", None, 1)])[5][:-3], "block does not decode: ")])
+def test_bytes_that_do_not_decode_raise_block_error_saying_why(body, says) -> None:
+    # the message is what the log and the outbox's damage count show an installer
+    with pytest.raises(BlockError) as raised:
         unpack(body)
+    assert str(raised.value).startswith(says), raised.value
+
+
+@pytest.mark.parametrize("nul", [False, True])
+def test_the_header_is_written_without_spaces(nul) -> None:
+    """Every byte reaches the SD card twice (WAL, checkpoint): no ", " between numbers."""
+    import lzma
+
+    from gateway.outbox.blocks import FILTERS
+
+    rows = [(READING, "d", 1.0 + i, "m v=1 1" + ("\x00" if nul else ""), "{}", i + 1)
+            for i in range(3)]
+    body = pack(rows)[5]
+    raw = lzma.decompress(body[1:], format=lzma.FORMAT_RAW, filters=FILTERS)
+    assert body[:1] == (CODEC_JSON if nul else CODEC_TEXT)
+    assert b" " not in raw.replace(b"m v=1 1", b""), raw
 
 
 def test_a_header_that_does_not_match_its_texts_raises_block_error() -> None:
@@ -60,10 +79,12 @@ def test_a_header_that_does_not_match_its_texts_raises_block_error() -> None:
 
     good = [[1], [0], ["d"], [1.0], []]
     assert unpack(body(good, ["line", "doc"])) == [(1, 0, "d", 1.0, "line", "doc")]
-    for header, texts in (([[1], [0], ["d"], [1.0], []], ["line"]),  # a document missing
-                          ([[1], [0, 0], ["d"], [1.0], []], ["l", "d"]),  # columns of two lengths
-                          ([[], [], [], [], []], [""]),  # no row
-                          ([[1], [0], ["d"], [1.0]], ["l", "d"]),  # a column missing
-                          ([[1], [0], ["d"], [1.0], [0]], ["l", "d"])):  # a document too many
-        with pytest.raises(BlockError):
+    columns = "^block columns do not match$"
+    for header, texts, says in (
+            ([[1], [0], ["d"], [1.0], []], ["line"], columns),  # a document missing
+            ([[1], [0, 0], ["d"], [1.0], []], ["l", "d"], columns),  # columns of two lengths
+            ([[], [], [], [], []], [""], columns),  # no row
+            ([[1], [0], ["d"], [1.0]], ["l", "d"], "^block does not decode: not enough values"),
+            ([[1], [0], ["d"], [1.0], [0]], ["l", "d"], columns)):  # a document too many
+        with pytest.raises(BlockError, match=says):
             unpack(body(header, texts))
