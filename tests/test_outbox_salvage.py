@@ -550,6 +550,7 @@ def test_holes_are_merged_in_id_order_when_they_touch_or_overlap() -> None:
 
     assert _merged([(10, 12), (1, 3)]) == [(1, 3), (10, 12)]  # apart: both stay
     assert _merged([(1, 3), (5, 6)]) == [(1, 3), (5, 6)]  # one id between: apart
+    assert _merged([(1, 3), (4, 6)]) == [(1, 6)]  # next to each other: one
     assert _merged([(4, 6), (1, 3), (3, 5)]) == [(1, 6)]  # touching, overlapping
     assert _merged([(5, 6), (1, 20)]) == [(1, 20)]  # ordered by their starts
     assert _merged([(5, None), (5, 7)]) == [(5, None)]  # an end of unknown length wins
@@ -610,3 +611,12 @@ def test_lost_cursors_of_a_half_converted_file_start_at_its_oldest_row() -> None
     report, dst = salvage(Damaged(src, unreadable=("FROM cursors",)), sinks=["influxdb"])
     assert report.cursors_lost and report.copied == 20 and ids(dst) == list(range(1, 21))
     assert dict(dst.execute("SELECT sink, last_id FROM cursors")) == {"influxdb": 0}
+
+
+def test_a_file_whose_table_list_cannot_be_read_is_salvaged_as_blocks() -> None:
+    src = block_source([list(range(1, 11))], head=12)
+    report, dst = salvage(Damaged(src, unreadable=("sqlite_master",)))
+    assert ids(dst) == list(range(1, 11)) and next_id(dst) == 13
+    # a file of the version before: no block to find, but its counter still holds
+    report, dst = salvage(Damaged(source(range(1, 6), head=9), unreadable=("sqlite_master",)))
+    assert next_id(dst) == 10
