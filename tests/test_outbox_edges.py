@@ -4,6 +4,7 @@ cancellation, and the budget's deletions with events between the readings."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -636,4 +637,147 @@ def test_a_block_whose_bytes_do_not_decode_is_skipped_logged_and_counted(tmp_pat
     assert s.bad_blocks == 1  # counted once (the block's rows stay cached as none)
     assert "block ending at row 20 cannot be read" in caplog.text
     assert read_summary(tmp_path / "o.sqlite")["sinks"]["influxdb"]["lag_rows"] == 30
+    s.close()
+
+
+# -- survivors of the blocks redesign's mutation run ------------------------------------------
+
+
+def half_converted(path) -> None:
+    """A file whose conversion stopped midway: blocks hold ids 1..20 (the block of 11..20
+    with the oldest timestamps: devices' clocks need not follow the ids), the old table
+    ids 21..40; the cursor of influxdb is inside the first block."""
+    from gateway.outbox.blocks import INSERT_BLOCK, pack
+    from gateway.outbox.store import SCHEMA
+    from outbox_v1 import write_v1_outbox
+
+    write_v1_outbox(path, [(i, READING, "d", 3000.0 + i, f"m v={i} {i}", None)
+                           for i in range(21, 41)], {"influxdb": 5}, head=40)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as con:
+        con.executescript(SCHEMA)
+        con.execute(INSERT_BLOCK, pack([(READING, "d", 2000.0 + i, f"m v={i} {i}", None, i)
+                                        for i in range(1, 11)]))
+        con.execute(INSERT_BLOCK, pack([(READING, "d", 1000.0 + i, f"m v={i} {i}", None, i)
+                                        for i in range(11, 21)]))
+
+
+def test_the_summary_and_a_deferred_open_count_both_tables_of_a_half_converted_file(
+        tmp_path) -> None:
+    path = tmp_path / "o.sqlite"
+    half_converted(path)
+    summary = read_summary(path, now=10_000.0)
+    assert (summary["rows"], summary["head"]) == (40, 40)
+    assert summary["oldest_age_seconds"] == 10_000.0 - 1011.0
+    influx = summary["sinks"]["influxdb"]
+    assert influx["lag_rows"] == 5 + 10 + 20  # the rest of its block, the next one, the old table's
+    assert influx["oldest_unsent_age_seconds"] == 10_000.0 - 1011.0  # the block after, not its own
+    r = Refusing(path=path, budget_bytes=1 << 30)
+    assert r.open(["influxdb"]) == {"influxdb": 5}
+    assert (r.head, r.rows) == (40, 40)  # blocks' rows plus the old table's
+    r.refuse = False
+    r.close()
+
+
+def test_the_head_comes_from_the_newest_block_or_is_zero_for_a_file_never_written(
+        tmp_path) -> None:
+    from gateway.outbox.blocks import INSERT_BLOCK, pack
+    from gateway.outbox.store import SCHEMA
+    from outbox_v1 import write_v1_outbox
+
+    blocks_only = tmp_path / "blocks.sqlite"  # no meta head (a salvage's file, say)
+    with contextlib.closing(sqlite3.connect(blocks_only, isolation_level=None)) as con:
+        con.executescript(SCHEMA)
+        con.execute(INSERT_BLOCK, pack([(*r, i) for i, r in enumerate(rows(5), 1)]))
+    assert read_summary(blocks_only)["head"] == 5
+    never = tmp_path / "v1.sqlite"  # no sqlite_sequence row: no row was ever written
+    write_v1_outbox(never, [], {"influxdb": 0})
+    assert read_summary(never)["head"] == 0
+    s = SqliteOutbox(path=never, budget_bytes=1 << 30)
+    assert s.open(["influxdb"]) == {"influxdb": 0} and s.head == 0
+    assert s.append(rows(1)) == 1
+    s.close()
+
+
+def test_a_read_across_blocks_stops_at_its_limit_without_unpacking_further(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    for k in range(4):
+        s.append(rows(10, k * 10))
+    assert [r[0] for r in s.read(0, 15, "line")] == list(range(1, 16))
+    s._cache.clear()
+    s._con.execute("UPDATE blocks SET body = x'01ffffffff' WHERE id IN (20, 30)")
+    assert [r[0] for r in s.read(0, 10, "line")] == list(range(1, 11))
+    assert s.bad_blocks == 0  # the limit was reached in block 10: block 20 was not read
+    assert [r[0] for r in s.read(0, 100, "line")] == list(range(1, 11)) + list(range(31, 41))
+    assert s.bad_blocks == 2  # each bad block counted
+    s.close()
+
+
+def test_the_block_cache_keeps_the_last_four_blocks_read(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    for k in range(5):
+        s.append(rows(10, k * 10))
+    assert len(s.read(0, 100, "line")) == 50  # blocks 10..50 read: block 10 left the cache
+    s._con.execute("UPDATE blocks SET body = x'01ffffffff' WHERE id = 10")
+    assert [r[0] for r in s.read(0, 100, "line")] == list(range(11, 51))
+    assert s.bad_blocks == 1
+    s.close()
+
+
+def test_purge_of_an_empty_store_deletes_nothing(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    assert s.purge(10) == 0 and s.rows == 0
+    s.close()
+
+
+def test_the_budget_with_only_events_left_drops_nothing_and_says_so(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1024)
+    s.open(["influxdb"])
+    s.append(rows(50, kind=EVENT))
+    assert s.used_bytes() > s.budget_bytes
+    assert s.enforce_budget() == []
+    s.close()
+
+
+def test_the_budget_names_the_readings_it_drops_even_from_blocks_that_do_not_decode(
+        tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    s.append(rows(10))  # ids 1..10, readings only, in a row
+    s.append(rows(2, 10) + rows(1, 12, kind=EVENT) + rows(2, 13))  # 11, 12, event 13, 14, 15
+    s._con.execute("UPDATE blocks SET body = x'01ffffffff' WHERE id = 10")
+    s.budget_bytes = s.used_bytes() // 2  # only a little room: both blocks go
+    dropped = s.enforce_budget()
+    # the first block's ids come from its columns (no need to unpack it); the second's
+    # are its readings' ids, read from its rows
+    assert dropped == [*range(1, 11), 11, 12, 14, 15]
+    assert [r[0] for r in s.read(0, 100, "line")] == [13]
+    s.close()
+
+
+def test_a_block_rewritten_by_the_budget_is_not_read_from_the_cache_as_it_was(tmp_path) -> None:
+    s = SqliteOutbox(path=tmp_path / "o.sqlite", budget_bytes=1 << 30)
+    s.open(["influxdb"])
+    s.append(noisy(20) + rows(1, 20, kind=EVENT))  # the event is the last row: same block id
+    s.budget_bytes = s.used_bytes() // 2
+    assert s.enforce_budget() == list(range(1, 21))
+    assert [r[0] for r in s.read(0, 100, "line")] == [21]
+    s.close()
+
+
+def test_the_conversion_counts_every_row_it_moves(tmp_path, monkeypatch, caplog) -> None:
+    from gateway.outbox import store
+    from outbox_v1 import write_v1_outbox
+
+    monkeypatch.setattr(store, "CONVERT_BLOCK_ROWS", 4)
+    path = tmp_path / "o.sqlite"
+    write_v1_outbox(path, [(i, READING, "d", 1000.0 + i, f"m v={i} {i}", None)
+                           for i in range(1, 11)], {"influxdb": 0}, head=10)
+    s = SqliteOutbox(path=path, budget_bytes=1 << 30)
+    with caplog.at_level(logging.WARNING, logger="gateway.outbox.store"):
+        s.open(["influxdb"])
+    assert s.converted == 10 and s.rows == 10
+    assert f"{path}: 10 rows of the previous file format converted to blocks" in caplog.text
     s.close()

@@ -540,3 +540,83 @@ def test_a_file_with_old_rows_and_blocks_keeps_both() -> None:
     src.execute(INSERT_BLOCK, pack([(READING, "d1", 1.0, "line 6", None, 6)]))
     report, dst = salvage(Damaged(src))
     assert ids(dst) == [1, 2, 3, 4, 5, 6] and report.copied == 6 and next_id(dst) == 7
+
+
+# -- survivors of the blocks redesign's mutation run ------------------------------------------
+
+
+def test_holes_are_merged_in_id_order_when_they_touch_or_overlap() -> None:
+    from gateway.outbox.recovery import _merged
+
+    assert _merged([(10, 12), (1, 3)]) == [(1, 3), (10, 12)]  # apart: both stay
+    assert _merged([(1, 3), (5, 6)]) == [(1, 3), (5, 6)]  # one id between: apart
+    assert _merged([(1, 3), (4, 6)]) == [(1, 6)]  # next to each other: one
+    assert _merged([(4, 6), (1, 3), (3, 5)]) == [(1, 6)]  # touching, overlapping
+    assert _merged([(5, 6), (1, 20)]) == [(1, 20)]  # ordered by their starts
+    assert _merged([(5, None), (5, 7)]) == [(5, None)]  # an end of unknown length wins
+    assert _merged([(1, 3), (2, None)]) == [(1, None)]
+    assert _merged([(1, None), (7, 9)]) == [(1, None)]
+
+
+def test_an_undecodable_block_before_a_gap_in_the_ids_is_a_hole_of_its_own_rows() -> None:
+    src = block_source([list(range(1, 11)), list(range(11, 21)), list(range(31, 41))])
+    src.execute("UPDATE blocks SET body = x'01deadbeef' WHERE id = 20")
+    report, dst = salvage(Damaged(src))
+    assert (report.unreadable, report.holes) == (10, [(11, 20)])  # not up to 30
+
+
+def test_a_block_of_one_row_that_does_not_decode_is_a_hole_of_one() -> None:
+    src = block_source([list(range(1, 11)), [11], list(range(12, 21))])
+    src.execute("UPDATE blocks SET body = x'01deadbeef' WHERE id = 11")
+    report, dst = salvage(Damaged(src))
+    assert (report.unreadable, report.holes) == (1, [(11, 11)])
+
+
+def test_an_undecodable_block_whose_columns_are_garbage_is_no_hole() -> None:
+    src = block_source([list(range(1, 11)), list(range(11, 21)), list(range(21, 31))])
+    src.execute("UPDATE blocks SET body = x'01deadbeef', first_id = 25 WHERE id = 20")
+    src.execute("UPDATE blocks SET body = x'01deadbeef', first_id = 'x' WHERE id = 30")
+    report, dst = salvage(Damaged(src))
+    assert ids(dst) == list(range(1, 11))
+    assert (report.unreadable, report.holes) == (0, [])  # no ids can be told for them
+
+
+def test_a_file_of_blocks_without_a_head_ends_at_its_highest_block() -> None:
+    blocks = [list(range(1, 11)), list(range(11, 21)), list(range(21, 31))]
+    report, dst = salvage(Damaged(block_source(blocks), bad=[30]))
+    assert (report.unreadable, report.holes, report.tail_lost) == (10, [(21, 30)], False)
+    assert next_id(dst) == 31
+    report, dst = salvage(Damaged(block_source([])))  # nothing, no head: ids start at 1
+    assert next_id(dst) == 1
+
+
+def test_a_quarantine_row_the_new_file_refuses_leaves_the_others_in() -> None:
+    schema = V1_SCHEMA.replace("line TEXT NOT NULL,\n    doc TEXT,\n    status",
+                               "line TEXT,\n    doc TEXT,\n    status")
+    src = source(range(1, 4), quarantined=4, schema=schema)
+    src.execute("UPDATE quarantine SET line = NULL WHERE id = 2")
+    report, dst = salvage(Damaged(src))
+    assert report.quarantine_copied == 3
+    assert [r[0] for r in dst.execute("SELECT id FROM quarantine ORDER BY id")] == [1, 3, 4]
+
+
+def test_lost_cursors_of_a_half_converted_file_start_at_its_oldest_row() -> None:
+    # the conversion moves the oldest rows first: blocks hold 1..10, the old table 11..20
+    src = source(range(11, 21), head=20)
+    from gateway.outbox.store import SCHEMA
+
+    src.executescript(SCHEMA)
+    src.execute(INSERT_BLOCK, pack([(READING, "d1", 1000.0 + i, f"line {i}", None, i)
+                                    for i in range(1, 11)]))
+    report, dst = salvage(Damaged(src, unreadable=("FROM cursors",)), sinks=["influxdb"])
+    assert report.cursors_lost and report.copied == 20 and ids(dst) == list(range(1, 21))
+    assert dict(dst.execute("SELECT sink, last_id FROM cursors")) == {"influxdb": 0}
+
+
+def test_a_file_whose_table_list_cannot_be_read_is_salvaged_as_blocks() -> None:
+    src = block_source([list(range(1, 11))], head=12)
+    report, dst = salvage(Damaged(src, unreadable=("sqlite_master",)))
+    assert ids(dst) == list(range(1, 11)) and next_id(dst) == 13
+    # a file of the version before: no block to find, but its counter still holds
+    report, dst = salvage(Damaged(source(range(1, 6), head=9), unreadable=("sqlite_master",)))
+    assert next_id(dst) == 10

@@ -112,7 +112,8 @@ def salvage_into(src: sqlite3.Connection, dst: sqlite3.Connection, sinks: list[s
         high = max(high, head or 0)
     if "blocks" in tables:
         first, high = _salvage_blocks(src, dst, report, high)
-        first_id = first if first_id is None else first_id
+        # (a file whose conversion stopped midway: its blocks hold the oldest rows)
+        first_id = min((f for f in (first_id, first) if f is not None), default=None)
     # ids are never reused: the new file goes on after the old one's highest
     try:
         cursors = src.execute("SELECT sink, last_id FROM cursors").fetchall()
